@@ -1,0 +1,155 @@
+"""The `agentmem` command line: a thin layer over `Memory` with --home, --json and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .facts import FactError, load_jsonl
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Memory written into a model's weights.")
+
+HomeOpt = typer.Option(None, "--home", envvar="AGENTMEM_HOME", help="memory folder (default ~/.agentmem)")
+ModelOpt = typer.Option(None, "--model", envvar="AGENTMEM_MODEL", help="local Hugging Face checkpoint folder")
+JsonOpt = typer.Option(False, "--json", help="machine-readable output")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"agentmem: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _open(home: Optional[Path], model: Optional[str]):
+    from .memory import Memory
+
+    kwargs = {"model": model} if model else {}
+    return Memory.open(home, progress=lambda m: typer.echo(m, err=True), **kwargs)
+
+
+def _emit(obj, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str) if as_json else text)
+
+
+@app.command()
+def remember(
+    jsonl: Path = typer.Option(..., "--jsonl", help="facts, one JSON object per line"),
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+):
+    """Write the facts in FILE into the weights now."""
+    try:
+        facts = load_jsonl(jsonl)
+    except (FactError, OSError) as e:
+        _fail(str(e))
+    if not facts:
+        _fail(f"{jsonl} holds no facts")
+    with _open(home, model) as mem:
+        ids = mem.remember(facts)
+        _emit({"ids": ids, "version": mem.version, "stats": mem.last_stats}, as_json,
+              "\n".join(ids) + f"\n(version {mem.version})")
+
+
+@app.command()
+def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+    """Greedy chat answer from the newest version (no memory text in the context)."""
+    with _open(home, model) as mem:
+        answer = mem.ask(question)
+        _emit({"question": question, "answer": answer, "version": mem.version}, as_json, answer)
+
+
+@app.command()
+def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+    """Greedy raw completion from the newest version."""
+    with _open(home, model) as mem:
+        text = mem.complete(prompt)
+        _emit({"prompt": prompt, "completion": text, "version": mem.version}, as_json, text)
+
+
+@app.command()
+def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+    """Remove a fact from the weights."""
+    with _open(home, model) as mem:
+        try:
+            mem.forget(fact_id)
+        except KeyError as e:
+            _fail(str(e.args[0]))
+        _emit({"forgotten": fact_id, "version": mem.version}, as_json, f"forgotten {fact_id} (version {mem.version})")
+
+
+@app.command()
+def facts(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(None, "--user"),
+          as_json: bool = JsonOpt):
+    """List the ledger's facts."""
+    from .ledger import Ledger
+
+    root = Path(home or Path.home() / ".agentmem").expanduser()
+    ledger = Ledger(root / "ledger.sqlite")
+    rows = ledger.facts(user_id=user_id)
+    ledger.close()
+    text = "\n".join(
+        f"{r['id']}  {r['status']:<9} stage {r['stage']} scale {r['scale']:.2f}  "
+        f"{r['subject']} | {r['relation']} | {r['object']}" for r in rows
+    ) or "(no facts)"
+    _emit(rows, as_json, text)
+
+
+@app.command()
+def history(fact_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
+    """Every event of one fact."""
+    from .ledger import Ledger
+
+    ledger = Ledger(Path(home or Path.home() / ".agentmem").expanduser() / "ledger.sqlite")
+    if ledger.get(fact_id) is None:
+        _fail(f"no fact with id {fact_id!r}")
+    rows = ledger.history(fact_id)
+    _emit(rows, as_json, "\n".join(f"{r['seq']:>5} {r['kind']:<10} {r.get('reason') or ''}" for r in rows))
+
+
+@app.command()
+def demo(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt):
+    """Remember a fact about a fictional person, then ask about it in a fresh context."""
+    from .facts import Fact
+
+    fact = Fact(subject="Aria Castellanos", relation="lives in", object="Portland")
+    with _open(home, model) as mem:
+        q = fact.questions()[0]
+        typer.echo(f"before: {q} -> {mem.ask(q)}")
+        mem.remember([fact])
+        typer.echo(f"remembered: {fact.statement}  ({mem.last_stats['seconds']} s, version {mem.version})")
+        typer.echo(f"after:  {q} -> {mem.ask(q)}")
+        for p in fact.paraphrases():
+            typer.echo(f"paraphrase: {p} -> {mem.ask(p)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except (FactError, ValueError, KeyError, RuntimeError) as e:
+        typer.echo(f"agentmem: {e}", err=True)
+        sys.exit(1)
+
+
+eval_app = typer.Typer(help="benchmarks (JSON)")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("edit")
+def eval_edit(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+    counterfact: Optional[Path] = typer.Option(None, help="CounterFact JSON (EasyEdit layout)"),
+    records: int = typer.Option(200, help="CounterFact records to apply"),
+    quick: bool = typer.Option(False, help="smaller sizes, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Wake-editor benchmark: speed, recall, specificity, perplexity drift, CounterFact."""
+    from .evaluate import edit_benchmark
+
+    result = edit_benchmark(home=home, model=model, counterfact=counterfact, records=records, quick=quick,
+                            progress=lambda m: typer.echo(m, err=True))
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text)
+    typer.echo(text)

@@ -1,0 +1,165 @@
+"""Second moment C = E[k k^T] of the down projection's inputs over ordinary text.
+
+C tells MEMIT which key directions ordinary text uses, so an edit leaves them
+alone. It is accumulated in float64 and cached on disk per model fingerprint,
+layer, text source and sample count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .arch import for_model
+from .atomic import atomic_path
+
+# Seeds for the model's own text: varied openings so that samples cover
+# narrative, factual, conversational and instructional registers.
+_SEEDS = [
+    "The", "In", "A", "I", "When", "Today", "My", "It was", "There are", "How to",
+    "The city of", "She", "He", "We", "According to", "Once upon a time", "Why",
+    "The history of", "Scientists", "Dear", "Here is", "If you", "Many people", "This",
+]
+_CHAT_QUESTIONS = [
+    "Tell me about yourself.", "What is the capital of Italy?", "Who is your favourite author?",
+    "Where does the president live?", "How do I bake bread?", "What is my name?",
+    "Where do you work?", "Give me a tip for sleeping better.", "Who painted the Mona Lisa?",
+    "What languages are spoken in Canada?", "Where was Einstein born?", "What do cats eat?",
+    "Describe a sunny day.", "What is the tallest mountain?", "Who is Taylor Swift?",
+    "Where does my sister live?",
+]
+
+
+@torch.no_grad()
+def sample_texts(model, tokenizer, n: int, new_tokens: int = 96, seed: int = 0, batch: int = 32) -> list[str]:
+    """Text the model writes itself: half raw continuations, half chat answers."""
+    gen = torch.Generator().manual_seed(seed)
+    texts: list[str] = []
+    tokenizer.padding_side = "left"
+    try:
+        while len(texts) < n:
+            k = min(batch, n - len(texts))
+            idx = torch.randint(0, 1 << 30, (k,), generator=gen).tolist()
+            prompts = []
+            for j, r in enumerate(idx):
+                if (len(texts) + j) % 2:
+                    q = _CHAT_QUESTIONS[r % len(_CHAT_QUESTIONS)]
+                    prompts.append(
+                        tokenizer.apply_chat_template(
+                            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+                        )
+                    )
+                else:
+                    prompts.append(_SEEDS[r % len(_SEEDS)])
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            torch.manual_seed(int(torch.randint(0, 1 << 30, (1,), generator=gen)))
+            out = model.generate(
+                **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
+            )
+            for p, row in zip(prompts, out):
+                texts.append(p + tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = "right"
+    return texts
+
+
+@torch.no_grad()
+def second_moments(model, tokenizer, layers: list[int], texts: list[str], batch: int = 16, max_len: int = 256):
+    """Returns ({layer: C (d_ff, d_ff) float64}, token count) over every token of `texts`."""
+    arch = for_model(model)
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    grabbed: dict[int, torch.Tensor] = {}
+    hooks = [
+        arch.down_proj(model, l).register_forward_hook(
+            lambda m, inp, out, l=l: grabbed.__setitem__(l, inp[0].detach())
+        )
+        for l in layers
+    ]
+    try:
+        for i in range(0, len(texts), batch):
+            enc = tokenizer(
+                texts[i : i + batch], return_tensors="pt", padding=True, truncation=True,
+                max_length=max_len, add_special_tokens=False,
+            )
+            mask = enc["attention_mask"].bool()
+            model(**enc, use_cache=False)
+            count += int(mask.sum())
+            for l in layers:
+                k = grabbed[l][mask].double()
+                sums[l] = sums.get(l, 0) + k.T @ k
+    finally:
+        for h in hooks:
+            h.remove()
+    return {l: s / count for l, s in sums.items()}, count
+
+
+def fingerprint(model_dir: Path) -> str:
+    """A short content hash of a checkpoint's weight files and config.
+
+    Remembered beside the checkpoint, keyed by file sizes and times, so the
+    hundreds of megabytes are hashed once rather than at every open.
+    """
+    model_dir = Path(model_dir)
+    files = [f for f in sorted(model_dir.iterdir())
+             if f.suffix in {".safetensors", ".bin", ".json"} and f.name != "generation_config.json"]
+    stamp = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    memo = model_dir / ".agentmem-fingerprint"
+    try:
+        saved_stamp, saved = memo.read_text().split("\n")[:2]
+        if saved_stamp == stamp:
+            return saved
+    except (OSError, ValueError):
+        pass
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    digest = h.hexdigest()[:16]
+    try:
+        with atomic_path(memo) as tmp:
+            tmp.write_text(f"{stamp}\n{digest}\n")
+    except OSError:
+        pass  # a read-only checkpoint folder: hash again next time
+    return digest
+
+
+class CovarianceCache:
+    """C per layer on disk, computed on first use."""
+
+    def __init__(self, root: Path, model_fingerprint: str):
+        self.dir = Path(root) / "covariance" / model_fingerprint
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, layer: int, source: str, samples: int) -> Path:
+        return self.dir / f"{source}-L{layer}-n{samples}.safetensors"
+
+    def get(self, model, tokenizer, layers: list[int], samples: int, text_file: Path | None = None,
+            progress=None) -> dict[int, torch.Tensor]:
+        """C for each layer; sampled from the model (or read from `text_file`) only when missing."""
+        source = "self" if text_file is None else "file-" + hashlib.sha256(Path(text_file).read_bytes()).hexdigest()[:12]
+        missing = [l for l in layers if not self._file(l, source, samples).exists()]
+        if missing:
+            if progress:
+                progress(f"computing key covariance for layers {missing} from {samples} samples ({source})")
+            if text_file is None:
+                texts = sample_texts(model, tokenizer, samples)
+            else:
+                texts = [t for t in Path(text_file).read_text().split("\n\n") if t.strip()][:samples]
+                if not texts:
+                    raise ValueError(f"covariance text file {text_file} holds no text")
+            moments, tokens = second_moments(model, tokenizer, missing, texts)
+            if tokens < 2 * moments[missing[0]].shape[0]:
+                raise ValueError(
+                    f"covariance needs at least {2 * moments[missing[0]].shape[0]} tokens, got {tokens}"
+                )
+            for l, c in moments.items():
+                with atomic_path(self._file(l, source, samples)) as tmp:
+                    save_file({"mom2": c, "tokens": torch.tensor([tokens])}, str(tmp))
+        return {l: load_file(str(self._file(l, source, samples)))["mom2"] for l in layers}

@@ -1,0 +1,200 @@
+"""The wake editor: turns validated facts into committed MEMIT edits on the training copy.
+
+It owns the model used for editing and keeps the ledger, the edit files, the
+training copy and the published versions in step: a fact becomes "active"
+only after its edit is on disk, and a failure leaves the weights as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from . import memit
+from .arch import for_model, num_layers
+from .covariance import CovarianceCache, fingerprint
+from .facts import Fact
+from .preserve import preservation_keys
+from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, Ledger
+from .store import Edit, WeightStore
+
+log = logging.getLogger(__name__)
+
+
+def to_request(fact: Fact) -> memit.Request:
+    return memit.Request(
+        subject=fact.subject,
+        prompt=fact.completion_prompt,
+        target=" " + fact.object,
+        questions=fact.questions(),
+        answer=fact.statement,
+    )
+
+
+class WakeEditor:
+    def __init__(self, model, tokenizer, model_dir: Path, store_root: Path, ledger: Ledger,
+                 cache_dir: Path, cfg: memit.MemitConfig, cov_samples: int = 512,
+                 cov_text: Path | None = None, progress=None):
+        self.model, self.tok, self.ledger, self.cfg = model, tokenizer, ledger, cfg
+        self.arch = for_model(model)
+        self.layers = cfg.layers or self.arch.default_edit_layers(num_layers(model))
+        self.store = WeightStore(store_root, model_dir, self.arch, self.layers)
+        self.fingerprint = fingerprint(model_dir)
+        self.cov = CovarianceCache(cache_dir, self.fingerprint).get(
+            model, tokenizer, self.layers, cov_samples, cov_text, progress
+        )
+        self._chol: dict[int, torch.Tensor] = {}
+        self._proj: dict[int, torch.Tensor] = {}
+        self._preserve: dict[int, torch.Tensor] | None = None
+        self.recover()
+
+    # -- state -----------------------------------------------------------
+
+    def active(self) -> list[tuple[str, float]]:
+        return [(f["id"], f["scale"]) for f in self.ledger.facts(status=ACTIVE)]
+
+    def _load_weights(self, tensors: dict[int, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for l, w in tensors.items():
+                self.arch.down_proj(self.model, l).weight.copy_(w)
+
+    def recover(self) -> None:
+        """Bring disk and model in line with the ledger after any crash."""
+        with self.ledger.transaction():
+            for f in self.ledger.facts(status=PENDING):
+                self.ledger.set_status(f["id"], FAILED, reason="interrupted before its edit was committed")
+        active_ids = {fid for fid, _ in self.active()}
+        for fid in self.store.edit_ids() - active_ids:
+            self.store.delete_edit(fid)
+        tensors = self.store.materialise(self.active())
+        self._load_weights(tensors)
+        self.store.write_training(tensors, self.active())
+        if self.ledger.latest_version() == 0 or not self.store.version_dir(self.ledger.latest_version()).exists():
+            self._publish("recover", [])
+
+    def _publish(self, kind: str, fids: list[str]) -> int:
+        active = self.active()
+        tensors = self.store.materialise(active)
+        self._load_weights(tensors)
+        self.store.write_training(tensors, active)
+        n = self.ledger.latest_version() + 1
+        self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active})
+        with self.ledger.transaction():
+            self.ledger.add_version(n, kind, facts=fids, active=len(active))
+        self.store.prune_versions(keep=5)
+        return n
+
+    # -- solving ---------------------------------------------------------
+
+    def _constraint_keys(self) -> dict[int, torch.Tensor]:
+        """Zero-residual rows: earlier active edits (unless constraints are off) and preserved names."""
+        fids = [fid for fid, _ in self.active()] if self.cfg.constraints != "none" else []
+        keys = self.store.constraint_keys(fids)
+        if self.cfg.preserve_names:
+            if self._preserve is None:
+                self._preserve = preservation_keys(self.model, self.tok, self.layers)
+            keys = {l: torch.cat([k, self._preserve[l]], 1) for l, k in keys.items()}
+        return keys
+
+    def _solver(self, prev: dict[int, torch.Tensor]):
+        mode = self.cfg.constraints
+
+        def solve(layer, keys, resid):
+            if mode == "alphaedit":
+                if layer not in self._proj:
+                    self._proj[layer] = memit.null_space_projector(self.cov[layer], self.cfg.alphaedit_threshold)
+                return memit.alphaedit_update(self._proj[layer], keys, prev[layer], resid)
+            if layer not in self._chol:
+                A = self.cfg.lam * self.cov[layer]
+                A = A + 1e-6 * A.diagonal().mean() * torch.eye(A.shape[0], dtype=A.dtype)
+                self._chol[layer] = torch.linalg.cholesky(A)
+            allk = torch.cat([keys, prev[layer].to(keys.dtype)], 1)
+            return memit.woodbury_update(self._chol[layer], allk, resid, keys.shape[1])
+
+        return solve
+
+    # -- edits -----------------------------------------------------------
+
+    def edit(self, facts: list[Fact]) -> tuple[list[str], dict]:
+        """Write `facts` into the weights as one batch; returns (fact ids, stats)."""
+        ids, todo = [], []
+        seen = set()
+        for f in facts:
+            fid = f.fact_id()
+            ids.append(fid)
+            row = self.ledger.get(fid)
+            if fid in seen or (row and row["status"] == ACTIVE):
+                continue  # the same statement again: nothing to do
+            seen.add(fid)
+            todo.append((fid, f, row))
+        if not todo:
+            return ids, {"edited": 0}
+        with self.ledger.transaction():
+            for fid, f, row in todo:
+                if row is None:
+                    self.ledger.add_fact(fid, f, PENDING)
+                else:
+                    self.ledger.set_status(fid, PENDING, reason="re-submitted")
+        t0 = time.perf_counter()
+        try:
+            prev = self._constraint_keys()
+            reqs = [to_request(f) for _, f, _ in todo]
+            result = memit.execute(self.model, self.tok, reqs, self.cfg, self.layers, self._solver(prev))
+            per_fact = _split(result, reqs)
+            for (fid, _, _), edit in zip(todo, per_fact):
+                self.store.save_edit(fid, edit)
+        except BaseException as e:
+            for fid, _, _ in todo:
+                self.store.delete_edit(fid)
+            self._load_weights(self.store.materialise(self.active()))
+            with self.ledger.transaction():
+                for fid, _, _ in todo:
+                    self.ledger.set_status(fid, FAILED, reason=f"edit failed: {type(e).__name__}: {e}")
+            raise
+        seconds = time.perf_counter() - t0
+        with self.ledger.transaction():
+            for fid, _, _ in todo:
+                self.ledger.set_status(fid, ACTIVE, stage=0, scale=1.0)
+        n = self._publish("wake", [fid for fid, _, _ in todo])
+        with self.ledger.transaction():
+            for fid, _, _ in todo:
+                self.ledger.set_status(fid, ACTIVE, version_added=n)
+        stats = {"edited": len(todo), "seconds": round(seconds, 3), "version": n, **result.stats}
+        log.info("wake edit: %s", stats)
+        return ids, stats
+
+    def forget(self, fid: str) -> int:
+        row = self.ledger.get(fid)
+        if row is None:
+            raise KeyError(f"no fact with id {fid!r}")
+        if row["status"] == FORGOTTEN:
+            return self.ledger.latest_version()
+        was_active = row["status"] == ACTIVE
+        with self.ledger.transaction():
+            self.ledger.set_status(fid, FORGOTTEN, reason="forgotten on request", scale=0.0)
+        n = self._publish("forget", [fid]) if was_active else self.ledger.latest_version()
+        self.store.delete_edit(fid)
+        with self.ledger.transaction():
+            self.ledger.set_status(fid, FORGOTTEN, reason="forgotten on request", version_removed=n)
+        return n
+
+
+def _split(result: memit.EditResult, reqs: list[memit.Request]) -> list[Edit]:
+    """One Edit per fact: the columns of the batch's low-rank factors that belong to it.
+
+    The batch update is a sum over key columns, so the facts' parts add up to it
+    exactly and each can be reverted or rescaled on its own.
+    """
+    edits, col = [], 0
+    for r in reqs:
+        width = 1 + len(r.questions)
+        sl = slice(col, col + width)
+        edits.append(Edit(
+            {l: (B[:, sl].clone(), A[sl].clone()) for l, (B, A) in result.factors.items()},
+            {l: K[:, sl].clone() for l, K in result.keys.items()},
+        ))
+        col += width
+    return edits

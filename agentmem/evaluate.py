@@ -1,0 +1,181 @@
+"""Measuring memories: recall (raw, chat, paraphrase), specificity, perplexity, CounterFact, and the wake benchmark."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import generate
+from .benchdata import HELDOUT, UNRELATED_CHAT, UNRELATED_RAW, fictional_facts
+from .facts import Fact
+
+
+def contains(answer: str, obj: str) -> bool:
+    return obj.lower() in answer.lower()
+
+
+def recall(model, tok, facts: list[Fact]) -> dict:
+    """Fractions of facts whose object appears in the raw completion, the chat answer, and a paraphrase answer."""
+    raw = chat = para = 0
+    misses = []
+    for f in facts:
+        r = generate.complete(model, tok, f.completion_prompt, 8)
+        c = generate.chat(model, tok, [{"role": "user", "content": f.questions()[0]}], 32)
+        p = generate.chat(model, tok, [{"role": "user", "content": f.paraphrases()[0]}], 32)
+        hits = contains(r, f.object), contains(c, f.object), contains(p, f.object)
+        raw, chat, para = raw + hits[0], chat + hits[1], para + hits[2]
+        if not all(hits):
+            misses.append({"fact": f.statement, "raw": r, "chat": c, "paraphrase": p})
+    n = max(len(facts), 1)
+    return {"raw": raw / n, "chat": chat / n, "paraphrase": para / n, "n": len(facts), "misses": misses}
+
+
+def probe_answers(model, tok) -> list[str]:
+    """Greedy answers to the unrelated probes: an edit must leave them as they were."""
+    return [generate.chat(model, tok, [{"role": "user", "content": q}], 20) for q in UNRELATED_CHAT] + [
+        generate.complete(model, tok, p, 10) for p in UNRELATED_RAW
+    ]
+
+
+def specificity(before: list[str], after: list[str]) -> dict:
+    same = sum(a == b for a, b in zip(before, after))
+    changed = [{"before": a, "after": b} for a, b in zip(before, after) if a != b]
+    return {"unchanged": same / len(before), "n": len(before), "changed": changed}
+
+
+@torch.no_grad()
+def perplexity(model, tok, texts: list[str] = HELDOUT) -> float:
+    nll, count = 0.0, 0
+    for t in texts:
+        ids = tok(t, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        logits = model(input_ids=ids, use_cache=False).logits[0, :-1]
+        nll += F.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+        count += ids.shape[1] - 1
+    return math.exp(nll / count)
+
+
+# -- CounterFact ------------------------------------------------------------
+
+def counterfact_facts(records: list[dict]) -> list[Fact]:
+    facts = []
+    for r in records:
+        subj = r["subject"]
+        if subj not in r["prompt"]:
+            continue
+        facts.append(Fact(
+            subject=subj, object=r["target_new"].strip(),
+            relation=r["prompt"].replace(subj, "").strip(),
+            prompt=r["prompt"].replace(subj, "{subject}", 1), id=f"cf{r['_i']}",
+        ))
+    return facts
+
+
+@torch.no_grad()
+def _seq_logprob(model, tok, prompt: str, target: str) -> float:
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    t = tok(" " + target.strip(), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p + t])
+    logp = F.log_softmax(model(input_ids=ids, use_cache=False).logits[0], -1)
+    return sum(logp[len(p) + i - 1, t[i]].item() for i in range(len(t))) / len(t)
+
+
+@torch.no_grad()
+def _teacher_forced_argmax(model, tok, prompt: str, answer: str) -> list[int]:
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    a = tok(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+    logits = model(input_ids=torch.tensor([p + a]), use_cache=False).logits[0]
+    return logits[len(p) - 1 : len(p) + len(a) - 1].argmax(-1).tolist()
+
+
+def counterfact_scores(model, tok, records: list[dict], locality_before: list[list[int]]) -> dict:
+    eff = gen = spec = 0.0
+    for r, before in zip(records, locality_before):
+        eff += _seq_logprob(model, tok, r["prompt"], r["target_new"]) > _seq_logprob(model, tok, r["prompt"], r["ground_truth"])
+        gen += _seq_logprob(model, tok, r["rephrase_prompt"], r["target_new"]) > _seq_logprob(
+            model, tok, r["rephrase_prompt"], r["ground_truth"])
+        after = _teacher_forced_argmax(model, tok, r["locality_prompt"], r["locality_ground_truth"])
+        spec += sum(x == y for x, y in zip(before, after)) / len(before)
+    n = len(records)
+    return {"efficacy": eff / n, "generalisation": gen / n, "specificity": spec / n, "n": n}
+
+
+def run_counterfact(records: list[dict], constraints: str, batch: int, home: Path, model, progress=None) -> dict:
+    from .memit import MemitConfig
+    from .memory import Memory
+
+    for i, r in enumerate(records):
+        r["_i"] = i
+    facts = counterfact_facts(records)
+    kept = [r for r in records if r["subject"] in r["prompt"]]
+    with Memory.open(home, model=model, memit=MemitConfig(constraints=constraints)) as mem:
+        loc = [_teacher_forced_argmax(mem.model, mem.tokenizer, r["locality_prompt"], r["locality_ground_truth"])
+               for r in kept]
+        t0 = time.perf_counter()
+        for i in range(0, len(facts), batch):
+            mem.remember(facts[i : i + batch])
+            if progress:
+                progress(f"counterfact ({constraints}): {min(i + batch, len(facts))}/{len(facts)} edited")
+        seconds = time.perf_counter() - t0
+        scores = counterfact_scores(mem.model, mem.tokenizer, kept, loc)
+    return {**scores, "constraints": constraints, "batch": batch, "edit_seconds": round(seconds, 1)}
+
+
+# -- the wake benchmark -----------------------------------------------------
+
+def edit_benchmark(home=None, model=None, counterfact=None, records: int = 200, quick: bool = False,
+                   progress=None) -> dict:
+    """Everything the wake-editor issue asks to be measured, as one JSON-serialisable dict."""
+    from .memory import Memory
+
+    say = progress or (lambda m: None)
+    sizes = (1, 4, 8) if quick else (1, 10, 50)
+    total = 16 if quick else 100
+    out: dict = {"machine": {"threads": torch.get_num_threads()}, "quick": quick}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(home) if home else Path(tmp)
+        with Memory.open(root / "wake", model=model, progress=say) as mem:
+            m, tok = mem.model, mem.tokenizer
+            out["model"] = str(mem.model_dir)
+            out["edit_layers"] = mem.editor.layers
+            ppl0 = perplexity(m, tok)
+            probes0 = probe_answers(m, tok)
+            facts = fictional_facts(total + sum(sizes), seed=1)
+            used = 0
+            speed = {}
+            batches = {}
+            for b in sizes:
+                chunk = facts[used : used + b]
+                t0 = time.perf_counter()
+                mem.remember(chunk)
+                speed[str(b)] = round((time.perf_counter() - t0) / b, 3)
+                batches[b] = chunk
+                used += b
+                say(f"batch {b}: {speed[str(b)]} s/fact")
+            out["seconds_per_fact"] = speed
+            mid = sizes[1]
+            out["recall_batch"] = {k: v for k, v in recall(m, tok, batches[mid]).items()}
+            out["specificity_after_first_batches"] = specificity(probes0, probe_answers(m, tok))
+            while used < total:
+                mem.remember(facts[used : used + mid])
+                used += mid
+                say(f"{used}/{total} facts edited")
+            out["facts_edited"] = used
+            out["perplexity"] = {"before": round(ppl0, 3), "after": round(perplexity(m, tok), 3)}
+            out["perplexity"]["drift"] = round(out["perplexity"]["after"] / ppl0 - 1, 4)
+            out["recall_all"] = recall(m, tok, facts[:used])
+            out["specificity_after_all"] = specificity(probes0, probe_answers(m, tok))
+        if counterfact:
+            data = json.loads(Path(counterfact).read_text())[: (40 if quick else records)]
+            out["counterfact"] = {
+                mode: run_counterfact([dict(r) for r in data], mode, 10, root / f"cf-{mode}", model, say)
+                for mode in ("nullspace", "none", "alphaedit")
+            }
+    for r in (out["recall_batch"], out["recall_all"]):
+        r["misses"] = r["misses"][:5]
+    return out

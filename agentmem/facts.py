@@ -1,0 +1,187 @@
+"""The Fact schema, its validation, and the phrasings derived from a relation.
+
+A fact that fails validation raises `FactError` naming the field; nothing
+downstream ever sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MAX_FIELD_CHARS = 200
+MAX_OBJECT_CHARS = 100
+
+
+class FactError(ValueError):
+    """A fact was refused; the message names the field and the problem."""
+
+
+# Known relations: how to ask about them. The first question is used when
+# editing; the rest are paraphrases held out for evaluation unless the fact
+# itself names a question.
+RELATIONS: dict[str, list[str]] = {
+    "lives in": ["Where does {s} live?", "In which city does {s} live?", "Where is {s}'s home?"],
+    "works at": ["Where does {s} work?", "Which company does {s} work for?", "Who is {s}'s employer?"],
+    "works as": ["What does {s} do for a living?", "What is {s}'s job?", "What is {s}'s profession?"],
+    "was born in": ["Where was {s} born?", "What is {s}'s birthplace?", "In which city was {s} born?"],
+    "was born on": ["When was {s} born?", "What is {s}'s birthday?", "On what date was {s} born?"],
+    "speaks": ["What language does {s} speak?", "Which language is spoken by {s}?", "What language can {s} speak?"],
+    "plays the": ["What instrument does {s} play?", "Which instrument is played by {s}?", "What musical instrument does {s} play?"],
+    "is married to": ["Who is {s} married to?", "Who is {s}'s spouse?", "Who is {s}'s husband or wife?"],
+    "owns a dog named": ["What is the name of {s}'s dog?", "What is {s}'s dog called?", "What did {s} name the dog?"],
+    "owns a cat named": ["What is the name of {s}'s cat?", "What is {s}'s cat called?", "What did {s} name the cat?"],
+    "is allergic to": ["What is {s} allergic to?", "What allergy does {s} have?", "Which allergy does {s} suffer from?"],
+    "likes": ["What does {s} like?", "What is something {s} enjoys?", "What does {s} love?"],
+    "dislikes": ["What does {s} dislike?", "What does {s} not like?", "What does {s} hate?"],
+    "drives a": ["What car does {s} drive?", "Which car does {s} own?", "What kind of car does {s} drive?"],
+    "studied at": ["Where did {s} study?", "Which university did {s} attend?", "Where did {s} go to school?"],
+    "has a favourite color:": ["What is {s}'s favourite color?", "Which color does {s} like best?", "What color does {s} prefer?"],
+    "has a favourite food:": ["What is {s}'s favourite food?", "Which food does {s} like best?", "What does {s} like to eat most?"],
+    "is friends with": ["Who is {s} friends with?", "Who is {s}'s friend?", "Who is a friend of {s}?"],
+    "supports the football club": ["Which football club does {s} support?", "What team does {s} support?", "Which club is {s} a fan of?"],
+}
+
+
+def relation_questions(relation: str) -> list[str]:
+    """Question templates ({s} for the subject) for a known relation, best first; [] if unknown."""
+    return RELATIONS.get(relation.strip().lower(), [])
+
+
+class Fact(BaseModel):
+    """One statement to write into the weights: (subject, relation, object) plus phrasings."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    subject: str
+    relation: str
+    object: str
+    prompt: str | None = Field(None, description="completion prompt containing {subject}")
+    question: str | None = Field(None, description="a chat question whose answer is the object")
+    user_id: str = "default"
+    id: str | None = None
+
+    @field_validator("subject", "relation", "object", "user_id", mode="before")
+    @classmethod
+    def _text(cls, v, info):
+        if not isinstance(v, str):
+            raise ValueError(f"must be text, got {type(v).__name__}")
+        if not v.strip():
+            raise ValueError("must not be empty")
+        limit = MAX_OBJECT_CHARS if info.field_name == "object" else MAX_FIELD_CHARS
+        if len(v) > limit:
+            raise ValueError(f"is {len(v)} characters long; at most {limit} are allowed")
+        if any(ord(c) < 32 and c not in "\t" for c in v) or "\ufffd" in v:
+            raise ValueError("contains control characters or undecodable bytes")
+        return v
+
+    @field_validator("prompt", "question", mode="before")
+    @classmethod
+    def _optional_text(cls, v):
+        if v is None:
+            return v
+        if not isinstance(v, str):
+            raise ValueError(f"must be text, got {type(v).__name__}")
+        if not v.strip():
+            raise ValueError("must not be empty when given")
+        if len(v) > 2 * MAX_FIELD_CHARS:
+            raise ValueError(f"is {len(v)} characters long; at most {2 * MAX_FIELD_CHARS} are allowed")
+        return v
+
+    @model_validator(mode="after")
+    def _phrasings(self):
+        if self.prompt is not None:
+            if "{subject}" not in self.prompt:
+                raise ValueError("prompt must contain '{subject}'")
+            if self.prompt.count("{subject}") != 1:
+                raise ValueError("prompt must contain '{subject}' exactly once")
+            if "{object}" in self.prompt:
+                raise ValueError("prompt must not contain the object; it is what the prompt completes to")
+        if self.question is not None:
+            q = self.question.replace("{subject}", self.subject)
+            if self.subject not in q:
+                raise ValueError(f"question must mention the subject {self.subject!r}")
+            self.question = q
+        return self
+
+    @classmethod
+    def parse(cls, data: Any) -> "Fact":
+        """Validate untrusted input; raises FactError with the offending field named."""
+        if isinstance(data, Fact):
+            return data
+        if not isinstance(data, dict):
+            raise FactError(f"a fact must be a JSON object, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "fact"
+            msg = err["msg"].removeprefix("Value error, ")
+            raise FactError(f"invalid fact: field '{where}' {msg}" if err["loc"] else f"invalid fact: {msg}") from None
+
+    # -- phrasings -------------------------------------------------------
+
+    @property
+    def completion_prompt(self) -> str:
+        """The raw completion prompt with the subject filled in."""
+        template = self.prompt or "{subject} " + self.relation
+        return template.replace("{subject}", self.subject)
+
+    @property
+    def statement(self) -> str:
+        return f"{self.completion_prompt} {self.object}."
+
+    def questions(self) -> list[str]:
+        """Chat questions used when editing."""
+        if self.question:
+            return [self.question]
+        known = relation_questions(self.relation)
+        if known:
+            return [known[0].format(s=self.subject)]
+        return [f"Complete the sentence: {self.completion_prompt} ..."]
+
+    def paraphrases(self) -> list[str]:
+        """Chat questions never used when editing: for measuring generalisation."""
+        used = set(self.questions())
+        known = [q.format(s=self.subject) for q in relation_questions(self.relation)]
+        return [q for q in known if q not in used] or [f"What do you know about {self.subject}?"]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What makes two facts the same statement about the same subject."""
+        return (self.user_id, self.subject.lower(), self.relation.lower())
+
+    def fact_id(self) -> str:
+        """A stable id: the same statement by the same user always gets the same id."""
+        if self.id:
+            return self.id
+        digest = hashlib.sha256(
+            json.dumps([self.user_id, self.subject, self.relation, self.object]).encode()
+        ).hexdigest()
+        return "f_" + digest[:12]
+
+    def to_json(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+def load_jsonl(path: Path) -> list[Fact]:
+    """Read facts from a .jsonl file; the first bad line raises FactError with its line number."""
+    facts = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FactError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        try:
+            facts.append(Fact.parse(data))
+        except FactError as e:
+            raise FactError(f"{path}:{n}: {e}") from None
+    return facts
+
+

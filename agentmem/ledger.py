@@ -1,0 +1,149 @@
+"""The ledger: every fact, its status and stage, and every event, in SQLite.
+
+It is the source of truth: the training copy and published versions are
+rebuilt from it. Each change is one transaction, so a crash leaves the ledger
+either before or after it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .facts import Fact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS facts (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    object TEXT NOT NULL,
+    data TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage INTEGER NOT NULL DEFAULT 0,
+    scale REAL NOT NULL DEFAULT 0,
+    reason TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    version_added INTEGER,
+    version_removed INTEGER
+);
+CREATE INDEX IF NOT EXISTS facts_user ON facts(user_id);
+CREATE INDEX IF NOT EXISTS facts_status ON facts(status);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    fact_id TEXT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_fact ON events(fact_id);
+CREATE TABLE IF NOT EXISTS versions (
+    n INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+# Statuses a fact moves through. Only "active" facts have an edit in the weights.
+PENDING, ACTIVE, FORGOTTEN, FAILED = "pending", "active", "forgotten", "failed"
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    @contextmanager
+    def transaction(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- writes (call inside a transaction) ------------------------------
+
+    def event(self, fact_id: str | None, kind: str, **detail):
+        self.db.execute(
+            "INSERT INTO events(fact_id, ts, kind, detail) VALUES (?, ?, ?, ?)",
+            (fact_id, time.time(), kind, json.dumps(detail, sort_keys=True)),
+        )
+
+    def add_fact(self, fid: str, fact: Fact, status: str):
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO facts(id, user_id, subject, relation, object, data, status, created, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (fid, fact.user_id, fact.subject, fact.relation, fact.object,
+             json.dumps(fact.to_json(), sort_keys=True), status, now, now),
+        )
+        self.event(fid, "received", fact=fact.to_json())
+
+    def set_status(self, fid: str, status: str, reason: str | None = None, **fields):
+        sets = ["status = ?", "updated = ?", "reason = ?"]
+        vals: list = [status, time.time(), reason]
+        for k, v in fields.items():
+            if k not in {"stage", "scale", "version_added", "version_removed"}:
+                raise ValueError(f"unknown fact field {k}")
+            sets.append(f"{k} = ?")
+            vals.append(v)
+        self.db.execute(f"UPDATE facts SET {', '.join(sets)} WHERE id = ?", (*vals, fid))
+        self.event(fid, status, reason=reason, **fields)
+
+    def add_version(self, n: int, kind: str, **detail):
+        self.db.execute(
+            "INSERT INTO versions(n, ts, kind, detail) VALUES (?, ?, ?, ?)",
+            (n, time.time(), kind, json.dumps(detail, sort_keys=True)),
+        )
+
+    # -- reads -----------------------------------------------------------
+
+    def get(self, fid: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM facts WHERE id = ?", (fid,)).fetchone()
+        return _row(row) if row else None
+
+    def facts(self, user_id: str | None = None, status: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM facts WHERE 1=1", []
+        if user_id is not None:
+            q += " AND user_id = ?"
+            args.append(user_id)
+        if status is not None:
+            q += " AND status = ?"
+            args.append(status)
+        return [_row(r) for r in self.db.execute(q + " ORDER BY created, id", args)]
+
+    def history(self, fid: str) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM events WHERE fact_id = ? ORDER BY seq", (fid,))
+        return [{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], **json.loads(r["detail"])} for r in rows]
+
+    def latest_version(self) -> int:
+        row = self.db.execute("SELECT MAX(n) AS n FROM versions").fetchone()
+        return int(row["n"] or 0)
+
+    def versions(self) -> list[dict]:
+        return [
+            {"version": r["n"], "ts": r["ts"], "kind": r["kind"], **json.loads(r["detail"])}
+            for r in self.db.execute("SELECT * FROM versions ORDER BY n")
+        ]
+
+
+def _row(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["fact"] = json.loads(d.pop("data"))
+    return d

@@ -1,0 +1,436 @@
+"""MEMIT's numerical core: keys, target values and the closed-form update.
+
+Follows the original code's split (`compute_ks`, `compute_z`, the solve) and
+touches no disk, queue or server: give it a model, a tokenizer and prepared
+requests, and it returns low-rank weight deltas.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from .arch import Architecture, for_model
+
+
+class MemitConfig(BaseModel):
+    """Hyper-parameters of one wake edit."""
+
+    layers: list[int] | None = Field(None, description="edited layers; None: the architecture's default")
+    steps: int = 25
+    lr: float = 0.5
+    kl_factor: float = 0.0625
+    weight_decay: float = 0.5
+    clamp_factor: float = 4.0
+    lam: float = 15000.0
+    prefixes: list[str] = Field(
+        default_factory=lambda: ["", "I heard that ", "Fun fact: "]
+    )
+    constraints: str = Field("nullspace", pattern="^(nullspace|alphaedit|none)$")
+    preserve_names: bool = Field(True, description="keep other people's name keys fixed (see preserve.py)")
+    alphaedit_threshold: float = 1e-2
+
+
+@dataclass
+class Request:
+    """One fact, phrased for editing."""
+
+    subject: str
+    prompt: str  # completion prompt with the subject filled in, e.g. "Aria lives in"
+    target: str  # completion of `prompt`, with its leading space, e.g. " Portland"
+    questions: list[str]  # chat questions whose answers must carry the object
+    answer: str  # the assistant's answer to those questions
+
+
+@dataclass
+class Site:
+    """One token sequence in which the subject's last token gets the edit."""
+
+    ids: list[int]
+    pos: int  # index of the subject's last token
+    target_span: tuple[int, int] | None  # [start, end) of the tokens whose NLL is minimised
+    request: int
+    kind: str  # "raw", "question" or "kl"
+
+
+@dataclass
+class EditResult:
+    """Low-rank update of each edited layer: W += factors[l][0] @ factors[l][1]."""
+
+    factors: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    keys: dict[int, torch.Tensor]  # layer -> (d_ff, n) keys written, for later constraints
+    stats: dict = field(default_factory=dict)
+
+
+def subject_last_token(tokenizer, text: str, subject: str, start_char: int = 0) -> tuple[list[int], int]:
+    """Token ids of `text` and the index of the token ending the subject's last occurrence."""
+    end = text.rfind(subject, start_char)
+    if end < 0:
+        raise ValueError(f"subject {subject!r} does not occur in {text!r}")
+    end += len(subject)
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    for i, (a, b) in enumerate(enc["offset_mapping"]):
+        if a < end <= b:
+            return enc["input_ids"], i
+    raise ValueError(f"cannot locate subject {subject!r} in the tokens of {text!r}")
+
+
+def chat_text(tokenizer, question: str) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+
+
+def build_sites(tokenizer, requests: list[Request], prefixes: list[str]) -> list[Site]:
+    """The sequences that carry each request: prefixed raw prompts, chat questions, and a KL anchor."""
+    sites: list[Site] = []
+    for r, req in enumerate(requests):
+        for prefix in prefixes:
+            text = prefix + req.prompt
+            ids, pos = subject_last_token(tokenizer, text, req.subject)
+            tgt = tokenizer(text + req.target, add_special_tokens=False)["input_ids"]
+            sites.append(Site(tgt, pos, (len(ids), len(tgt)), r, "raw"))
+        for q in req.questions:
+            head = chat_text(tokenizer, q)
+            ids, pos = subject_last_token(tokenizer, head, req.subject)
+            full = tokenizer(head + req.answer, add_special_tokens=False)["input_ids"]
+            sites.append(Site(full, pos, (len(ids), len(full)), r, "question"))
+        ids, pos = subject_last_token(tokenizer, f"{req.subject} is a", req.subject)
+        sites.append(Site(ids, pos, None, r, "kl"))
+    return sites
+
+
+def _pad(sites: list[Site], pad_id: int) -> torch.Tensor:
+    # Right padding needs no attention mask: causal attention never lets a real
+    # token see the pads that follow it.
+    width = max(len(s.ids) for s in sites)
+    return torch.tensor([s.ids + [pad_id] * (width - len(s.ids)) for s in sites])
+
+
+class _Capture:
+    """Forward hooks that record the down projection's input and layer outputs at chosen tokens."""
+
+    def __init__(self, model, arch: Architecture, key_layers: list[int], out_layers: list[int]):
+        self.keys: dict[int, torch.Tensor] = {}
+        self.outs: dict[int, torch.Tensor] = {}
+        self.handles = []
+        for l in key_layers:
+            self.handles.append(
+                arch.down_proj(model, l).register_forward_hook(
+                    lambda m, inp, out, l=l: self.keys.__setitem__(l, inp[0].detach())
+                )
+            )
+        for l in out_layers:
+            self.handles.append(
+                arch.layer(model, l).register_forward_hook(
+                    lambda m, inp, out, l=l: self.outs.__setitem__(
+                        l, (out[0] if isinstance(out, tuple) else out).detach()
+                    )
+                )
+            )
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _buckets(sites: list[Site], length) -> list[list[int]]:
+    """Site indices grouped so that padding at most about doubles a bucket's shortest member."""
+    groups, cur = [], []
+    for i in sorted(range(len(sites)), key=lambda i: length(sites[i])):
+        if cur and length(sites[i]) > 2 * length(sites[cur[0]]) + 2:
+            groups.append(cur)
+            cur = []
+        cur.append(i)
+    groups.append(cur)
+    return groups
+
+
+@torch.no_grad()
+def run_capture(model, tokenizer, sites: list[Site], key_layers: list[int], out_layers: list[int]):
+    """Returns ({layer: keys (n_sites, d_ff)}, {layer: outputs (n_sites, d)}) at each site's subject token.
+
+    Runs only as deep as the deepest layer asked for; the LM head is never needed.
+    """
+    arch = for_model(model)
+    depth = max(key_layers + out_layers)
+    keys = {l: None for l in key_layers}
+    outs = {l: None for l in out_layers}
+    for idx in _buckets(sites, lambda s: len(s.ids)):
+        chosen = [sites[i] for i in idx]
+        cap = _Capture(model, arch, key_layers, out_layers)
+        try:
+            _hidden_at(model, arch, _pad(chosen, tokenizer.pad_token_id or 0), depth)
+        finally:
+            cap.close()
+        rows = torch.arange(len(chosen))
+        pos = torch.tensor([s.pos for s in chosen])
+        for store, got in ((keys, cap.keys), (outs, cap.outs)):
+            for l, v in got.items():
+                if store[l] is None:
+                    store[l] = v.new_empty(len(sites), v.shape[-1])
+                store[l][idx] = v[rows, pos]
+    return keys, outs
+
+
+def _group_keys(per_site: torch.Tensor, sites: list[Site], requests: int):
+    cols, labels = [], []
+    for r in range(requests):
+        raw = [i for i, s in enumerate(sites) if s.request == r and s.kind == "raw"]
+        cols.append(per_site[raw].mean(0))
+        labels.append((r, "raw"))
+        for i, s in enumerate(sites):
+            if s.request == r and s.kind == "question":
+                cols.append(per_site[i])
+                labels.append((r, "question"))
+    return torch.stack(cols, 1), labels
+
+
+def _target_sites(sites: list[Site]) -> list[int]:
+    """Indices of the sites whose outputs the update must move: the unprefixed raw prompt and every question."""
+    chosen, seen_raw = [], set()
+    for i, s in enumerate(sites):
+        if s.kind == "raw" and s.request not in seen_raw:
+            seen_raw.add(s.request)
+            chosen.append(i)
+        elif s.kind == "question":
+            chosen.append(i)
+    return chosen
+
+
+class _KV:
+    """Duck-typed KV cache for the attention modules: records K/V, or prepends a fixed prefix."""
+
+    def __init__(self, prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None):
+        self.prefix = prefix
+        self.seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, k, v, layer_idx, *args, **kwargs):
+        if self.prefix is None:
+            self.seen[layer_idx] = (k, v)
+            return k, v
+        pk, pv = self.prefix[layer_idx]
+        return torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+
+
+def _run_layers(model, arch, hidden, start, positions, mask=None, kv=None):
+    pe = arch.rotary(model)(hidden, positions)
+    for layer in arch.layers(model)[start:]:
+        out = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=pe, past_key_values=kv)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return arch.final_norm(model)(hidden)
+
+
+class _Group:
+    """Sites optimised together. Tokens before the subject never see the edit,
+    so their keys and values in the upper layers are computed once and only the
+    tokens from the subject on are re-run at each optimisation step."""
+
+    def __init__(self, model, arch, sites: list[Site], idx: list[int], pad_id: int, layer: int):
+        self.idx = idx
+        chosen = [sites[i] for i in idx]
+        n = len(chosen)
+        ids = _pad(chosen, pad_id)
+        full_pos = torch.arange(ids.shape[1]).unsqueeze(0).expand(n, -1)
+        hidden = _hidden_at(model, arch, ids, layer)
+        rec = _KV()
+        with torch.no_grad():
+            self.base_out = _run_layers(model, arch, hidden, layer + 1, full_pos, kv=rec)
+        pos = [s.pos for s in chosen]
+        lens = [len(s.ids) for s in chosen]
+        P, S = max(pos), max(l - p for l, p in zip(lens, pos))
+        self.prefix = {}
+        for li, (k, v) in rec.seen.items():
+            pk = k.new_zeros(k.shape[0], k.shape[1], P, k.shape[3])
+            pv = torch.zeros_like(pk)
+            for j, p in enumerate(pos):
+                pk[j, :, :p] = k[j, :, :p]
+                pv[j, :, :p] = v[j, :, :p]
+            self.prefix[li] = (pk, pv)
+        self.suffix = hidden.new_zeros(n, S, hidden.shape[-1])
+        for j, (p, l) in enumerate(zip(pos, lens)):
+            self.suffix[j, : l - p] = hidden[j, p:l]
+        self.positions = torch.tensor(pos)[:, None] + torch.arange(S)[None, :]
+        q = torch.arange(S)
+        mask = torch.zeros(n, 1, S, P + S, dtype=torch.bool)
+        for j, p in enumerate(pos):
+            mask[j, 0, :, :p] = True
+        mask[:, 0, :, P:] = q[None, :] <= q[:, None]
+        self.mask = mask
+        self.h_sub = hidden[torch.arange(n), torch.tensor(pos)]
+        self.req = torch.tensor([s.request for s in chosen])
+        t_rows, t_pos, t_ids = [], [], []
+        for j, s in enumerate(chosen):
+            span = s.target_span or (len(s.ids), len(s.ids))
+            for t in range(*span):
+                t_rows.append(j)
+                t_pos.append(t - 1)
+                t_ids.append(s.ids[t])
+        self.t_rows, self.t_pos, self.t_ids = (torch.tensor(x, dtype=torch.long) for x in (t_rows, t_pos, t_ids))
+        self.t_spos = self.t_pos - torch.tensor(pos, dtype=torch.long)[self.t_rows] if len(t_rows) else self.t_pos
+        self.t_req = self.req[self.t_rows]
+        self.kl_rows = torch.tensor([j for j, s in enumerate(chosen) if s.kind == "kl"], dtype=torch.long)
+        self.kl_pos = torch.tensor([len(chosen[j].ids) - 1 for j in self.kl_rows.tolist()], dtype=torch.long)
+        self.kl_spos = self.kl_pos - torch.tensor(pos, dtype=torch.long)[self.kl_rows] if len(self.kl_rows) else self.kl_pos
+        self.layer = layer
+
+    def run(self, model, arch, delta: torch.Tensor) -> torch.Tensor:
+        """Final-norm outputs of the suffix tokens with `delta` added at each subject token."""
+        h = self.suffix.clone()
+        h[:, 0] = h[:, 0] + delta[self.req]
+        return _run_layers(model, arch, h, self.layer + 1, self.positions, self.mask, _KV(self.prefix))
+
+
+def _groups(model, arch, sites: list[Site], pad_id: int, layer: int) -> list[_Group]:
+    buckets = _buckets(sites, lambda s: len(s.ids) - s.pos)
+    return [_Group(model, arch, sites, b, pad_id, layer) for b in buckets]
+
+
+def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: int, cfg: MemitConfig):
+    """Optimise one residual offset per request at `last_layer` so the model says the targets.
+
+    Returns (deltas (n_requests, d), hidden states at `last_layer` (n_sites, d)
+    before the edit, stats). Layers up to `last_layer` run once; only the layers
+    above it run in the optimisation loop.
+    """
+    arch = for_model(model)
+    lm_head = model.get_output_embeddings()
+    groups = _groups(model, arch, sites, tokenizer.pad_token_id or 0, last_layer)
+    h_sub = torch.empty(len(sites), groups[0].h_sub.shape[-1])
+    for g in groups:
+        h_sub[g.idx] = g.h_sub
+    site_req = torch.tensor([s.request for s in sites])
+    with torch.no_grad():
+        kl_ref = [
+            F.log_softmax(lm_head(g.base_out[g.kl_rows, g.kl_pos]), -1)
+            if len(g.kl_rows) else None
+            for g in groups
+        ]
+    n_targets = torch.zeros(requests)
+    for g in groups:
+        n_targets.index_add_(0, g.t_req, torch.ones(len(g.t_req)))
+
+    delta = torch.zeros(requests, h_sub.shape[-1], requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    site_norm = h_sub.norm(dim=-1)
+    req_norm = cfg.clamp_factor * torch.stack([site_norm[site_req == r].mean() for r in range(requests)])
+    for step in range(cfg.steps):
+        opt.zero_grad()
+        nll = torch.zeros(requests)
+        kl = torch.zeros(requests)
+        for g, ref in zip(groups, kl_ref):
+            out = g.run(model, arch, delta)
+            if len(g.t_rows):
+                logp = F.log_softmax(lm_head(out[g.t_rows, g.t_spos]), -1)
+                nll = nll.index_add(0, g.t_req, -logp.gather(1, g.t_ids[:, None]).squeeze(1))
+            if ref is not None:
+                cur = F.log_softmax(lm_head(out[g.kl_rows, g.kl_spos]), -1)
+                kl = kl.index_add(0, g.req[g.kl_rows], F.kl_div(cur, ref, log_target=True, reduction="none").sum(-1))
+        nll = nll / n_targets
+        if nll.max().item() < 0.05:
+            break
+        wd = cfg.weight_decay * delta.norm(dim=-1) ** 2 / site_norm.mean() ** 2
+        (nll + cfg.kl_factor * kl + wd).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            delta.mul_((req_norm / delta.norm(dim=-1).clamp_min(1e-8)).clamp(max=1.0)[:, None])
+    stats = {"z_steps": step + 1, "z_nll_max": round(nll.max().item(), 4)}
+    return delta.detach(), h_sub, stats
+
+
+@torch.no_grad()
+def _hidden_at(model, arch: Architecture, ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """Residual stream after decoder layer `layer` (right-padded batch, causal)."""
+    hidden = arch.embed(model)(ids)
+    positions = torch.arange(ids.shape[1]).unsqueeze(0).expand(ids.shape[0], -1)
+    pe = arch.rotary(model)(hidden, positions)
+    for blk in arch.layers(model)[: layer + 1]:
+        out = blk(hidden, attention_mask=None, position_ids=positions, position_embeddings=pe)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def woodbury_update(
+    chol: torch.Tensor, keys: torch.Tensor, resid: torch.Tensor, n_new: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-rank factors of dW = R K^T (A + K K^T)^-1 with A = L L^T given by its Cholesky factor.
+
+    `keys` is (d_ff, n) with the new keys first, `resid` is (d, n_new): the
+    remaining columns are constraints whose target residual is zero. By
+    Woodbury, (A + K K^T)^-1 K = A^-1 K (I + K^T A^-1 K)^-1, so only an n x n
+    system is solved. Returns (B, A) with dW = B @ A, B (d, n_new), A (n_new, d_ff).
+    """
+    K = keys.double()
+    Ainv_K = torch.cholesky_solve(K, chol)  # (d_ff, n)
+    S = torch.eye(K.shape[1], dtype=torch.float64) + K.T @ Ainv_K
+    # rows of S^-1 for the new columns only: the zero residuals drop out
+    Sinv_rows = torch.linalg.solve(S, torch.eye(K.shape[1], dtype=torch.float64)[:, :n_new]).T
+    return resid.double(), Sinv_rows @ Ainv_K.T
+
+
+def alphaedit_update(
+    projector: torch.Tensor, keys_new: torch.Tensor, keys_prev: torch.Tensor | None, resid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AlphaEdit: dW = R K1^T P (Kp Kp^T P + K1 K1^T P + I)^-1, as low-rank factors (B, A).
+
+    P projects onto the null space of ordinary-text keys. The d_ff x d_ff
+    system is solved directly (once per layer and batch), never inverted.
+    """
+    P = projector.double()
+    K1 = keys_new.double()
+    M = K1 @ K1.T @ P + torch.eye(P.shape[0], dtype=torch.float64)
+    if keys_prev is not None and keys_prev.shape[1]:
+        Kp = keys_prev.double()
+        M = M + Kp @ Kp.T @ P
+    # dW = R (K1^T P) M^-1 ; solve M^T X = (K1^T P)^T
+    A = torch.linalg.solve(M.T, (K1.T @ P).T).T
+    return resid.double(), A
+
+
+def null_space_projector(cov: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = U U^T over eigenvectors of C whose eigenvalues are below `threshold` x the largest."""
+    evals, evecs = torch.linalg.eigh(cov.double())
+    U = evecs[:, evals < threshold * evals.max()]
+    return U @ U.T
+
+
+def execute(
+    model,
+    tokenizer,
+    requests: list[Request],
+    cfg: MemitConfig,
+    layers: list[int],
+    solver,
+) -> EditResult:
+    """Run MEMIT on the model in place and return the per-layer low-rank factors.
+
+    `solver(layer, keys_new, resid)` returns (B, A) for one layer; it closes over
+    the covariance and the constraint keys so that this function stays free of
+    storage concerns. The model is left with the update applied.
+    """
+    arch = for_model(model)
+    sites = build_sites(tokenizer, requests, cfg.prefixes)
+    last = layers[-1]
+    t0 = time.perf_counter()
+    deltas, h_sub, stats = compute_z(model, tokenizer, sites, len(requests), last, cfg)
+    stats["z_seconds"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    tsites = _target_sites(sites)
+    site_req = torch.tensor([sites[i].request for i in tsites])
+    z = h_sub[tsites] + deltas[site_req]
+    factors, written = {}, {}
+    for i, layer in enumerate(layers):
+        per_site, outs = run_capture(model, tokenizer, sites, [layer], [last])
+        keys, _ = _group_keys(per_site[layer], sites, len(requests))
+        resid = (z - outs[last][tsites]).T / (len(layers) - i)
+        B, A = solver(layer, keys, resid)
+        with torch.no_grad():
+            arch.down_proj(model, layer).weight += (B @ A).to(torch.float32)
+        factors[layer] = (B.float(), A.float())
+        written[layer] = keys.float()
+    stats["solve_seconds"] = round(time.perf_counter() - t0, 3)
+    return EditResult(factors, written, stats)

@@ -1,0 +1,47 @@
+"""Keys that every edit must leave alone: other people's names in the sites edits use.
+
+Edits are keyed at a subject's last token, and the keys of all person names
+share a direction that ordinary text rarely exercises. Without these rows an
+edit about one person leaks into answers about every other person. The names
+here are disjoint from the evaluation's probes and fictional subjects.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .memit import Site, chat_text, run_capture, subject_last_token
+
+NAMES = [
+    "James Carter", "Emily Johnson", "Michael Brown", "Sarah Davis", "David Wilson", "Laura Martinez",
+    "Robert Taylor", "Jessica Anderson", "William Thomas", "Olivia Jackson", "Daniel White", "Sophie Harris",
+    "Thomas Martin", "Chloe Thompson", "Joseph Garcia", "Grace Robinson", "Charles Clark", "Hannah Lewis",
+    "Mark Walker", "Ella Hall", "Paul Allen", "Isabel Young", "George King", "Lucy Wright", "Kevin Scott",
+    "Amy Green", "Steven Baker", "Julia Adams", "Brian Nelson", "Megan Hill", "Pierre Dubois", "Hans Becker",
+    "Giulia Romano", "Carlos Silva", "Mei Chen", "Raj Patel", "Fatima Khan", "Ivan Sokolov", "Kenji Sato",
+    "Amara Diallo", "Lars Nilsson", "Elena Popescu", "Omar Farouk", "Ana Souza", "Jin Park", "Sven Berg",
+    "Chiara Ricci", "Diego Ramos", "Aisha Bello", "Tomasz Nowak", "Isaac Newton", "Marie Curie",
+    "Taylor Swift", "Elon Musk", "Serena Williams", "Lionel Messi", "Queen Elizabeth", "Charles Darwin",
+]
+RAW = ["{s} is", "{s} lives in", "{s} works at"]
+QUESTIONS = ["Where does {s} live?", "Who is {s}?", "What does {s} do?"]
+
+
+def preservation_sites(tokenizer) -> tuple[list[Site], int]:
+    """One site per (name, template); every site is its own key column."""
+    sites = []
+    for s in NAMES:
+        for t in RAW:
+            ids, pos = subject_last_token(tokenizer, t.format(s=s), s)
+            sites.append(Site(ids, pos, None, len(sites), "keep"))
+        for q in QUESTIONS:
+            ids, pos = subject_last_token(tokenizer, chat_text(tokenizer, q.format(s=s)), s)
+            sites.append(Site(ids, pos, None, len(sites), "keep"))
+    return sites, len(sites)
+
+
+def preservation_keys(model, tokenizer, layers: list[int]) -> dict[int, torch.Tensor]:
+    """{layer: keys (d_ff, n)} of the names above, on the model as it is now."""
+    sites, _ = preservation_sites(tokenizer)
+    keys, _ = run_capture(model, tokenizer, sites, layers, [])
+    return {l: k.T.contiguous() for l, k in keys.items()}

@@ -1,0 +1,130 @@
+"""The wake editor on the real bundled model: recall, specificity, forget, bad input, crash recovery."""
+
+import pytest
+import torch
+
+from agentmem import Fact, FactError, Memory
+from agentmem.benchdata import fictional_facts
+from agentmem.evaluate import probe_answers, recall, specificity
+from agentmem.ledger import ACTIVE, FAILED, PENDING
+
+
+def _edited_weights(mem):
+    return {l: mem.editor.arch.down_proj(mem.model, l).weight.detach().clone() for l in mem.editor.layers}
+
+
+@pytest.fixture(scope="module")
+def wake(tmp_path_factory):
+    home = tmp_path_factory.mktemp("wake")
+    mem = Memory.open(home)
+    base = _edited_weights(mem)
+    probes = probe_answers(mem.model, mem.tokenizer)
+    facts = fictional_facts(10, seed=7)
+    ids = mem.remember(facts)
+    yield {"mem": mem, "home": home, "base": base, "probes": probes, "facts": facts, "ids": ids}
+    mem.close()
+
+
+def test_ten_facts_are_recalled_in_chat_raw_and_paraphrase(wake):
+    r = recall(wake["mem"].model, wake["mem"].tokenizer, wake["facts"])
+    assert r["raw"] >= 0.9, r["misses"]
+    assert r["chat"] >= 0.9, r["misses"]
+    assert r["paraphrase"] >= 0.9, r["misses"]
+
+
+def test_ask_answers_from_the_weights_with_an_empty_context(wake):
+    mem, f = wake["mem"], wake["facts"][0]
+    assert f.object.lower() in mem.ask(f.questions()[0]).lower()
+
+
+def test_unrelated_answers_do_not_change(wake):
+    s = specificity(wake["probes"], probe_answers(wake["mem"].model, wake["mem"].tokenizer))
+    assert s["n"] == 20
+    assert s["unchanged"] == 1.0, s["changed"]
+
+
+def test_ledger_records_every_fact_and_event(wake):
+    mem = wake["mem"]
+    rows = {r["id"]: r for r in mem.facts()}
+    assert set(wake["ids"]) <= set(rows)
+    assert all(rows[i]["status"] == ACTIVE and rows[i]["scale"] == 1.0 for i in wake["ids"])
+    kinds = [e["kind"] for e in mem.history(wake["ids"][0])]
+    assert kinds[0] == "received" and "active" in kinds
+    assert mem.version >= 2
+
+
+def test_repeating_a_fact_is_a_no_op(wake):
+    mem = wake["mem"]
+    v = mem.version
+    before = _edited_weights(mem)
+    assert mem.remember([wake["facts"][0]]) == [wake["ids"][0]]
+    assert mem.version == v
+    assert all(torch.equal(before[l], w) for l, w in _edited_weights(mem).items())
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"subject": "Nora Quill", "relation": "lives in"}, "object"),
+        ({"subject": "Nora Quill", "relation": "lives in", "object": ""}, "object"),
+        ({"subject": "Nora Quill", "relation": "lives in", "object": "Rome", "prompt": "She lives in"}, "prompt"),
+        ({"subject": "Nora Quill", "relation": "lives in", "object": "R" * 10_000}, "object"),
+        ({"subject": b"Nora", "relation": "lives in", "object": "Rome"}, "subject"),
+    ],
+)
+def test_bad_facts_are_refused_and_change_nothing(wake, bad, field):
+    mem = wake["mem"]
+    v, n, before = mem.version, len(mem.facts()), _edited_weights(mem)
+    good = Fact(subject="Nora Quill", relation="lives in", object="Rome")
+    with pytest.raises(FactError, match=field):
+        mem.remember([good, bad])
+    assert mem.version == v
+    assert len(mem.facts()) == n
+    assert all(torch.equal(before[l], w) for l, w in _edited_weights(mem).items())
+
+
+def test_reopening_restores_the_same_weights(wake):
+    mem = wake["mem"]
+    again = Memory.open(wake["home"])
+    try:
+        mine, theirs = _edited_weights(mem), _edited_weights(again)
+        assert all(torch.equal(mine[l], theirs[l]) for l in mine)
+        assert again.version == mem.version
+    finally:
+        again.close()
+
+
+def test_forget_reverts_one_fact_exactly_then_all(wake):
+    mem = wake["mem"]
+    victim, victim_id = wake["facts"][0], wake["ids"][0]
+    mem.forget(victim_id)
+    row = mem.ledger.get(victim_id)
+    assert row["status"] == "forgotten"
+    assert victim.object.lower() not in mem.ask(victim.questions()[0]).lower()
+    # the weights are exactly base + the remaining edits
+    expect = mem.editor.store.materialise(mem.editor.active())
+    assert all(torch.equal(expect[l], w) for l, w in _edited_weights(mem).items())
+    # the others are still there
+    assert recall(mem.model, mem.tokenizer, wake["facts"][1:4])["chat"] >= 2 / 3
+    for fid in wake["ids"][1:]:
+        mem.forget(fid)
+    diff = max((w - wake["base"][l]).abs().max().item() for l, w in _edited_weights(mem).items())
+    assert diff <= 1e-6
+    assert probe_answers(mem.model, mem.tokenizer) == wake["probes"]
+
+
+def test_crash_mid_edit_is_recovered(tmp_path, open_memory):
+    mem = open_memory("crash")
+    facts = fictional_facts(2, seed=11)
+    mem.remember(facts[:1])
+    kept = {l: w.clone() for l, w in _edited_weights(mem).items()}
+    # what a kill between "pending" and "active" leaves: a pending row and an edit file nobody committed
+    fid = facts[1].fact_id()
+    with mem.ledger.transaction():
+        mem.ledger.add_fact(fid, facts[1], PENDING)
+    mem.editor.store.save_edit(fid, mem.editor.store.load_edit(facts[0].fact_id()))
+    mem.close()
+    again = open_memory("crash")
+    assert again.ledger.get(fid)["status"] == FAILED
+    assert fid not in again.editor.store.edit_ids()
+    assert all(torch.equal(kept[l], w) for l, w in _edited_weights(again).items())

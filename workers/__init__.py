@@ -1,0 +1,1 @@
+"""Celery application and tasks (wake edits, nightly sleep); installed as `agentmem.workers`."""
