@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     server_url: str | None = None
     device: str = "cpu"
     cache: Path | None = None  # converted models and covariances; default: HOME/cache
-    cov_samples: int = 512
+    cov_samples: int = 256
     cov_text: Path | None = None
     memit: MemitConfig = Field(default_factory=MemitConfig)
 

@@ -23,47 +23,52 @@ _SEEDS = [
     "The city of", "She", "He", "We", "According to", "Once upon a time", "Why",
     "The history of", "Scientists", "Dear", "Here is", "If you", "Many people", "This",
 ]
-_CHAT_QUESTIONS = [
-    "Tell me about yourself.", "What is the capital of Italy?", "Who is your favourite author?",
-    "Where does the president live?", "How do I bake bread?", "What is my name?",
-    "Where do you work?", "Give me a tip for sleeping better.", "Who painted the Mona Lisa?",
-    "What languages are spoken in Canada?", "Where was Einstein born?", "What do cats eat?",
-    "Describe a sunny day.", "What is the tallest mountain?", "Who is Taylor Swift?",
-    "Where does my sister live?",
-]
+# Openings from which the model writes its own questions for the chat half.
+_QUESTION_SEEDS = ["Question: Who", "Question: What", "Question: Where", "Question: When", "Question: How",
+                   "Question: Why", "Question: Which", "Question: Can you", "Q: Is", "Q: Do you know"]
 
 
 @torch.no_grad()
-def sample_texts(model, tokenizer, n: int, new_tokens: int = 96, seed: int = 0, batch: int = 32) -> list[str]:
-    """Text the model writes itself: half raw continuations, half chat answers."""
-    gen = torch.Generator().manual_seed(seed)
-    texts: list[str] = []
+def _generate(model, tokenizer, prompts: list[str], new_tokens: int, gen: torch.Generator) -> list[str]:
     tokenizer.padding_side = "left"
     try:
-        while len(texts) < n:
-            k = min(batch, n - len(texts))
-            idx = torch.randint(0, 1 << 30, (k,), generator=gen).tolist()
-            prompts = []
-            for j, r in enumerate(idx):
-                if (len(texts) + j) % 2:
-                    q = _CHAT_QUESTIONS[r % len(_CHAT_QUESTIONS)]
-                    prompts.append(
-                        tokenizer.apply_chat_template(
-                            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
-                        )
-                    )
-                else:
-                    prompts.append(_SEEDS[r % len(_SEEDS)])
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            torch.manual_seed(int(torch.randint(0, 1 << 30, (1,), generator=gen)))
-            out = model.generate(
-                **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
-            )
-            for p, row in zip(prompts, out):
-                texts.append(p + tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True))
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = "right"
+    torch.manual_seed(int(torch.randint(0, 1 << 30, (1,), generator=gen)))
+    out = model.generate(
+        **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+        max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
+    )
+    return [tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
+
+
+def sample_texts(model, tokenizer, n: int, new_tokens: int = 96, seed: int = 0, batch: int = 32) -> list[str]:
+    """Text the model writes itself: half raw continuations, half chats on questions it wrote too.
+
+    Chat-formatted samples matter: every question a user asks is read through
+    the chat template, so its keys must be in C for edits to leave them alone.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    texts: list[str] = []
+    while len(texts) < n:
+        k = min(batch, n - len(texts))
+        pick = torch.randint(0, 1 << 30, (k,), generator=gen).tolist()
+        if (len(texts) // batch) % 2 == 0:
+            seeds = [_SEEDS[r % len(_SEEDS)] for r in pick]
+            texts += [s + t for s, t in zip(seeds, _generate(model, tokenizer, seeds, new_tokens, gen))]
+            continue
+        seeds = [_QUESTION_SEEDS[r % len(_QUESTION_SEEDS)] for r in pick]
+        asked = _generate(model, tokenizer, seeds, 24, gen)
+        questions = []
+        for s, q in zip(seeds, asked):
+            q = (s.split(":", 1)[1] + q).strip()
+            questions.append(q.split("?")[0] + "?" if "?" in q else q.split("\n")[0])
+        chats = [
+            tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+            for q in questions
+        ]
+        texts += [c + a for c, a in zip(chats, _generate(model, tokenizer, chats, new_tokens, gen))]
     return texts
 
 

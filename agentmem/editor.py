@@ -105,7 +105,7 @@ class WakeEditor:
         def solve(layer, keys, resid):
             if mode == "alphaedit":
                 if layer not in self._proj:
-                    self._proj[layer] = memit.null_space_projector(self.cov[layer], self.cfg.alphaedit_threshold)
+                    self._proj[layer] = memit.null_space_projector(self.cov[layer], self.cfg.alphaedit_null_fraction)
                 return memit.alphaedit_update(self._proj[layer], keys, prev[layer], resid)
             if layer not in self._chol:
                 A = self.cfg.lam * self.cov[layer]

@@ -136,7 +136,7 @@ class Fact(BaseModel):
         return f"{self.completion_prompt} {self.object}."
 
     def questions(self) -> list[str]:
-        """Chat questions used when editing."""
+        """Chat questions used when editing: the fact's own, or its relation's first."""
         if self.question:
             return [self.question]
         known = relation_questions(self.relation)
@@ -148,7 +148,7 @@ class Fact(BaseModel):
         """Chat questions never used when editing: for measuring generalisation."""
         used = set(self.questions())
         known = [q.format(s=self.subject) for q in relation_questions(self.relation)]
-        return [q for q in known if q not in used] or [f"What do you know about {self.subject}?"]
+        return [q for q in known if q not in used] or [f"Tell me something about {self.subject}."]
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -21,18 +21,22 @@ class MemitConfig(BaseModel):
     """Hyper-parameters of one wake edit."""
 
     layers: list[int] | None = Field(None, description="edited layers; None: the architecture's default")
-    steps: int = 25
-    lr: float = 0.5
+    steps: int = 20
+    lr: float = 1.0
     kl_factor: float = 0.0625
     weight_decay: float = 0.5
-    clamp_factor: float = 4.0
-    lam: float = 15000.0
+    clamp_factor: float = 1.5
+    # lambda: at 1000 a subject key's Mahalanobis norm (1e3-6e3 on SmolLM2) lets an edit land;
+    # MEMIT's usual 15000 assumes d_ff of 16k and leaves edits here at 10-30 % strength.
+    lam: float = 1000.0
     prefixes: list[str] = Field(
         default_factory=lambda: ["", "I heard that ", "Fun fact: "]
     )
     constraints: str = Field("nullspace", pattern="^(nullspace|alphaedit|none)$")
     preserve_names: bool = Field(True, description="keep other people's name keys fixed (see preserve.py)")
-    alphaedit_threshold: float = 1e-2
+    # AlphaEdit's null space: the eigenvectors of C with the smallest eigenvalues, as a
+    # fraction of d_ff. (Its absolute threshold assumes an unnormalised C over 100k tokens.)
+    alphaedit_null_fraction: float = Field(0.5, gt=0, le=1)
 
 
 @dataclass
@@ -391,10 +395,10 @@ def alphaedit_update(
     return resid.double(), A
 
 
-def null_space_projector(cov: torch.Tensor, threshold: float) -> torch.Tensor:
-    """P = U U^T over eigenvectors of C whose eigenvalues are below `threshold` x the largest."""
-    evals, evecs = torch.linalg.eigh(cov.double())
-    U = evecs[:, evals < threshold * evals.max()]
+def null_space_projector(cov: torch.Tensor, fraction: float) -> torch.Tensor:
+    """P = U U^T over the eigenvectors of C with the smallest eigenvalues (`fraction` of them)."""
+    _, evecs = torch.linalg.eigh(cov.double())  # ascending
+    U = evecs[:, : max(1, round(fraction * cov.shape[0]))]
     return U @ U.T
 
 

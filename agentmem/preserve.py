@@ -1,4 +1,4 @@
-"""Keys that every edit must leave alone: other people's names in the sites edits use.
+"""Keys that every edit must leave alone: other people and things, in the sites edits use.
 
 Edits are keyed at a subject's last token, and the keys of all person names
 share a direction that ordinary text rarely exercises. Without these rows an
@@ -23,20 +23,28 @@ NAMES = [
     "Chiara Ricci", "Diego Ramos", "Aisha Bello", "Tomasz Nowak", "Isaac Newton", "Marie Curie",
     "Taylor Swift", "Elon Musk", "Serena Williams", "Lionel Messi", "Queen Elizabeth", "Charles Darwin",
 ]
+# Other things users ask about: the key at the end of "What is the capital of Spain" is
+# close to the one at the end of "Where does Ana Souza", so it must be held too.
+ENTITIES = [
+    "Spain", "Germany", "Japan", "Canada", "Mexico", "Egypt", "India", "Australia", "Norway", "Argentina",
+    "London", "Berlin", "Tokyo", "New York", "Rome", "the Moon", "the Amazon river", "Mount Everest",
+    "the Great Wall", "photosynthesis", "Microsoft", "Toyota Motor", "the guitar", "chess", "Romeo and Juliet",
+    "the Odyssey", "the Beatles", "World War II", "gravity", "the piano",
+]
 RAW = ["{s} is", "{s} lives in", "{s} works at"]
 QUESTIONS = ["Where does {s} live?", "Who is {s}?", "What does {s} do?"]
+ENTITY_QUESTIONS = ["What is the capital of {s}?", "Tell me about {s}.", "Where is {s}?", "Who created {s}?"]
 
 
 def preservation_sites(tokenizer) -> tuple[list[Site], int]:
     """One site per (name, template); every site is its own key column."""
+    texts = [(t.format(s=s), s) for s in NAMES for t in RAW]
+    texts += [(chat_text(tokenizer, q.format(s=s)), s) for s in NAMES for q in QUESTIONS]
+    texts += [(chat_text(tokenizer, q.format(s=e)), e) for e in ENTITIES for q in ENTITY_QUESTIONS]
     sites = []
-    for s in NAMES:
-        for t in RAW:
-            ids, pos = subject_last_token(tokenizer, t.format(s=s), s)
-            sites.append(Site(ids, pos, None, len(sites), "keep"))
-        for q in QUESTIONS:
-            ids, pos = subject_last_token(tokenizer, chat_text(tokenizer, q.format(s=s)), s)
-            sites.append(Site(ids, pos, None, len(sites), "keep"))
+    for text, s in texts:
+        ids, pos = subject_last_token(tokenizer, text, s)
+        sites.append(Site(ids, pos, None, len(sites), "keep"))
     return sites, len(sites)
 
 

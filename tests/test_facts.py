@@ -44,11 +44,11 @@ def test_not_an_object():
 def test_derived_phrasings():
     f = Fact.parse(GOOD)
     assert f.completion_prompt == "Aria Castellanos lives in"
-    assert f.questions() == ["Where does Aria Castellanos live?"]
+    assert f.questions()[0] == "Where does Aria Castellanos live?"
     assert f.paraphrases() and all(q not in f.questions() for q in f.paraphrases())
     custom = Fact.parse({**GOOD, "prompt": "Home for {subject} is", "question": "Where is home for Aria Castellanos?"})
     assert custom.completion_prompt == "Home for Aria Castellanos is"
-    assert custom.questions() == ["Where is home for Aria Castellanos?"]
+    assert custom.questions()[0] == "Where is home for Aria Castellanos?"
 
 
 def test_ids_are_stable_and_distinct():

