@@ -143,12 +143,14 @@ def eval_edit(
     records: int = typer.Option(200, help="CounterFact records to apply"),
     quick: bool = typer.Option(False, help="smaller sizes, for tests"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+    modes: str = typer.Option("nullspace,none,alphaedit", help="CounterFact constraint modes, comma-separated"),
+    wake: bool = typer.Option(True, help="run the fictional-facts part"),
 ):
     """Wake-editor benchmark: speed, recall, specificity, perplexity drift, CounterFact."""
     from .evaluate import edit_benchmark
 
     result = edit_benchmark(home=home, model=model, counterfact=counterfact, records=records, quick=quick,
-                            progress=lambda m: typer.echo(m, err=True))
+                            progress=lambda m: typer.echo(m, err=True), modes=tuple(modes.split(",")), wake=wake)
     text = json.dumps(result, indent=2)
     if out:
         out.write_text(text)

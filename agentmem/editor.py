@@ -92,7 +92,7 @@ class WakeEditor:
     def _constraint_keys(self) -> dict[int, torch.Tensor]:
         """Zero-residual rows: earlier active edits (unless constraints are off) and preserved names."""
         fids = [fid for fid, _ in self.active()] if self.cfg.constraints != "none" else []
-        keys = self.store.constraint_keys(fids)
+        keys = {l: self.cfg.constraint_weight * k for l, k in self.store.constraint_keys(fids).items()}
         if self.cfg.preserve_names:
             if self._preserve is None:
                 self._preserve = preservation_keys(self.model, self.tok, self.layers)

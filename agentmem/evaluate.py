@@ -139,54 +139,59 @@ def run_counterfact(records: list[dict], constraints: str, batch: int, home: Pat
 
 # -- the wake benchmark -----------------------------------------------------
 
+def wake_benchmark(mem, quick: bool, say) -> dict:
+    """Speed per batch size, recall, specificity and perplexity drift on fictional facts."""
+    m, tok = mem.model, mem.tokenizer
+    sizes = (1, 4, 8) if quick else (1, 10, 50)
+    total = 16 if quick else 100
+    out: dict = {"model": str(mem.model_dir), "edit_layers": mem.editor.layers}
+    ppl0 = perplexity(m, tok)
+    probes0 = probe_answers(m, tok)
+    facts = fictional_facts(total + sum(sizes), seed=1)
+    used, speed, batches = 0, {}, {}
+    for b in sizes:
+        chunk = facts[used : used + b]
+        t0 = time.perf_counter()
+        mem.remember(chunk)
+        speed[str(b)] = round((time.perf_counter() - t0) / b, 3)
+        batches[b] = chunk
+        used += b
+        say(f"batch {b}: {speed[str(b)]} s/fact")
+    out["seconds_per_fact"] = speed
+    mid = sizes[1]
+    out["recall_batch"] = recall(m, tok, batches[mid])
+    out["specificity_after_first_batches"] = specificity(probes0, probe_answers(m, tok))
+    while used < total:
+        mem.remember(facts[used : used + mid])
+        used += mid
+        say(f"{used}/{total} facts edited")
+    out["facts_edited"] = used
+    ppl1 = perplexity(m, tok)
+    out["perplexity"] = {"before": round(ppl0, 3), "after": round(ppl1, 3), "drift": round(ppl1 / ppl0 - 1, 4)}
+    out["recall_all"] = recall(m, tok, facts[:used])
+    out["specificity_after_all"] = specificity(probes0, probe_answers(m, tok))
+    for r in (out["recall_batch"], out["recall_all"]):
+        r["misses"] = r["misses"][:5]
+    return out
+
+
 def edit_benchmark(home=None, model=None, counterfact=None, records: int = 200, quick: bool = False,
-                   progress=None) -> dict:
+                   progress=None, modes: tuple[str, ...] = ("nullspace", "none", "alphaedit"),
+                   wake: bool = True) -> dict:
     """Everything the wake-editor issue asks to be measured, as one JSON-serialisable dict."""
     from .memory import Memory
 
     say = progress or (lambda m: None)
-    sizes = (1, 4, 8) if quick else (1, 10, 50)
-    total = 16 if quick else 100
     out: dict = {"machine": {"threads": torch.get_num_threads()}, "quick": quick}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(home) if home else Path(tmp)
-        with Memory.open(root / "wake", model=model, progress=say) as mem:
-            m, tok = mem.model, mem.tokenizer
-            out["model"] = str(mem.model_dir)
-            out["edit_layers"] = mem.editor.layers
-            ppl0 = perplexity(m, tok)
-            probes0 = probe_answers(m, tok)
-            facts = fictional_facts(total + sum(sizes), seed=1)
-            used = 0
-            speed = {}
-            batches = {}
-            for b in sizes:
-                chunk = facts[used : used + b]
-                t0 = time.perf_counter()
-                mem.remember(chunk)
-                speed[str(b)] = round((time.perf_counter() - t0) / b, 3)
-                batches[b] = chunk
-                used += b
-                say(f"batch {b}: {speed[str(b)]} s/fact")
-            out["seconds_per_fact"] = speed
-            mid = sizes[1]
-            out["recall_batch"] = {k: v for k, v in recall(m, tok, batches[mid]).items()}
-            out["specificity_after_first_batches"] = specificity(probes0, probe_answers(m, tok))
-            while used < total:
-                mem.remember(facts[used : used + mid])
-                used += mid
-                say(f"{used}/{total} facts edited")
-            out["facts_edited"] = used
-            out["perplexity"] = {"before": round(ppl0, 3), "after": round(perplexity(m, tok), 3)}
-            out["perplexity"]["drift"] = round(out["perplexity"]["after"] / ppl0 - 1, 4)
-            out["recall_all"] = recall(m, tok, facts[:used])
-            out["specificity_after_all"] = specificity(probes0, probe_answers(m, tok))
+        if wake:
+            with Memory.open(root / "wake", model=model, progress=say) as mem:
+                out.update(wake_benchmark(mem, quick, say))
         if counterfact:
-            data = json.loads(Path(counterfact).read_text())[: (20 if quick else records)]
+            data = json.loads(Path(counterfact).read_text())[: (10 if quick else records)]
             out["counterfact"] = {
                 mode: run_counterfact([dict(r) for r in data], mode, 10, root / f"cf-{mode}", model, say)
-                for mode in ("nullspace", "none", "alphaedit")
+                for mode in modes
             }
-    for r in (out["recall_batch"], out["recall_all"]):
-        r["misses"] = r["misses"][:5]
     return out

@@ -33,6 +33,9 @@ class MemitConfig(BaseModel):
         default_factory=lambda: ["", "I heard that ", "Fun fact: "]
     )
     constraints: str = Field("nullspace", pattern="^(nullspace|alphaedit|none)$")
+    # Weight of earlier edits' zero-residual rows relative to the new keys: their recorded
+    # keys drift as lower layers are edited, so they are held harder than exactly once.
+    constraint_weight: float = Field(4.0, gt=0)
     preserve_names: bool = Field(True, description="keep other people's name keys fixed (see preserve.py)")
     # AlphaEdit's null space: the eigenvectors of C with the smallest eigenvalues, as a
     # fraction of d_ff. (Its absolute threshold assumes an unnormalised C over 100k tokens.)
