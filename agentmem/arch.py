@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 
@@ -76,9 +75,3 @@ def for_model(model_or_config) -> Architecture:
 
 def num_layers(model: nn.Module) -> int:
     return int(model.config.num_hidden_layers)
-
-
-@torch.no_grad()
-def down_proj_weights(model: nn.Module, layers: list[int]) -> dict[int, torch.Tensor]:
-    arch = for_model(model)
-    return {l: arch.down_proj(model, l).weight for l in layers}

@@ -136,12 +136,6 @@ class Ledger:
         row = self.db.execute("SELECT MAX(n) AS n FROM versions").fetchone()
         return int(row["n"] or 0)
 
-    def versions(self) -> list[dict]:
-        return [
-            {"version": r["n"], "ts": r["ts"], "kind": r["kind"], **json.loads(r["detail"])}
-            for r in self.db.execute("SELECT * FROM versions ORDER BY n")
-        ]
-
 
 def _row(row: sqlite3.Row) -> dict:
     d = dict(row)

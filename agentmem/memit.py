@@ -184,17 +184,20 @@ def run_capture(model, tokenizer, sites: list[Site], key_layers: list[int], out_
     return keys, outs
 
 
-def _group_keys(per_site: torch.Tensor, sites: list[Site], requests: int):
-    cols, labels = [], []
+def _group_keys(per_site: torch.Tensor, sites: list[Site], requests: int) -> torch.Tensor:
+    cols = []
     for r in range(requests):
         raw = [i for i, s in enumerate(sites) if s.request == r and s.kind == "raw"]
         cols.append(per_site[raw].mean(0))
-        labels.append((r, "raw"))
-        for i, s in enumerate(sites):
-            if s.request == r and s.kind == "question":
-                cols.append(per_site[i])
-                labels.append((r, "question"))
-    return torch.stack(cols, 1), labels
+        cols += [per_site[i] for i, s in enumerate(sites) if s.request == r and s.kind == "question"]
+    return torch.stack(cols, 1)
+
+
+def compute_ks(model, tokenizer, sites: list[Site], requests: int, layer: int, out_layer: int):
+    """Keys (d_ff, n) at `layer`: each request's raw prompt averaged over prefixes, then one per
+    chat question; and the current outputs of `out_layer` at every site (n_sites, d)."""
+    per_site, outs = run_capture(model, tokenizer, sites, [layer], [out_layer])
+    return _group_keys(per_site[layer], sites, requests), outs[out_layer]
 
 
 def _target_sites(sites: list[Site]) -> list[int]:
@@ -431,9 +434,8 @@ def execute(
     z = h_sub[tsites] + deltas[site_req]
     factors, written = {}, {}
     for i, layer in enumerate(layers):
-        per_site, outs = run_capture(model, tokenizer, sites, [layer], [last])
-        keys, _ = _group_keys(per_site[layer], sites, len(requests))
-        resid = (z - outs[last][tsites]).T / (len(layers) - i)
+        keys, outs = compute_ks(model, tokenizer, sites, len(requests), layer, last)
+        resid = (z - outs[tsites]).T / (len(layers) - i)
         B, A = solver(layer, keys, resid)
         with torch.no_grad():
             arch.down_proj(model, layer).weight += (B @ A).to(torch.float32)

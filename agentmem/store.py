@@ -146,11 +146,6 @@ class WeightStore:
             write_json(tmp / "manifest.json", {"version": n, "base": str(self.base_dir), **manifest})
         return dest
 
-    def read_version(self, n: int) -> dict[int, torch.Tensor]:
-        t = load_file(str(self.version_dir(n) / "model.safetensors"))
-        by_name = {v: k for k, v in self._names().items()}
-        return {by_name[name]: w for name, w in t.items()}
-
     def prune_versions(self, keep: int) -> None:
         """Remove all but the newest `keep` version folders."""
         dirs = sorted(p for p in (self.root / "versions").iterdir() if p.name.startswith("v"))
