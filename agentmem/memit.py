@@ -61,7 +61,7 @@ class Site:
     pos: int  # index of the subject's last token
     target_span: tuple[int, int] | None  # [start, end) of the tokens whose NLL is minimised
     request: int
-    kind: str  # "raw", "question" or "kl"
+    kind: str  # "raw", "question", "kl", or "keep" (a preserved key, see preserve.py)
 
 
 @dataclass
@@ -73,9 +73,9 @@ class EditResult:
     stats: dict = field(default_factory=dict)
 
 
-def subject_last_token(tokenizer, text: str, subject: str, start_char: int = 0) -> tuple[list[int], int]:
+def subject_last_token(tokenizer, text: str, subject: str) -> tuple[list[int], int]:
     """Token ids of `text` and the index of the token ending the subject's last occurrence."""
-    end = text.rfind(subject, start_char)
+    end = text.rfind(subject)
     if end < 0:
         raise ValueError(f"subject {subject!r} does not occur in {text!r}")
     end += len(subject)
