@@ -102,9 +102,12 @@ def history(fact_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOp
     from .ledger import Ledger
 
     ledger = Ledger(Path(home or Path.home() / ".agentmem").expanduser() / "ledger.sqlite")
-    if ledger.get(fact_id) is None:
-        _fail(f"no fact with id {fact_id!r}")
-    rows = ledger.history(fact_id)
+    try:
+        if ledger.get(fact_id) is None:
+            _fail(f"no fact with id {fact_id!r}")
+        rows = ledger.history(fact_id)
+    finally:
+        ledger.close()
     _emit(rows, as_json, "\n".join(f"{r['seq']:>5} {r['kind']:<10} {r.get('reason') or ''}" for r in rows))
 
 
