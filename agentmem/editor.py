@@ -69,11 +69,14 @@ class WakeEditor:
         active_ids = {fid for fid, _ in self.active()}
         for fid in self.store.edit_ids() - active_ids:
             self.store.delete_edit(fid)
-        tensors = self.store.materialise(self.active())
-        self._load_weights(tensors)
-        self.store.write_training(tensors, self.active())
-        if self.ledger.latest_version() == 0 or not self.store.version_dir(self.ledger.latest_version()).exists():
+        latest = self.ledger.latest_version()
+        if latest == 0 or not self.store.version_dir(latest).exists():
             self._publish("recover", [])
+            return
+        active = self.active()
+        tensors = self.store.materialise(active)
+        self._load_weights(tensors)
+        self.store.write_training(tensors, active)
 
     def _publish(self, kind: str, fids: list[str]) -> int:
         active = self.active()

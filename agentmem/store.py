@@ -105,7 +105,7 @@ class WeightStore:
         """Keys of the given edits per layer, (d_ff, n): the rows a new edit must leave unchanged."""
         out = {}
         for l in self.layers:
-            ks = [self.load_edit(f).keys[l] for f in fids if l in self.load_edit(f).keys]
+            ks = [e.keys[l] for e in map(self.load_edit, fids) if l in e.keys]
             out[l] = torch.cat(ks, 1) if ks else self.base[l].new_zeros(self.base[l].shape[1], 0)
         return out
 
