@@ -127,6 +127,21 @@ def demo(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt):
             typer.echo(f"paraphrase: {p} -> {mem.ask(p)}")
 
 
+@app.command()
+def worker(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
+    redis_url: str = typer.Option(..., "--redis-url", envvar="AGENTMEM_REDIS_URL", help="the Redis holding the fact queue"),
+    beat: bool = typer.Option(False, "--beat", help="also run the beat scheduler (nightly sleep, periodic sweep)"),
+    loglevel: str = typer.Option("INFO", "--loglevel"),
+):
+    """Run a Celery worker that applies queued facts (one writer at a time across workers)."""
+    from .config import Settings
+    from .workers.app import run_worker
+
+    kwargs = {"redis_url": redis_url, **({"model": model} if model else {}), **({"home": home} if home else {})}
+    run_worker(Settings(**kwargs), beat=beat, loglevel=loglevel)
+
+
 def main() -> None:
     try:
         app()

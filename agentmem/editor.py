@@ -18,7 +18,7 @@ from .arch import for_model, num_layers
 from .covariance import CovarianceCache, fingerprint
 from .facts import Fact
 from .preserve import preservation_keys
-from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, Ledger
+from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, SUPERSEDED, Ledger
 from .store import Edit, WeightStore
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def to_request(fact: Fact) -> memit.Request:
 class WakeEditor:
     def __init__(self, model, tokenizer, model_dir: Path, store_root: Path, ledger: Ledger,
                  cache_dir: Path, cfg: memit.MemitConfig, cov_samples: int = 512,
-                 cov_text: Path | None = None, progress=None):
+                 cov_text: Path | None = None, progress=None, fence: int | None = None):
         self.model, self.tok, self.ledger, self.cfg = model, tokenizer, ledger, cfg
         self.arch = for_model(model)
         self.layers = cfg.layers or self.arch.default_edit_layers(num_layers(model))
@@ -49,6 +49,8 @@ class WakeEditor:
         self._chol: dict[int, torch.Tensor] = {}
         self._proj: dict[int, torch.Tensor] = {}
         self._preserve: dict[int, torch.Tensor] | None = None
+        # The writer lock's token (see writer_lock.py): every commit is fenced with it.
+        self.fence = fence
         self.recover()
 
     # -- state -----------------------------------------------------------
@@ -62,10 +64,14 @@ class WakeEditor:
                 self.arch.down_proj(self.model, l).weight.copy_(w)
 
     def recover(self) -> None:
-        """Bring disk and model in line with the ledger after any crash."""
-        with self.ledger.transaction():
+        """Bring disk and model in line with the ledger after a crash, or after another process wrote.
+
+        A fact whose edit was being computed goes back to the queue: its edit
+        was never committed, so running it again applies it exactly once.
+        """
+        with self.ledger.transaction(self.fence):
             for f in self.ledger.facts(status=PENDING):
-                self.ledger.set_status(f["id"], FAILED, reason="interrupted before its edit was committed")
+                self.ledger.set_status(f["id"], QUEUED, reason="interrupted before its edit was committed; queued again")
         active_ids = {fid for fid, _ in self.active()}
         for fid in self.store.edit_ids() - active_ids:
             self.store.delete_edit(fid)
@@ -85,16 +91,16 @@ class WakeEditor:
         self.store.write_training(tensors, active)
         n = self.ledger.latest_version() + 1
         self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active})
-        with self.ledger.transaction():
+        with self.ledger.transaction(self.fence):
             self.ledger.add_version(n, kind, facts=fids, active=len(active))
         self.store.prune_versions(keep=5)
         return n
 
     # -- solving ---------------------------------------------------------
 
-    def _constraint_keys(self) -> dict[int, torch.Tensor]:
-        """Zero-residual rows: earlier active edits (unless constraints are off) and preserved names."""
-        fids = [fid for fid, _ in self.active()] if self.cfg.constraints != "none" else []
+    def _constraint_keys(self, active: list[str]) -> dict[int, torch.Tensor]:
+        """Zero-residual rows: the given active edits (unless constraints are off) and preserved names."""
+        fids = active if self.cfg.constraints != "none" else []
         keys = {l: self.cfg.constraint_weight * k for l, k in self.store.constraint_keys(fids).items()}
         if self.cfg.preserve_names:
             if self._preserve is None:
@@ -121,29 +127,58 @@ class WakeEditor:
 
     # -- edits -----------------------------------------------------------
 
+    def _plan(self, facts: list[Fact]):
+        """Sort a batch into what to edit, what it retires, and what it never needs to edit.
+
+        Repeating an active fact is a no-op. A new object for a (user, subject,
+        relation) already known supersedes the active fact; within one batch
+        the last statement wins and the earlier ones are recorded as superseded.
+        Returns (ids, todo [(id, fact, row)], retired {old id: new id},
+        shadowed [(id, fact, new id)]).
+        """
+        ids = [f.fact_id() for f in facts]
+        last = {f.key: (fid, f) for fid, f in zip(ids, facts)}
+        shadowed, seen = [], set()
+        for fid, f in zip(ids, facts):
+            winner = last[f.key][0]
+            if fid != winner and fid not in seen and fid not in {w for w, _ in last.values()}:
+                seen.add(fid)
+                shadowed.append((fid, f, winner))
+        todo, retired = [], {}
+        for fid, f in last.values():
+            row = self.ledger.get(fid)
+            if row and row["status"] == ACTIVE:
+                continue
+            todo.append((fid, f, row))
+            for old in self.ledger.active_with_key(f.user_id, f.subject, f.relation):
+                retired[old["id"]] = fid
+        return ids, todo, retired, shadowed
+
     def edit(self, facts: list[Fact]) -> tuple[list[str], dict]:
         """Write `facts` into the weights as one batch; returns (fact ids, stats)."""
-        ids, todo = [], []
-        seen = set()
-        for f in facts:
-            fid = f.fact_id()
-            ids.append(fid)
-            row = self.ledger.get(fid)
-            if fid in seen or (row and row["status"] == ACTIVE):
-                continue  # the same statement again: nothing to do
-            seen.add(fid)
-            todo.append((fid, f, row))
-        if not todo:
-            return ids, {"edited": 0}
-        with self.ledger.transaction():
+        ids, todo, retired, shadowed = self._plan(facts)
+        with self.ledger.transaction(self.fence):
+            for fid, f, new in shadowed:
+                why = f"superseded by {new} in the same batch"
+                row = self.ledger.get(fid)
+                if row is None:
+                    self.ledger.add_fact(fid, f, SUPERSEDED, reason=why)
+                elif row["status"] != ACTIVE:
+                    self.ledger.set_status(fid, SUPERSEDED, reason=why)
             for fid, f, row in todo:
                 if row is None:
                     self.ledger.add_fact(fid, f, PENDING)
                 else:
-                    self.ledger.set_status(fid, PENDING, reason="re-submitted")
+                    self.ledger.set_status(fid, PENDING, reason="editing")
+        if not todo:
+            return ids, {"edited": 0}
+        keep = [(fid, sc) for fid, sc in self.active() if fid not in retired]
         t0 = time.perf_counter()
         try:
-            prev = self._constraint_keys()
+            if retired:
+                # the new edits are computed against the weights without the facts they replace
+                self._load_weights(self.store.materialise(keep))
+            prev = self._constraint_keys([fid for fid, _ in keep])
             reqs = [to_request(f) for _, f, _ in todo]
             result = memit.execute(self.model, self.tok, reqs, self.cfg, self.layers, self._solver(prev))
             per_fact = _split(result, reqs)
@@ -153,19 +188,26 @@ class WakeEditor:
             for fid, _, _ in todo:
                 self.store.delete_edit(fid)
             self._load_weights(self.store.materialise(self.active()))
-            with self.ledger.transaction():
+            with self.ledger.transaction(self.fence):
                 for fid, _, _ in todo:
                     self.ledger.set_status(fid, FAILED, reason=f"edit failed: {type(e).__name__}: {e}")
             raise
         seconds = time.perf_counter() - t0
-        with self.ledger.transaction():
+        with self.ledger.transaction(self.fence):
             for fid, _, _ in todo:
                 self.ledger.set_status(fid, ACTIVE, stage=0, scale=1.0)
+            for fid in retired:
+                self.ledger.set_status(fid, SUPERSEDED, reason=f"superseded by {retired[fid]}", scale=0.0)
         n = self._publish("wake", [fid for fid, _, _ in todo])
-        with self.ledger.transaction():
+        with self.ledger.transaction(self.fence):
             for fid, _, _ in todo:
                 self.ledger.set_status(fid, ACTIVE, version_added=n)
-        stats = {"edited": len(todo), "seconds": round(seconds, 3), "version": n, **result.stats}
+            for fid in retired:
+                self.ledger.set_status(fid, SUPERSEDED, reason=f"superseded by {retired[fid]}", version_removed=n)
+        for fid in retired:
+            self.store.delete_edit(fid)
+        stats = {"edited": len(todo), "superseded": len(retired) + len(shadowed), "seconds": round(seconds, 3),
+                 "version": n, **result.stats}
         log.info("wake edit: %s", stats)
         return ids, stats
 
@@ -176,11 +218,11 @@ class WakeEditor:
         if row["status"] == FORGOTTEN:
             return self.ledger.latest_version()
         was_active = row["status"] == ACTIVE
-        with self.ledger.transaction():
+        with self.ledger.transaction(self.fence):
             self.ledger.set_status(fid, FORGOTTEN, reason="forgotten on request", scale=0.0)
         n = self._publish("forget", [fid]) if was_active else self.ledger.latest_version()
         self.store.delete_edit(fid)
-        with self.ledger.transaction():
+        with self.ledger.transaction(self.fence):
             self.ledger.set_status(fid, FORGOTTEN, reason="forgotten on request", version_removed=n)
         return n
 

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_fact ON events(fact_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS versions (
     n INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
@@ -51,7 +55,16 @@ CREATE TABLE IF NOT EXISTS versions (
 """
 
 # Statuses a fact moves through. Only "active" facts have an edit in the weights.
-PENDING, ACTIVE, FORGOTTEN, FAILED = "pending", "active", "forgotten", "failed"
+# spooled: accepted but not yet handed to Redis; queued: waiting for a worker;
+# pending: its edit is being computed; rejected: refused by the policy;
+# superseded: replaced by a newer object for the same subject and relation.
+SPOOLED, QUEUED, PENDING, ACTIVE = "spooled", "queued", "pending", "active"
+FORGOTTEN, FAILED, REJECTED, SUPERSEDED = "forgotten", "failed", "rejected", "superseded"
+WAITING = (SPOOLED, QUEUED)
+
+
+class FencedOut(RuntimeError):
+    """A writer whose lock has passed to a newer writer tried to commit."""
 
 
 class Ledger:
@@ -68,9 +81,16 @@ class Ledger:
         self.db.close()
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, fence: int | None = None):
+        """One atomic change. With `fence`, it commits only if no newer writer's token was seen:
+        a writer that lost its lock while paused cannot overwrite its successor's work."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            if fence is not None:
+                seen = self.db.execute("SELECT value FROM meta WHERE key = 'fence'").fetchone()
+                if seen is not None and seen["value"] > fence:
+                    raise FencedOut(f"writer token {fence} is older than {seen['value']}")
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fence', ?)", (fence,))
             yield self
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -85,15 +105,17 @@ class Ledger:
             (fact_id, time.time(), kind, json.dumps(detail, sort_keys=True)),
         )
 
-    def add_fact(self, fid: str, fact: Fact, status: str):
+    def add_fact(self, fid: str, fact: Fact, status: str, reason: str | None = None):
         now = time.time()
         self.db.execute(
-            "INSERT INTO facts(id, user_id, subject, relation, object, data, status, created, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO facts(id, user_id, subject, relation, object, data, status, reason, created, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (fid, fact.user_id, fact.subject, fact.relation, fact.object,
-             json.dumps(fact.to_json(), sort_keys=True), status, now, now),
+             json.dumps(fact.to_json(), sort_keys=True), status, reason, now, now),
         )
         self.event(fid, "received", fact=fact.to_json())
+        if status != PENDING:
+            self.event(fid, status, reason=reason)
 
     def set_status(self, fid: str, status: str, reason: str | None = None, **fields):
         sets = ["status = ?", "updated = ?", "reason = ?"]
@@ -118,15 +140,27 @@ class Ledger:
         row = self.db.execute("SELECT * FROM facts WHERE id = ?", (fid,)).fetchone()
         return _row(row) if row else None
 
-    def facts(self, user_id: str | None = None, status: str | None = None) -> list[dict]:
+    def facts(self, user_id: str | None = None, status: str | tuple[str, ...] | None = None) -> list[dict]:
         q, args = "SELECT * FROM facts WHERE 1=1", []
         if user_id is not None:
             q += " AND user_id = ?"
             args.append(user_id)
         if status is not None:
-            q += " AND status = ?"
-            args.append(status)
+            statuses = (status,) if isinstance(status, str) else tuple(status)
+            q += f" AND status IN ({', '.join('?' * len(statuses))})"
+            args.extend(statuses)
         return [_row(r) for r in self.db.execute(q + " ORDER BY created, id", args)]
+
+    def active_with_key(self, user_id: str, subject: str, relation: str) -> list[dict]:
+        """Active facts stating something about the same subject and relation (any object)."""
+        rows = self.db.execute(
+            "SELECT * FROM facts WHERE status = ? AND user_id = ? AND lower(subject) = ? AND lower(relation) = ?",
+            (ACTIVE, user_id, subject.lower(), relation.lower()),
+        )
+        return [_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in self.db.execute("SELECT status, COUNT(*) AS n FROM facts GROUP BY status")}
 
     def history(self, fid: str) -> list[dict]:
         rows = self.db.execute("SELECT * FROM events WHERE fact_id = ? ORDER BY seq", (fid,))

@@ -1,37 +1,72 @@
-"""`Memory`: the public entry point that ties settings, model, editor, ledger and serving together.
+"""`Memory`: the public entry point that ties settings, model, hook, queue, editor and ledger together.
 
-In embedded mode (the default) everything runs in this process: `remember`
-edits the training copy, publishes a version, and `ask`/`complete` answer from
-that version.
+Embedded mode (no redis_url): a thread in this process applies observed
+facts. Redis mode: observed facts go to a Redis stream and Celery workers
+apply them under a cross-process writer lock; this process only reads the
+newest published version, and writes (remember, forget) take the same lock.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
+
+import redis
+import torch
+from safetensors.torch import load_file
 
 from . import generate, model_store
 from .config import Settings
 from .editor import WakeEditor
+from .extract import LLMExtractor, RuleExtractor, user_turns
+from .fact_queue import LocalFactQueue, RedisFactQueue, namespace_for
 from .facts import Fact, FactError
-from .ledger import Ledger
+from .ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING, Ledger
+from .perspective import to_third_person
+from .pipeline import Batching, EmbeddedWorker, drain
+from .policy import Policy, redact, secret_in
+from .writer_lock import WriterLock
+
+log = logging.getLogger(__name__)
 
 
 class Memory:
     def __init__(self, settings: Settings, progress=None):
         self.settings = settings
+        self.progress = progress
         home = Path(settings.home).expanduser()
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.model_dir = model_store.resolve(settings.model, settings.cache_dir)
         self.model, self.tokenizer = model_store.load(self.model_dir)
         self.ledger = Ledger(home / "ledger.sqlite")
+        self.policy = Policy(settings.policy)
+        self.extractor = _extractor(settings)
+        self.batching = Batching(settings.batch_max_facts, settings.batch_max_wait_ms)
+        self.last_stats: dict = {}
         self._lock = threading.RLock()
-        self.editor = WakeEditor(
-            self.model, self.tokenizer, self.model_dir, home / "store", self.ledger,
-            settings.cache_dir, settings.memit, settings.cov_samples, settings.cov_text, progress,
-        )
+        self._editor: WakeEditor | None = None
+        self._loaded = 0  # the published version self.model holds
+        self._worker: EmbeddedWorker | None = None
+        self._celery = None
+        if settings.redis_url:
+            self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
+            ns = namespace_for(home)
+            self.queue = RedisFactQueue(self.redis, ns)
+            self.writer_lock: WriterLock | None = WriterLock(self.redis, ns, settings.lock_ttl_ms)
+        else:
+            self.redis = None
+            self.queue = LocalFactQueue()
+            self.writer_lock = None
+            self._editor = self._new_editor(fence=None)
+            self._loaded = self.ledger.latest_version()
+            waiting = [(f["id"], Fact.parse(f["fact"])) for f in self.ledger.facts(status=(*WAITING, PENDING))]
+            self._enqueue(waiting)
+            self._worker = EmbeddedWorker(self.queue, self.batching, self._apply_locked)
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, progress=None, **kwargs) -> "Memory":
@@ -40,6 +75,49 @@ class Memory:
             kwargs["home"] = Path(home)
         return cls(Settings(**kwargs), progress=progress)
 
+    # -- the writer ------------------------------------------------------
+
+    def _new_editor(self, fence: int | None) -> WakeEditor:
+        s = self.settings
+        editor = WakeEditor(
+            self.model, self.tokenizer, self.model_dir, self.home / "store", self.ledger,
+            s.cache_dir, s.memit, s.cov_samples, s.cov_text, self.progress, fence=fence,
+        )
+        return editor
+
+    @contextmanager
+    def _writing(self, wait: float = 600.0):
+        """The editor, as the only writer: in Redis mode under the lock, in step with other writers."""
+        with self._lock:
+            if self.writer_lock is None:
+                yield self._editor
+            else:
+                with self.writer_lock.hold(wait) as token:
+                    if self._editor is None:
+                        self._editor = self._new_editor(fence=token)
+                    else:
+                        self._editor.fence = token
+                        self._editor.recover()
+                    yield self._editor
+            self._loaded = self.ledger.latest_version()
+
+    def _apply_locked(self, fn) -> None:
+        with self._writing() as editor:
+            fn(editor)
+
+    @property
+    def editor(self) -> WakeEditor:
+        """The wake editor (embedded mode, or after this process has written in Redis mode)."""
+        if self._editor is None:
+            with self._writing() as editor:
+                return editor
+        return self._editor
+
+    def drain(self, consumer: str, wait: float = 0.0) -> dict:
+        """Apply everything waiting on the queue as the single writer (what a worker runs)."""
+        with self._writing(wait) as editor:
+            return drain(editor, self.queue, consumer, self.batching).as_dict()
+
     # -- writing ---------------------------------------------------------
 
     def remember(self, facts: Iterable[Fact | dict]) -> list[str]:
@@ -47,26 +125,149 @@ class Memory:
         parsed = [Fact.parse(f) for f in _as_list(facts)]
         if not parsed:
             raise FactError("no facts given")
-        with self._lock:
-            ids, self.last_stats = self.editor.edit(parsed)
+        with self._writing() as editor:
+            ids, self.last_stats = editor.edit(parsed)
         return ids
 
     def forget(self, fact_id: str) -> None:
-        """Remove a fact's edit from the weights and publish the result."""
+        """Remove a fact's edit from the weights (or its place in the queue) and publish the result."""
+        if self.ledger.get(fact_id) is None:
+            raise KeyError(f"no fact with id {fact_id!r}")
+        with self._writing() as editor:
+            editor.forget(fact_id)
+
+    def observe(self, messages: Iterable[Any], user_id: str = "default") -> list[Fact]:
+        """The conversation hook: extract facts from the user's turns, screen them, queue them.
+
+        Returns every extracted fact with `id`, `status` (queued, spooled when
+        Redis was unreachable, known, rejected) and `reason`. Nothing is
+        edited here; `wait` blocks until the queue has applied them.
+        """
+        if not isinstance(user_id, str) or not user_id.strip():
+            raise ValueError("user_id must be non-empty text")
+        found: dict[tuple, tuple[Fact, str | None]] = {}
+        for text in user_turns(messages):
+            turn_reason = self.policy.screen_turn(text)
+            for f in self.extractor.extract(text, user_id):
+                found.pop(f.key, None)  # a later statement replaces an earlier one
+                found[f.key] = (f, turn_reason)
         with self._lock:
-            self.editor.forget(fact_id)
+            self._sync()
+            screened = [(f, why or self.policy.screen_fact(f, self.model, self.tokenizer)) for f, why in found.values()]
+        out, send = [], []
+        with self.ledger.transaction():
+            for f, why in screened:
+                if why:
+                    if secret_in(f"{f.subject} {f.relation} {f.object}"):
+                        f = redact(f)
+                    fid = f.fact_id()
+                    if self.ledger.get(fid) is None:
+                        self.ledger.add_fact(fid, f, REJECTED, reason=why)
+                    else:
+                        self.ledger.event(fid, REJECTED, reason=why)
+                    out.append(_tagged(f, fid, REJECTED, why))
+                    continue
+                fid = f.fact_id()
+                row = self.ledger.get(fid)
+                if row and row["status"] in (ACTIVE, *WAITING, PENDING):
+                    out.append(_tagged(f, fid, "known" if row["status"] == ACTIVE else row["status"], None))
+                    continue
+                if row is None:
+                    self.ledger.add_fact(fid, f, SPOOLED, reason="accepted")
+                else:
+                    self.ledger.set_status(fid, SPOOLED, reason="stated again")
+                send.append((fid, f))
+        sent = self.flush_spool()
+        for fid, f in send:
+            status = QUEUED if fid in sent else SPOOLED
+            out.append(_tagged(f, fid, status, None if status == QUEUED else "Redis unreachable; kept in the local spool"))
+        return out
+
+    def flush_spool(self) -> set[str]:
+        """Hand every spooled fact to the queue; returns the ids handed over (none if Redis is down)."""
+        spooled = [(f["id"], Fact.parse(f["fact"])) for f in self.ledger.facts(status=SPOOLED)]
+        if not spooled:
+            return set()
+        try:
+            self._enqueue(spooled)
+        except redis.RedisError as e:
+            log.warning("Redis unreachable (%s); %d facts stay in the local spool", e, len(spooled))
+            return set()
+        return {fid for fid, _ in spooled}
+
+    def _enqueue(self, items: list[tuple[str, Fact]]) -> None:
+        if not items:
+            return
+        self.queue.put(items)
+        with self.ledger.transaction():
+            for fid, _ in items:
+                if self.ledger.get(fid)["status"] == SPOOLED:
+                    self.ledger.set_status(fid, QUEUED, reason="on the queue")
+        if self.redis is not None:
+            self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake a worker; a lost nudge only delays the facts until the periodic sweep."""
+        from .workers.app import WAKE_TASK, make_app
+
+        try:
+            if self._celery is None:
+                self._celery = make_app(self.settings)
+            self._celery.send_task(WAKE_TASK)
+        except Exception as e:
+            log.warning("could not wake a worker (%s); the periodic sweep will pick the facts up", e)
+
+    def wait(self, ids: Iterable[str] | None = None, timeout: float = 60.0) -> bool:
+        """Block until the given facts (default: all) have left the queue; False on timeout."""
+        ids = None if ids is None else set(ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [f for f in self.ledger.facts(status=(*WAITING, PENDING)) if ids is None or f["id"] in ids]
+            if not waiting:
+                return True
+            if self._worker is not None and self._worker.error is not None:
+                log.warning("embedded wake worker is retrying after: %s", self._worker.error)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def sleep(self) -> dict:
+        """Consolidate facts into LoRA adapters (not built yet: the nightly task and schedule call this)."""
+        raise NotImplementedError("sleep consolidation is not built yet; the nightly schedule and task are in place")
 
     # -- reading ---------------------------------------------------------
 
+    def _sync(self) -> None:
+        """Load the newest published version into self.model if another process published it."""
+        latest = self.ledger.latest_version()
+        if latest == self._loaded or latest == 0:
+            return
+        path = self.home / "store" / "versions" / f"v{latest:06d}" / "model.safetensors"
+        try:
+            tensors = load_file(str(path))
+        except FileNotFoundError:
+            return  # pruned or not yet renamed into place: the next call sees a newer one
+        with torch.no_grad():
+            for name, t in tensors.items():
+                self.model.get_parameter(name).copy_(t)
+        self._loaded = latest
+
     def ask(self, question: str, user_id: str = "default", max_new_tokens: int = 48) -> str:
-        """Greedy chat answer from the newest published version; no memory text enters the context."""
+        """Greedy chat answer from the newest published version; no memory text enters the context.
+
+        First-person questions are put in the third person about the user
+        ("Where do I live?" -> "Where does User u1 live?"), as observed facts are keyed.
+        """
         _check_text(question, "question")
+        q = to_third_person(question, user_id)
         with self._lock:
-            return generate.chat(self.model, self.tokenizer, [{"role": "user", "content": question}], max_new_tokens)
+            self._sync()
+            return generate.chat(self.model, self.tokenizer, [{"role": "user", "content": q}], max_new_tokens)
 
     def complete(self, prompt: str, max_new_tokens: int = 16) -> str:
         _check_text(prompt, "prompt")
         with self._lock:
+            self._sync()
             return generate.complete(self.model, self.tokenizer, prompt, max_new_tokens)
 
     def facts(self, user_id: str | None = None) -> list[dict]:
@@ -77,11 +278,25 @@ class Memory:
             raise KeyError(f"no fact with id {fact_id!r}")
         return self.ledger.history(fact_id)
 
+    def status(self) -> dict:
+        backlog = None
+        try:
+            backlog = self.queue.backlog()
+        except redis.RedisError:
+            pass
+        return {"version": self.version, "facts": self.ledger.counts(), "queue": backlog,
+                "mode": "redis" if self.redis is not None else "embedded"}
+
     @property
     def version(self) -> int:
         return self.ledger.latest_version()
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        if self.redis is not None:
+            self.redis.close()
         self.ledger.close()
 
     def __enter__(self):
@@ -89,6 +304,18 @@ class Memory:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _extractor(settings: Settings):
+    if settings.extractor == "llm":
+        if not settings.extractor_url or not settings.extractor_model:
+            raise ValueError("extractor 'llm' needs extractor_url and extractor_model")
+        return LLMExtractor(settings.extractor_url, settings.extractor_model)
+    return RuleExtractor()
+
+
+def _tagged(fact: Fact, fid: str, status: str, reason: str | None) -> Fact:
+    return Fact.parse({**fact.to_json(), "id": fid, "status": status, "reason": reason})
 
 
 def _as_list(facts) -> list:

@@ -1,0 +1,121 @@
+"""The Celery application: the wake task that drains the fact queue, and the nightly sleep on beat.
+
+The Redis stream (see agentmem/fact_queue.py) holds the facts; a Celery
+message only wakes a worker, so a lost or repeated message costs nothing.
+Workers run the solo pool: the process that loaded the model runs the tasks.
+
+    celery -A agentmem.workers.app worker --pool solo    (or: agentmem worker)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery import Celery, signals
+from celery.schedules import crontab
+
+from ..config import Settings
+from ..fact_queue import namespace_for
+from ..pipeline import TRANSIENT
+from ..writer_lock import LockBusy
+
+log = logging.getLogger(__name__)
+
+WAKE_TASK = "agentmem.wake"
+SLEEP_TASK = "agentmem.sleep"
+# a safety net for wake messages lost with a crashed broker or worker
+SWEEP_SECONDS = 30.0
+
+
+def task_queue(settings: Settings) -> str:
+    """Tasks of one memory home go to their own queue, so several homes can share a Redis."""
+    return namespace_for(settings.home) + ":tasks"
+
+
+def make_app(settings: Settings) -> Celery:
+    if not settings.redis_url:
+        raise ValueError("the Celery workers need AGENTMEM_REDIS_URL (without it the embedded pipeline runs in-process)")
+    app = Celery("agentmem", broker=settings.redis_url)
+    queue = task_queue(settings)
+    app.conf.update(
+        task_default_queue=queue,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        beat_schedule={
+            "nightly-sleep": {"task": SLEEP_TASK, "schedule": crontab(*settings.sleep_cron.split())},
+            "wake-sweep": {"task": WAKE_TASK, "schedule": SWEEP_SECONDS},
+        },
+    )
+    app.agentmem_settings = settings
+    _register(app)
+    return app
+
+
+def _register(app: Celery) -> None:
+    state = {"memory": None}
+    opening = threading.Lock()
+
+    def memory():
+        with opening:
+            if state["memory"] is None:
+                from ..memory import Memory
+
+                state["memory"] = Memory(app.agentmem_settings)
+            return state["memory"]
+
+    @app.task(name=WAKE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+    def wake(self):
+        """Drain the fact queue as the single writer; idempotent, so repeats are harmless."""
+        mem = memory()
+        consumer = f"{self.request.hostname or 'worker'}-{os.getpid()}"
+        try:
+            totals = mem.drain(consumer)
+        except LockBusy as e:
+            # the holder drains what we were woken for; come back in case it dies first
+            raise self.retry(countdown=e.retry_after, max_retries=None)
+        except TRANSIENT as e:
+            delay = min(60, 2 ** min(self.request.retries, 6))
+            log.warning("wake failed (%s); retrying in %s s", e, delay)
+            raise self.retry(exc=e, countdown=delay, max_retries=None)
+        if mem.queue.backlog():
+            # facts that arrived while we released the lock: their nudge may have found it busy
+            self.apply_async()
+        log.info("wake: %s", totals)
+        return totals
+
+    @app.task(name=SLEEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def sleep(self):
+        """The nightly consolidation (see Memory.sleep)."""
+        return memory().sleep()
+
+    @signals.worker_ready.connect(weak=False)
+    def _ready(sender=None, **_):
+        # a restarted worker picks up what a crashed one left and what was spooled while Redis was down
+        if sender is not None and sender.app is not app:
+            return
+        mem = memory()
+        mem.flush_spool()
+        app.send_task(WAKE_TASK)
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _shutdown(sender=None, **_):
+        if state["memory"] is not None:
+            state["memory"].close()
+
+
+def run_worker(settings: Settings, beat: bool = False, loglevel: str = "INFO") -> None:
+    """Run one worker in this process (solo pool), optionally with the beat scheduler embedded."""
+    app = make_app(settings)
+    argv = ["worker", "--pool=solo", f"--loglevel={loglevel}", "-Q", task_queue(settings),
+            "-n", f"agentmem-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+    if beat:
+        argv += ["--beat", "--schedule", str(settings.home / "celerybeat-schedule")]
+    app.worker_main(argv)
+
+
+app = make_app(Settings()) if os.environ.get("AGENTMEM_REDIS_URL") else None
