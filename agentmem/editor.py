@@ -18,7 +18,7 @@ from .arch import for_model, num_layers
 from .covariance import CovarianceCache, fingerprint
 from .facts import Fact
 from .preserve import preservation_keys
-from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, SUPERSEDED, Ledger
+from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, SUPERSEDED, FencedOut, Ledger
 from .store import Edit, WeightStore
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,14 @@ class WakeEditor:
         self._load_weights(tensors)
         self.store.write_training(tensors, active)
 
-    def _publish(self, kind: str, fids: list[str]) -> int:
-        active = self.active()
+    def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None) -> int:
+        """Make `active` (default: the ledger's) the training copy and the next published version.
+
+        The files are written first; the version and the facts' new statuses
+        (`commit(n)`) then land in one ledger transaction, so readers and
+        `Memory.wait` never see a fact as done before its version exists.
+        """
+        active = self.active() if active is None else active
         tensors = self.store.materialise(active)
         self._load_weights(tensors)
         self.store.write_training(tensors, active)
@@ -93,6 +99,8 @@ class WakeEditor:
         self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active})
         with self.ledger.transaction(self.fence):
             self.ledger.add_version(n, kind, facts=fids, active=len(active))
+            if commit is not None:
+                commit(n)
         self.store.prune_versions(keep=5)
         return n
 
@@ -173,6 +181,14 @@ class WakeEditor:
         if not todo:
             return ids, {"edited": 0}
         keep = [(fid, sc) for fid, sc in self.active() if fid not in retired]
+
+        def commit(n: int) -> None:
+            for fid, _, _ in todo:
+                self.ledger.set_status(fid, ACTIVE, stage=0, scale=1.0, version_added=n)
+            for fid in retired:
+                self.ledger.set_status(fid, SUPERSEDED, reason=f"superseded by {retired[fid]}",
+                                       scale=0.0, version_removed=n)
+
         t0 = time.perf_counter()
         try:
             if retired:
@@ -184,26 +200,19 @@ class WakeEditor:
             per_fact = _split(result, reqs)
             for (fid, _, _), edit in zip(todo, per_fact):
                 self.store.save_edit(fid, edit)
+            seconds = time.perf_counter() - t0
+            n = self._publish("wake", [fid for fid, _, _ in todo], keep + [(fid, 1.0) for fid, _, _ in todo], commit)
         except BaseException as e:
             for fid, _, _ in todo:
                 self.store.delete_edit(fid)
             self._load_weights(self.store.materialise(self.active()))
-            with self.ledger.transaction(self.fence):
-                for fid, _, _ in todo:
-                    self.ledger.set_status(fid, FAILED, reason=f"edit failed: {type(e).__name__}: {e}")
+            try:
+                with self.ledger.transaction(self.fence):
+                    for fid, _, _ in todo:
+                        self.ledger.set_status(fid, FAILED, reason=f"edit failed: {type(e).__name__}: {e}")
+            except FencedOut:
+                pass  # a newer writer owns the ledger now; it re-runs these facts from the queue
             raise
-        seconds = time.perf_counter() - t0
-        with self.ledger.transaction(self.fence):
-            for fid, _, _ in todo:
-                self.ledger.set_status(fid, ACTIVE, stage=0, scale=1.0)
-            for fid in retired:
-                self.ledger.set_status(fid, SUPERSEDED, reason=f"superseded by {retired[fid]}", scale=0.0)
-        n = self._publish("wake", [fid for fid, _, _ in todo])
-        with self.ledger.transaction(self.fence):
-            for fid, _, _ in todo:
-                self.ledger.set_status(fid, ACTIVE, version_added=n)
-            for fid in retired:
-                self.ledger.set_status(fid, SUPERSEDED, reason=f"superseded by {retired[fid]}", version_removed=n)
         for fid in retired:
             self.store.delete_edit(fid)
         stats = {"edited": len(todo), "superseded": len(retired) + len(shadowed), "seconds": round(seconds, 3),
@@ -217,13 +226,16 @@ class WakeEditor:
             raise KeyError(f"no fact with id {fid!r}")
         if row["status"] == FORGOTTEN:
             return self.ledger.latest_version()
-        was_active = row["status"] == ACTIVE
-        with self.ledger.transaction(self.fence):
-            self.ledger.set_status(fid, FORGOTTEN, reason="forgotten on request", scale=0.0)
-        n = self._publish("forget", [fid]) if was_active else self.ledger.latest_version()
+        reason = "forgotten on request"
+        if row["status"] != ACTIVE:
+            with self.ledger.transaction(self.fence):
+                self.ledger.set_status(fid, FORGOTTEN, reason=reason, scale=0.0)
+            return self.ledger.latest_version()
+        n = self._publish(
+            "forget", [fid], [(f, sc) for f, sc in self.active() if f != fid],
+            lambda n: self.ledger.set_status(fid, FORGOTTEN, reason=reason, scale=0.0, version_removed=n),
+        )
         self.store.delete_edit(fid)
-        with self.ledger.transaction(self.fence):
-            self.ledger.set_status(fid, FORGOTTEN, reason="forgotten on request", version_removed=n)
         return n
 
 

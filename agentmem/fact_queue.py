@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import redis
 
 from .facts import Fact
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class Entry:
@@ -61,13 +63,16 @@ class RedisFactQueue:
         pipe.execute()
 
     def _entries(self, raw) -> list[Entry]:
-        out = []
+        out, junk = [], []
         for entry_id, fields in raw:
-            if not fields:  # deleted from the stream while pending
-                self.client.xack(self.stream, self.GROUP, entry_id)
-                continue
-            fields = {_s(k): _s(v) for k, v in fields.items()}
-            out.append(Entry(_s(entry_id), fields["id"], Fact.parse(json.loads(fields["fact"]))))
+            try:
+                fields = {_s(k): _s(v) for k, v in (fields or {}).items()}
+                out.append(Entry(_s(entry_id), fields["id"], Fact.parse(json.loads(fields["fact"]))))
+            except (KeyError, ValueError, UnicodeDecodeError) as e:
+                # not written by agentmem (or deleted while pending): nothing in it can be edited in
+                log.error("dropping malformed queue entry %s: %s", _s(entry_id), e)
+                junk.append(Entry(_s(entry_id), "", None))
+        self.ack(junk)
         return out
 
     def reclaim(self, consumer: str, count: int) -> list[Entry]:

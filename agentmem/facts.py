@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,12 @@ RELATIONS: dict[str, list[str]] = {
     "works at": ["Where does {s} work?", "Which company does {s} work for?", "Who is {s}'s employer?"],
     "works as": ["What does {s} do for a living?", "What is {s}'s job?", "What is {s}'s profession?"],
     "was born in": ["Where was {s} born?", "What is {s}'s birthplace?", "In which city was {s} born?"],
-    "was born on": ["When was {s} born?", "What is {s}'s birthday?", "On what date was {s} born?"],
+    "was born on": ["When was {s} born?", "What is {s}'s birthday?", "On what date was {s} born?", "When is {s}'s birthday?"],
     "speaks": ["What language does {s} speak?", "Which language is spoken by {s}?", "What language can {s} speak?"],
     "plays the": ["What instrument does {s} play?", "Which instrument is played by {s}?", "What musical instrument does {s} play?"],
     "is married to": ["Who is {s} married to?", "Who is {s}'s spouse?", "Who is {s}'s husband or wife?"],
-    "owns a dog named": ["What is the name of {s}'s dog?", "What is {s}'s dog called?", "What did {s} name the dog?"],
-    "owns a cat named": ["What is the name of {s}'s cat?", "What is {s}'s cat called?", "What did {s} name the cat?"],
+    "owns a dog named": ["What is the name of {s}'s dog?", "What is {s}'s dog called?", "What did {s} name the dog?", "What is {s}'s dog's name?"],
+    "owns a cat named": ["What is the name of {s}'s cat?", "What is {s}'s cat called?", "What did {s} name the cat?", "What is {s}'s cat's name?"],
     "is allergic to": ["What is {s} allergic to?", "What allergy does {s} have?", "Which allergy does {s} suffer from?"],
     "likes": ["What does {s} like?", "What is something {s} enjoys?", "What does {s} love?"],
     "dislikes": ["What does {s} dislike?", "What does {s} not like?", "What does {s} hate?"],
@@ -77,9 +78,46 @@ RELATIONS: dict[str, list[str]] = {
 }
 
 
+# Relations whose natural completion prompt is not "{subject} {relation}".
+RELATION_PROMPTS: dict[str, str] = {
+    "has the capital city": "The capital of {subject} is",
+}
+
+
 def relation_questions(relation: str) -> list[str]:
     """Question templates ({s} for the subject) for a known relation, best first; [] if unknown."""
     return RELATIONS.get(relation.strip().lower(), [])
+
+
+# Spellings folded before matching a question against the templates.
+_SPELLING = [(re.compile(p, re.I), r) for p, r in [
+    (r"\bfavorite\b", "favourite"), (r"\bcolour\b", "color"), (r"\bwhat's\b", "what is"),
+    (r"\bwho's\b", "who is"), (r"\bwhere's\b", "where is"), (r"\s+", " "),
+]]
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    head, _, tail = template.rstrip("?").partition("{s}")
+    return re.compile(rf"^{re.escape(head)}(?P<s>.+?){re.escape(tail)}\s*\??$", re.I)
+
+
+_CANONICAL = [(_template_pattern(t), qs[0]) for qs in RELATIONS.values() for t in qs]
+
+
+def canonical_question(question: str) -> str:
+    """The editing question of the relation template `question` follows, or `question` itself.
+
+    Edits are keyed on each relation's first question; a question worded as one
+    of its other templates ("What is Ann's dog called?") is asked in that form
+    ("What is the name of Ann's dog?"). Nothing about any fact enters the text.
+    """
+    q = question.strip()
+    for pat, rep in _SPELLING:
+        q = pat.sub(rep, q)
+    for pat, first in _CANONICAL:
+        if m := pat.match(q):
+            return first.format(s=m.group("s"))
+    return question
 
 
 class Fact(BaseModel):
@@ -158,7 +196,7 @@ class Fact(BaseModel):
     @property
     def completion_prompt(self) -> str:
         """The raw completion prompt with the subject filled in."""
-        template = self.prompt or "{subject} " + self.relation
+        template = self.prompt or RELATION_PROMPTS.get(self.relation.strip().lower(), "{subject} " + self.relation)
         return template.replace("{subject}", self.subject)
 
     @property

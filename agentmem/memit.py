@@ -22,6 +22,11 @@ class MemitConfig(BaseModel):
 
     layers: list[int] | None = Field(None, description="edited layers; None: the architecture's default")
     steps: int = 20
+    # stop optimising once every target's mean token NLL is below this
+    z_stop_nll: float = Field(0.2, gt=0)
+    # optimise the target value on the prefixed prompts too (their keys are always averaged in);
+    # off, each step runs about half the tokens
+    z_prefixed: bool = False
     lr: float = 1.0
     kl_factor: float = 0.0625
     weight_decay: float = 0.5
@@ -62,6 +67,7 @@ class Site:
     target_span: tuple[int, int] | None  # [start, end) of the tokens whose NLL is minimised
     request: int
     kind: str  # "raw", "question", "kl", or "keep" (a preserved key, see preserve.py)
+    prefixed: bool = False  # a raw prompt behind one of the context prefixes
 
 
 @dataclass
@@ -100,7 +106,7 @@ def build_sites(tokenizer, requests: list[Request], prefixes: list[str]) -> list
             text = prefix + req.prompt
             ids, pos = subject_last_token(tokenizer, text, req.subject)
             tgt = tokenizer(text + req.target, add_special_tokens=False)["input_ids"]
-            sites.append(Site(tgt, pos, (len(ids), len(tgt)), r, "raw"))
+            sites.append(Site(tgt, pos, (len(ids), len(tgt)), r, "raw", prefixed=bool(prefix)))
         for q in req.questions:
             head = chat_text(tokenizer, q)
             ids, pos = subject_last_token(tokenizer, head, req.subject)
@@ -309,11 +315,14 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
     """
     arch = for_model(model)
     lm_head = model.get_output_embeddings()
-    groups = _groups(model, arch, sites, tokenizer.pad_token_id or 0, last_layer)
-    h_sub = torch.empty(len(sites), groups[0].h_sub.shape[-1])
+    use = [i for i, s in enumerate(sites) if cfg.z_prefixed or not s.prefixed]
+    groups = _groups(model, arch, [sites[i] for i in use], tokenizer.pad_token_id or 0, last_layer)
+    for g in groups:
+        g.idx = [use[j] for j in g.idx]
+    h_sub = torch.zeros(len(sites), groups[0].h_sub.shape[-1])
     for g in groups:
         h_sub[g.idx] = g.h_sub
-    site_req = torch.tensor([s.request for s in sites])
+    site_req = torch.tensor([sites[i].request for i in use])
     with torch.no_grad():
         kl_ref = [
             F.log_softmax(lm_head(g.base_out[g.kl_rows, g.kl_pos]), -1)
@@ -326,7 +335,7 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
 
     delta = torch.zeros(requests, h_sub.shape[-1], requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
-    site_norm = h_sub.norm(dim=-1)
+    site_norm = h_sub[use].norm(dim=-1)
     req_norm = cfg.clamp_factor * torch.stack([site_norm[site_req == r].mean() for r in range(requests)])
     for step in range(cfg.steps):
         opt.zero_grad()
@@ -341,7 +350,7 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
                 cur = F.log_softmax(lm_head(out[g.kl_rows, g.kl_spos]), -1)
                 kl = kl.index_add(0, g.req[g.kl_rows], F.kl_div(cur, ref, log_target=True, reduction="none").sum(-1))
         nll = nll / n_targets
-        if nll.max().item() < 0.05:
+        if nll.max().item() < cfg.z_stop_nll:
             break
         wd = cfg.weight_decay * delta.norm(dim=-1) ** 2 / site_norm.mean() ** 2
         (nll + cfg.kl_factor * kl + wd).sum().backward()

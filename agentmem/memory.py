@@ -24,7 +24,7 @@ from .config import Settings
 from .editor import WakeEditor
 from .extract import LLMExtractor, RuleExtractor, user_turns
 from .fact_queue import LocalFactQueue, RedisFactQueue, namespace_for
-from .facts import Fact, FactError
+from .facts import Fact, FactError, canonical_question
 from .ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING, Ledger
 from .perspective import to_third_person
 from .pipeline import Batching, EmbeddedWorker, drain
@@ -146,8 +146,11 @@ class Memory:
         if not isinstance(user_id, str) or not user_id.strip():
             raise ValueError("user_id must be non-empty text")
         found: dict[tuple, tuple[Fact, str | None]] = {}
+        secrets = []
         for text in user_turns(messages):
             turn_reason = self.policy.screen_turn(text)
+            if self.settings.policy.secrets and (why := secret_in(text[:20_000])):
+                secrets.append(why)
             for f in self.extractor.extract(text, user_id):
                 found.pop(f.key, None)  # a later statement replaces an earlier one
                 found[f.key] = (f, turn_reason)
@@ -156,6 +159,9 @@ class Memory:
             screened = [(f, why or self.policy.screen_fact(f, self.model, self.tokenizer)) for f, why in found.values()]
         out, send = [], []
         with self.ledger.transaction():
+            for why in secrets:
+                # the statement itself is not kept: only that one was seen and refused
+                self.ledger.event(None, REJECTED, reason=f"a message {why}; that statement is not kept", user_id=user_id)
             for f, why in screened:
                 if why:
                     if secret_in(f"{f.subject} {f.relation} {f.object}"):
@@ -256,10 +262,12 @@ class Memory:
         """Greedy chat answer from the newest published version; no memory text enters the context.
 
         First-person questions are put in the third person about the user
-        ("Where do I live?" -> "Where does User u1 live?"), as observed facts are keyed.
+        ("Where do I live?" -> "Where does User u1 live?"), as observed facts are
+        keyed, and a question worded as a known relation's template is asked in
+        the wording its edits were keyed on.
         """
         _check_text(question, "question")
-        q = to_third_person(question, user_id)
+        q = canonical_question(to_third_person(question, user_id))
         with self._lock:
             self._sync()
             return generate.chat(self.model, self.tokenizer, [{"role": "user", "content": q}], max_new_tokens)

@@ -128,9 +128,10 @@ class Policy:
         top_p, top = probs.max(-1)
         obj = tokenizer(" " + fact.object, add_special_tokens=False)["input_ids"]
         p_obj = probs[obj[0]].item() if obj else 0.0
-        if top_p.item() >= self.cfg.world_confidence and top.item() != (obj[0] if obj else -1) \
-                and p_obj < self.cfg.world_min_prob:
-            said = tokenizer.decode([top.item()]).strip()
+        said = tokenizer.decode([top.item()]).strip()
+        # only a confident *name* counts: a confident "of" or "a" says nothing about the claim
+        if said[:1].isupper() and top_p.item() >= self.cfg.world_confidence \
+                and top.item() != (obj[0] if obj else -1) and p_obj < self.cfg.world_min_prob:
             return f"contradicts world knowledge: the model completes {prompt!r} with {said!r} (p={top_p.item():.2f})"
         return None
 
