@@ -24,13 +24,14 @@ from .store import Edit, WeightStore
 log = logging.getLogger(__name__)
 
 
-def to_request(fact: Fact) -> memit.Request:
+def to_request(fact: Fact, answer: str = "auto") -> memit.Request:
+    short = answer == "object" or (answer == "auto" and fact.attribute is not None)
     return memit.Request(
         subject=fact.subject,
         prompt=fact.completion_prompt,
         target=" " + fact.object,
         questions=fact.questions(),
-        answer=fact.statement,
+        answer=f"{fact.object}." if short else fact.statement,
     )
 
 
@@ -48,7 +49,8 @@ class WakeEditor:
         )
         self._chol: dict[int, torch.Tensor] = {}
         self._proj: dict[int, torch.Tensor] = {}
-        self._preserve: dict[int, torch.Tensor] | None = None
+        # computed now, not at the first edit, so that a warm worker's first fact is not the slow one
+        self._preserve = preservation_keys(model, tokenizer, self.layers) if cfg.preserve_names else None
         # The writer lock's token (see writer_lock.py): every commit is fenced with it.
         self.fence = fence
         self.recover()
@@ -110,9 +112,7 @@ class WakeEditor:
         """Zero-residual rows: the given active edits (unless constraints are off) and preserved names."""
         fids = active if self.cfg.constraints != "none" else []
         keys = {l: self.cfg.constraint_weight * k for l, k in self.store.constraint_keys(fids).items()}
-        if self.cfg.preserve_names:
-            if self._preserve is None:
-                self._preserve = preservation_keys(self.model, self.tok, self.layers)
+        if self._preserve is not None:
             keys = {l: torch.cat([k, self._preserve[l]], 1) for l, k in keys.items()}
         return keys
 
@@ -195,7 +195,7 @@ class WakeEditor:
                 # the new edits are computed against the weights without the facts they replace
                 self._load_weights(self.store.materialise(keep))
             prev = self._constraint_keys([fid for fid, _ in keep])
-            reqs = [to_request(f) for _, f, _ in todo]
+            reqs = [to_request(f, self.cfg.answer) for _, f, _ in todo]
             result = memit.execute(self.model, self.tok, reqs, self.cfg, self.layers, self._solver(prev))
             per_fact = _split(result, reqs)
             for (fid, _, _), edit in zip(todo, per_fact):

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .perspective import is_user_subject
+
 MAX_FIELD_CHARS = 200
 MAX_OBJECT_CHARS = 100
 
@@ -84,6 +86,35 @@ RELATION_PROMPTS: dict[str, str] = {
 }
 
 
+# Facts about a user share one subject ("User u1"), and MEMIT keys an edit at the
+# subject's last token: "User u1 lives in" and "User u1 works at" would share a key
+# and overwrite each other. So facts about users and their people are phrased with
+# the relation as a noun before the subject ("The home city of User u1 is"): the key
+# at the subject's last token then differs by relation and by user.
+ATTRIBUTES: dict[str, str] = {
+    "lives in": "home city", "works at": "employer", "works as": "job", "was born in": "birthplace",
+    "was born on": "birthday", "speaks": "language", "plays the": "instrument", "is married to": "spouse",
+    "owns a dog named": "name of the dog", "owns a cat named": "name of the cat",
+    "owns a pet named": "name of the pet", "is allergic to": "allergy",
+    "likes": "great love", "dislikes": "pet hate", "drives a": "car", "studied at": "university",
+    "is friends with": "friend", "supports the football club": "football club", "is named": "name",
+    "is from": "hometown", "grew up in": "childhood home", "owns a": "prized possession",
+    "is planning to": "plan", "plays": "sport", "is a member of": "club",
+}
+
+
+def attribute_of(relation: str) -> str | None:
+    """The relation as a noun phrase ("lives in" -> "home city"), if it has one."""
+    r = relation.strip().lower()
+    if r in ATTRIBUTES:
+        return ATTRIBUTES[r]
+    if m := re.fullmatch(r"has a favourite (.+):", r):
+        return "favourite " + m.group(1)
+    if m := re.fullmatch(r"has an? (.+) named", r):
+        return m.group(1)
+    return None
+
+
 def relation_questions(relation: str) -> list[str]:
     """Question templates ({s} for the subject) for a known relation, best first; [] if unknown."""
     return RELATIONS.get(relation.strip().lower(), [])
@@ -101,7 +132,7 @@ def _template_pattern(template: str) -> re.Pattern:
     return re.compile(rf"^{re.escape(head)}(?P<s>.+?){re.escape(tail)}\s*\??$", re.I)
 
 
-_CANONICAL = [(_template_pattern(t), qs[0]) for qs in RELATIONS.values() for t in qs]
+_CANONICAL = [(_template_pattern(t), rel, qs[0]) for rel, qs in RELATIONS.items() for t in qs]
 
 
 def canonical_question(question: str) -> str:
@@ -114,9 +145,12 @@ def canonical_question(question: str) -> str:
     q = question.strip()
     for pat, rep in _SPELLING:
         q = pat.sub(rep, q)
-    for pat, first in _CANONICAL:
+    for pat, relation, first in _CANONICAL:
         if m := pat.match(q):
-            return first.format(s=m.group("s"))
+            subject = m.group("s")
+            if is_user_subject(subject) and (attr := attribute_of(relation)):
+                return f"What is the {attr} of {subject}?"
+            return first.format(s=subject)
     return question
 
 
@@ -194,8 +228,17 @@ class Fact(BaseModel):
     # -- phrasings -------------------------------------------------------
 
     @property
+    def attribute(self) -> str | None:
+        """For a fact about a user or a user's people, the relation as a noun that keys the edit."""
+        if self.prompt or self.question or not is_user_subject(self.subject):
+            return None
+        return attribute_of(self.relation)
+
+    @property
     def completion_prompt(self) -> str:
         """The raw completion prompt with the subject filled in."""
+        if attr := self.attribute:
+            return f"The {attr} of {self.subject} is"
         template = self.prompt or RELATION_PROMPTS.get(self.relation.strip().lower(), "{subject} " + self.relation)
         return template.replace("{subject}", self.subject)
 
@@ -207,6 +250,8 @@ class Fact(BaseModel):
         """Chat questions used when editing: the fact's own, or its relation's first."""
         if self.question:
             return [self.question]
+        if attr := self.attribute:
+            return [f"What is the {attr} of {self.subject}?"]
         known = relation_questions(self.relation)
         if known:
             return [known[0].format(s=self.subject)]

@@ -27,6 +27,10 @@ class MemitConfig(BaseModel):
     # optimise the target value on the prefixed prompts too (their keys are always averaged in);
     # off, each step runs about half the tokens
     z_prefixed: bool = False
+    # what the assistant's answer to an edited chat question is trained to be: the whole
+    # statement ("Ann lives in Oslo."), the object alone ("Oslo.", fewer tokens to fit), or
+    # auto: the object for facts about users (their long attribute phrasing fits worst), else the statement
+    answer: str = Field("auto", pattern="^(auto|statement|object)$")
     lr: float = 1.0
     kl_factor: float = 0.0625
     weight_decay: float = 0.5

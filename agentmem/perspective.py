@@ -42,6 +42,14 @@ def user_subject(user_id: str) -> str:
     return USER_SUBJECT.format(user_id=user_id)
 
 
+_USER_OR_THEIRS = re.compile(r"^User \S+?(?:'s [\w-]+)?$")
+
+
+def is_user_subject(subject: str) -> bool:
+    """The subject is a user ("User u1") or one of a user's people or pets ("User u1's sister")."""
+    return bool(_USER_OR_THEIRS.match(subject))
+
+
 def _third_person_verb(verb: str) -> str:
     low = verb.lower()
     if low in _KEEP_AFTER_I or low.endswith("ed"):

@@ -46,9 +46,9 @@ def test_dataset_is_well_formed():
             Fact.parse({k: e[k] for k in ("subject", "relation", "object")})
 
 
-def test_every_relation_has_three_questions_about_the_subject():
+def test_every_relation_has_at_least_three_questions_about_the_subject():
     for relation, questions in RELATIONS.items():
-        assert len(questions) == 3 and all("{s}" in q for q in questions), relation
+        assert len(questions) >= 3 and all("{s}" in q for q in questions), relation
 
 
 def test_extractor_vocabulary_uses_known_relations():
