@@ -47,10 +47,11 @@ class PolicyConfig(BaseModel):
     # Facts about subjects other than the user and the user's people need a
     # relation the model can be asked about; turning this off admits any subject.
     user_world_only: bool = False
-    # a claim contradicts world knowledge when the model gives another answer with at least
-    # this probability and the claimed object less than `world_min_prob`
-    world_confidence: float = Field(0.5, gt=0, le=1)
-    world_min_prob: float = Field(0.02, ge=0, le=1)
+    # a claim contradicts world knowledge when the model names something else with at least
+    # this probability (SmolLM2-135M gives "Rome" 0.38 after "The capital of Italy is") and
+    # the claimed object less than `world_ratio` times that
+    world_confidence: float = Field(0.25, gt=0, le=1)
+    world_ratio: float = Field(0.1, ge=0, le=1)
 
 
 def _luhn(digits: str) -> bool:
@@ -131,7 +132,7 @@ class Policy:
         said = tokenizer.decode([top.item()]).strip()
         # only a confident *name* counts: a confident "of" or "a" says nothing about the claim
         if said[:1].isupper() and top_p.item() >= self.cfg.world_confidence \
-                and top.item() != (obj[0] if obj else -1) and p_obj < self.cfg.world_min_prob:
+                and top.item() != (obj[0] if obj else -1) and p_obj < self.cfg.world_ratio * top_p.item():
             return f"contradicts world knowledge: the model completes {prompt!r} with {said!r} (p={top_p.item():.2f})"
         return None
 
