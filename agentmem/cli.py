@@ -173,3 +173,27 @@ def eval_edit(
     if out:
         out.write_text(text)
     typer.echo(text)
+
+
+@eval_app.command("pipeline")
+def eval_pipeline(
+    home: Optional[Path] = HomeOpt,
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", envvar="AGENTMEM_REDIS_URL",
+                                            help="measure the Redis + Celery path (starts a worker)"),
+    dataset: Optional[Path] = typer.Option(None, help="extraction test set (JSONL); default: the bundled one"),
+    facts: int = typer.Option(20, help="facts for the latency and throughput runs"),
+    quick: bool = typer.Option(False, help="4 facts, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Wake-pipeline benchmark: extraction precision/recall, observe-to-recallable p50/p95, throughput."""
+    from .pipeline_bench import EXTRACTION_SET, pipeline_benchmark
+
+    dataset = dataset or EXTRACTION_SET
+    if not dataset.exists():
+        _fail(f"extraction dataset {dataset} not found")
+    result = pipeline_benchmark(dataset, home=home, redis_url=redis_url, facts=facts, quick=quick,
+                                progress=lambda m: typer.echo(m, err=True))
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text)
+    typer.echo(text)

@@ -156,10 +156,15 @@ class _Capture:
 
 
 def _buckets(sites: list[Site], length) -> list[list[int]]:
-    """Site indices grouped so that padding at most about doubles a bucket's shortest member."""
+    """Site indices grouped so that padding at most about doubles a bucket's shortest member.
+
+    Small batches stay in one bucket whatever their lengths: below about 48
+    padded tokens a second pass through the layers costs more than the padding.
+    """
     groups, cur = [], []
     for i in sorted(range(len(sites)), key=lambda i: length(sites[i])):
-        if cur and length(sites[i]) > 2 * length(sites[cur[0]]) + 2:
+        grow = length(sites[i]) - length(sites[cur[0]]) if cur else 0
+        if cur and length(sites[i]) > 2 * length(sites[cur[0]]) + 2 and grow * (len(cur) + 1) > 48:
             groups.append(cur)
             cur = []
         cur.append(i)

@@ -1,6 +1,6 @@
 """Fact extraction from conversations: rule quality on a hand-written set, perspective, hostile input, LLM client.
 
-tests/data/extraction.jsonl holds chat snippets with the facts a careful reader would store. Expected
+agentmem/data/extraction.jsonl holds chat snippets with the facts a careful reader would store. Expected
 facts about the user's world carry "ask": how the user would later ask for it in first person.
 """
 
@@ -27,9 +27,10 @@ from agentmem.extract import (
     user_turns,
 )
 from agentmem.facts import RELATIONS, Fact
+from agentmem.pipeline_bench import EXTRACTION_SET
 from agentmem.perspective import to_third_person, user_subject
 
-DATA = Path(__file__).parent / "data" / "extraction.jsonl"
+DATA = EXTRACTION_SET
 ROWS = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
 
 
