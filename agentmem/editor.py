@@ -17,7 +17,7 @@ from . import memit
 from .arch import for_model, num_layers
 from .covariance import CovarianceCache, fingerprint
 from .facts import Fact
-from .preserve import preservation_keys
+from .preserve import cached_preservation_keys, preservation_keys
 from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, SUPERSEDED, FencedOut, Ledger
 from .store import Edit, WeightStore
 
@@ -49,8 +49,7 @@ class WakeEditor:
         )
         self._chol: dict[int, torch.Tensor] = {}
         self._proj: dict[int, torch.Tensor] = {}
-        # computed now, not at the first edit, so that a warm worker's first fact is not the slow one
-        self._preserve = preservation_keys(model, tokenizer, self.layers) if cfg.preserve_names else None
+        self._preserve = self._preservation_keys(cache_dir) if cfg.preserve_names else None
         # The writer lock's token (see writer_lock.py): every commit is fenced with it.
         self.fence = fence
         self.recover()
@@ -59,6 +58,15 @@ class WakeEditor:
 
     def active(self) -> list[tuple[str, float]]:
         return [(f["id"], f["scale"]) for f in self.ledger.facts(status=ACTIVE)]
+
+    def _preservation_keys(self, cache_dir: Path) -> dict[int, torch.Tensor]:
+        """Keys of the preserved names on the unedited model (recover() reloads the edits after)."""
+
+        def compute():
+            self._load_weights(self.store.base)
+            return preservation_keys(self.model, self.tok, self.layers)
+
+        return cached_preservation_keys(cache_dir, self.fingerprint, self.layers, compute)
 
     def _load_weights(self, tensors: dict[int, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -84,7 +92,8 @@ class WakeEditor:
         active = self.active()
         tensors = self.store.materialise(active)
         self._load_weights(tensors)
-        self.store.write_training(tensors, active)
+        if self.store.training_active() != [tuple(a) for a in active]:
+            self.store.write_training(tensors, active)
 
     def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None) -> int:
         """Make `active` (default: the ledger's) the training copy and the next published version.

@@ -8,8 +8,13 @@ here are disjoint from the evaluation's probes and fictional subjects.
 
 from __future__ import annotations
 
-import torch
+import hashlib
+from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path
 from .memit import Site, chat_text, run_capture, subject_last_token
 
 NAMES = [
@@ -53,3 +58,18 @@ def preservation_keys(model, tokenizer, layers: list[int]) -> dict[int, torch.Te
     sites, _ = preservation_sites(tokenizer)
     keys, _ = run_capture(model, tokenizer, sites, layers, [])
     return {l: k.T.contiguous() for l, k in keys.items()}
+
+
+def cached_preservation_keys(cache_dir: Path, model_fingerprint: str, layers: list[int], compute) -> dict[int, torch.Tensor]:
+    """The keys for these layers of this base model, computed once by `compute()` and kept on disk.
+
+    The file name covers the model, the layers and the lists above, so a change to any of them recomputes.
+    """
+    lists = hashlib.sha256(repr((NAMES, ENTITIES, RAW, QUESTIONS, ENTITY_QUESTIONS)).encode()).hexdigest()[:10]
+    path = Path(cache_dir) / "preserve" / f"{model_fingerprint}-{lists}-L{'-'.join(map(str, layers))}.safetensors"
+    if path.exists():
+        return {int(k): v for k, v in load_file(str(path)).items()}
+    keys = compute()
+    with atomic_path(path) as tmp:
+        save_file({str(l): k.contiguous() for l, k in keys.items()}, str(tmp))
+    return keys

@@ -128,6 +128,13 @@ class WeightStore:
         names = self._names()
         return {names[l]: t.contiguous() for l, t in tensors.items()}
 
+    def training_active(self) -> list[tuple[str, float]] | None:
+        """The (fact id, scale) set the training copy holds, or None if there is none."""
+        try:
+            return [tuple(a) for a in json.loads((self.root / "training" / "active.json").read_text())]
+        except (OSError, ValueError):
+            return None
+
     def write_training(self, tensors: dict[int, torch.Tensor], active: list[tuple[str, float]]) -> None:
         with atomic_path(self.root / "training", directory=True) as tmp:
             save_file(self.named(tensors), str(tmp / "model.safetensors"))
