@@ -12,7 +12,8 @@ COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counter
 
 @pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data/counterfact-2k.json is not beside this checkout")
 def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
-    out = edit_benchmark(home=tmp_path, counterfact=COUNTERFACT, quick=True)
+    # constraints off is exercised by test_retention; two modes keep this test a few minutes shorter
+    out = edit_benchmark(home=tmp_path, counterfact=COUNTERFACT, quick=True, modes=("nullspace", "alphaedit"))
     json.dumps(out)
     assert set(out["seconds_per_fact"]) == {"1", "4", "8"}
     assert all(v > 0 for v in out["seconds_per_fact"].values())
@@ -21,5 +22,5 @@ def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     assert out["recall_batch"]["chat"] >= 0.5
     assert out["perplexity"]["before"] > 1 and out["perplexity"]["after"] > 1
     cf = out["counterfact"]
-    assert set(cf) == {"nullspace", "none", "alphaedit"}
+    assert set(cf) == {"nullspace", "alphaedit"}
     assert cf["nullspace"]["n"] == 10 and cf["nullspace"]["efficacy"] >= 0.5
