@@ -155,10 +155,11 @@ class WakeEditor:
         """
         ids = [f.fact_id() for f in facts]
         last = {f.key: (fid, f) for fid, f in zip(ids, facts)}
+        winners = {w for w, _ in last.values()}
         shadowed, seen = [], set()
         for fid, f in zip(ids, facts):
             winner = last[f.key][0]
-            if fid != winner and fid not in seen and fid not in {w for w, _ in last.values()}:
+            if fid not in winners and fid not in seen:
                 seen.add(fid)
                 shadowed.append((fid, f, winner))
         todo, retired = [], {}

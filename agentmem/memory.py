@@ -79,11 +79,10 @@ class Memory:
 
     def _new_editor(self, fence: int | None) -> WakeEditor:
         s = self.settings
-        editor = WakeEditor(
+        return WakeEditor(
             self.model, self.tokenizer, self.model_dir, self.home / "store", self.ledger,
             s.cache_dir, s.memit, s.cov_samples, s.cov_text, self.progress, fence=fence,
         )
-        return editor
 
     @contextmanager
     def _writing(self, wait: float = 600.0):
@@ -231,8 +230,6 @@ class Memory:
             waiting = [f for f in self.ledger.facts(status=(*WAITING, PENDING)) if ids is None or f["id"] in ids]
             if not waiting:
                 return True
-            if self._worker is not None and self._worker.error is not None:
-                log.warning("embedded wake worker is retrying after: %s", self._worker.error)
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.1)
