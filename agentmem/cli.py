@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 HomeOpt = typer.Option(None, "--home", envvar="AGENTMEM_HOME", help="memory folder (default ~/.agentmem)")
 ModelOpt = typer.Option(None, "--model", envvar="AGENTMEM_MODEL", help="local Hugging Face checkpoint folder")
 JsonOpt = typer.Option(False, "--json", help="machine-readable output")
+ServerOpt = typer.Option(None, "--server-url", envvar="AGENTMEM_SERVER_URL",
+                         help="answer through this `agentmem serve` (default: in this process)")
 
 
 def _fail(msg: str) -> None:
@@ -23,10 +25,12 @@ def _fail(msg: str) -> None:
     raise typer.Exit(1)
 
 
-def _open(home: Optional[Path], model: Optional[str]):
+def _open(home: Optional[Path], model: Optional[str], server_url: Optional[str] = None):
     from .memory import Memory
 
     kwargs = {"model": model} if model else {}
+    if server_url:
+        kwargs["server_url"] = server_url
     return Memory.open(home, progress=lambda m: typer.echo(m, err=True), **kwargs)
 
 
@@ -53,17 +57,19 @@ def remember(
 
 
 @app.command()
-def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+        server_url: Optional[str] = ServerOpt):
     """Greedy chat answer from the newest version (no memory text in the context)."""
-    with _open(home, model) as mem:
+    with _open(home, model, server_url) as mem:
         answer = mem.ask(question)
         _emit({"question": question, "answer": answer, "version": mem.version}, as_json, answer)
 
 
 @app.command()
-def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+             server_url: Optional[str] = ServerOpt):
     """Greedy raw completion from the newest version."""
-    with _open(home, model) as mem:
+    with _open(home, model, server_url) as mem:
         text = mem.complete(prompt)
         _emit({"prompt": prompt, "completion": text, "version": mem.version}, as_json, text)
 
@@ -142,6 +148,30 @@ def worker(
     run_worker(Settings(**kwargs), beat=beat, loglevel=loglevel)
 
 
+@app.command()
+def serve(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="where the public, inference-only side listens"),
+    port: int = typer.Option(8000, "--port"),
+    engine: str = typer.Option("auto", "--engine", help="vllm, embedded (transformers), or auto: vllm if installed"),
+    max_lora_rank: int = typer.Option(64, "--max-lora-rank", help="largest adapter rank vLLM accepts"),
+    max_model_len: int = typer.Option(2048, "--max-model-len", help="vLLM's context length"),
+    loglevel: str = typer.Option("INFO", "--loglevel"),
+):
+    """The OpenAI-compatible model server: always the newest published version, labelled in every answer."""
+    import logging
+
+    from .config import Settings
+    from .model_store import resolve
+    from .server import make_engine, serve as run
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(**({"model": model} if model else {}), **({"home": home} if home else {}))
+    home_dir = Path(settings.home).expanduser()
+    model_dir = resolve(settings.model, settings.cache_dir)
+    run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len), host, port)
+
+
 def main() -> None:
     try:
         app()
@@ -193,6 +223,28 @@ def eval_pipeline(
         _fail(f"extraction dataset {dataset} not found")
     result = pipeline_benchmark(dataset, home=home, redis_url=redis_url, facts=facts, quick=quick,
                                 progress=lambda m: typer.echo(m, err=True))
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text)
+    typer.echo(text)
+
+
+@eval_app.command("serve")
+def eval_serve(
+    home: Optional[Path] = HomeOpt,
+    engine: str = typer.Option("auto", "--engine", help="vllm, embedded, or auto (vllm if installed)"),
+    edits: int = typer.Option(10, help="facts edited one at a time for the publish latency"),
+    requests: int = typer.Option(16, help="chat requests per throughput run"),
+    concurrency: int = typer.Option(4, help="requests in flight at once"),
+    max_tokens: int = typer.Option(64, help="tokens per chat answer"),
+    quick: bool = typer.Option(False, help="small sizes, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Serving benchmark: publish latency p50/p95, bytes per publish, chat tokens/s with and without an adapter."""
+    from .serve_bench import serve_benchmark
+
+    result = serve_benchmark(home=home, engine=engine, edits=edits, requests=requests, concurrency=concurrency,
+                             max_tokens=max_tokens, quick=quick, progress=lambda m: typer.echo(m, err=True))
     text = json.dumps(result, indent=2)
     if out:
         out.write_text(text)

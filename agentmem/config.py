@@ -43,11 +43,11 @@ class Settings(BaseSettings):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {v!r}")
         return v
 
-    @field_validator("extractor_url")
+    @field_validator("extractor_url", "server_url")
     @classmethod
     def _url(cls, v):
         if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError(f"extractor_url must be an http(s) URL, got {v!r}")
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
         return v
 
     @field_validator("sleep_cron")

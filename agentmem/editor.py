@@ -95,21 +95,27 @@ class WakeEditor:
         if self.store.training_active() != [tuple(a) for a in active]:
             self.store.write_training(tensors, active)
 
-    def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None) -> int:
+    def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None,
+                 adapter: dict | None | str = "keep") -> int:
         """Make `active` (default: the ledger's) the training copy and the next published version.
 
-        The files are written first; the version and the facts' new statuses
-        (`commit(n)`) then land in one ledger transaction, so readers and
-        `Memory.wait` never see a fact as done before its version exists.
+        The version serves `adapter` ({"name", "path"}, None for none, or by
+        default the previous version's). The files are written first; the
+        version and the facts' new statuses (`commit(n)`) then land in one
+        ledger transaction, so readers and `Memory.wait` never see a fact as
+        done before its version exists.
         """
         active = self.active() if active is None else active
         tensors = self.store.materialise(active)
         self._load_weights(tensors)
         self.store.write_training(tensors, active)
         n = self.ledger.latest_version() + 1
-        self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active})
+        if adapter == "keep":
+            name = (self.ledger.version(n - 1) or {}).get("adapter")
+            adapter = name and {"name": name, "path": f"adapters/{name}"}
+        self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active, "adapter": adapter})
         with self.ledger.transaction(self.fence):
-            self.ledger.add_version(n, kind, facts=fids, active=len(active))
+            self.ledger.add_version(n, kind, facts=fids, active=len(active), adapter=adapter and adapter["name"])
             if commit is not None:
                 commit(n)
         self.store.prune_versions(keep=5)
@@ -229,6 +235,15 @@ class WakeEditor:
                  "version": n, **result.stats}
         log.info("wake edit: %s", stats)
         return ids, stats
+
+    def publish_adapter(self, src: Path | None) -> int:
+        """Publish a new version serving the LoRA adapter in folder `src` (None: no adapter) with the same edits."""
+        n = self.ledger.latest_version() + 1
+        adapter = None
+        if src is not None:
+            name = f"a{n:06d}"
+            adapter = {"name": name, "path": self.store.save_adapter(name, src)}
+        return self._publish("adapter", [], adapter=adapter)
 
     def forget(self, fid: str) -> int:
         row = self.ledger.get(fid)

@@ -134,6 +134,11 @@ class Ledger:
             (n, time.time(), kind, json.dumps(detail, sort_keys=True)),
         )
 
+    def set_live(self, n: int, **detail):
+        """Record that a model server now answers from version n."""
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('live_version', ?)", (n,))
+        self.event(None, "live", version=n, **detail)
+
     # -- reads -----------------------------------------------------------
 
     def get(self, fid: str) -> dict | None:
@@ -165,6 +170,18 @@ class Ledger:
     def history(self, fid: str) -> list[dict]:
         rows = self.db.execute("SELECT * FROM events WHERE fact_id = ? ORDER BY seq", (fid,))
         return [{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], **json.loads(r["detail"])} for r in rows]
+
+    def version(self, n: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM versions WHERE n = ?", (n,)).fetchone()
+        return row and {"n": row["n"], "ts": row["ts"], "kind": row["kind"], **json.loads(row["detail"])}
+
+    def live(self) -> dict | None:
+        """What a model server last reported serving: version, adapter, server, time."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'live_version'").fetchone()
+        if row is None:
+            return None
+        ev = self.db.execute("SELECT ts, detail FROM events WHERE kind = 'live' ORDER BY seq DESC LIMIT 1").fetchone()
+        return {"version": int(row["value"]), **({"ts": ev["ts"], **json.loads(ev["detail"])} if ev else {})}
 
     def latest_version(self) -> int:
         row = self.db.execute("SELECT MAX(n) AS n FROM versions").fetchone()

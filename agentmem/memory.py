@@ -28,6 +28,7 @@ from .facts import Fact, FactError, canonical_question
 from .ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING, Ledger
 from .perspective import to_third_person
 from .pipeline import Batching, EmbeddedWorker, drain
+from .server_client import ServerClient
 from .policy import Policy, redact, secret_in
 from .writer_lock import WriterLock
 
@@ -53,6 +54,8 @@ class Memory:
         self._loaded = 0  # the published version self.model holds
         self._worker: EmbeddedWorker | None = None
         self._celery = None
+        # with a server, ask and complete go through it, always at the newest published version
+        self.server = ServerClient(settings.server_url) if settings.server_url else None
         if settings.redis_url:
             self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
             ns = namespace_for(home)
@@ -265,12 +268,18 @@ class Memory:
         """
         _check_text(question, "question")
         q = canonical_question(to_third_person(question, user_id))
+        messages = [{"role": "user", "content": q}]
+        if self.server is not None:
+            return self.server.chat(messages, max_new_tokens, min_version=self.version)
         with self._lock:
             self._sync()
-            return generate.chat(self.model, self.tokenizer, [{"role": "user", "content": q}], max_new_tokens)
+            return generate.chat(self.model, self.tokenizer, messages, max_new_tokens)
 
     def complete(self, prompt: str, max_new_tokens: int = 16) -> str:
+        """Greedy raw completion from the newest published version (through the server when one is set)."""
         _check_text(prompt, "prompt")
+        if self.server is not None:
+            return self.server.complete(prompt, max_new_tokens, min_version=self.version)
         with self._lock:
             self._sync()
             return generate.complete(self.model, self.tokenizer, prompt, max_new_tokens)
@@ -289,14 +298,21 @@ class Memory:
             backlog = self.queue.backlog()
         except redis.RedisError:
             pass
-        return {"version": self.version, "facts": self.ledger.counts(), "queue": backlog,
+        return {"version": self.version, "live": self.ledger.live(), "facts": self.ledger.counts(), "queue": backlog,
                 "mode": "redis" if self.redis is not None else "embedded"}
 
     @property
     def version(self) -> int:
         return self.ledger.latest_version()
 
+    def publish_adapter(self, path: str | Path | None) -> int:
+        """Serve the PEFT LoRA adapter in folder `path` (None: no adapter) from a new version; returns it."""
+        with self._writing() as editor:
+            return editor.publish_adapter(None if path is None else Path(path))
+
     def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
         if self._worker is not None:
             self._worker.stop()
             self._worker = None

@@ -2,8 +2,8 @@
 
 The training copy of an edited tensor is always rebuilt as base + sum of
 scale_f * B_f @ A_f (in float64), so reverting or rescaling an edit is exact.
-Published versions hold only the changed tensors, each in a new folder
-written atomically.
+Published versions hold only the changed tensors (plus the name of the LoRA
+adapter served with them), each in a new folder written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from .arch import Architecture
 from .atomic import atomic_path, write_json
 
+# What vLLM and peft need of a LoRA adapter folder.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _FID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -56,7 +58,7 @@ class WeightStore:
         self.base_dir = Path(base_dir)
         self.arch = arch
         self.layers = list(layers)
-        for sub in ("edits", "training", "versions"):
+        for sub in ("edits", "training", "versions", "adapters"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._edits: dict[str, Edit] = {}
         self.base = self._read_base()
@@ -140,13 +142,31 @@ class WeightStore:
             save_file(self.named(tensors), str(tmp / "model.safetensors"))
             (tmp / "active.json").write_text(json.dumps(active))
 
-    # -- versions --------------------------------------------------------
+    # -- versions ---------------------------------------------------------
 
     def version_dir(self, n: int) -> Path:
         return self.root / "versions" / f"v{n:06d}"
 
+    def manifest(self, n: int) -> dict | None:
+        try:
+            return json.loads((self.version_dir(n) / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_adapter(self, name: str, src: Path) -> str:
+        """Copy a PEFT LoRA adapter folder into the store under `name`; returns its path relative to the store."""
+        src = Path(src)
+        missing = [f for f in ADAPTER_FILES if not (src / f).is_file()]
+        if missing:
+            raise ValueError(f"{src} is not a PEFT adapter folder: it lacks {', '.join(missing)}")
+        rel = f"adapters/{_check_id(name)}"
+        with atomic_path(self.root / rel, directory=True) as tmp:
+            for f in ADAPTER_FILES:
+                shutil.copyfile(src / f, tmp / f)
+        return rel
+
     def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> Path:
-        """Write version n: only the changed tensors plus a manifest naming the base and the facts."""
+        """Write version n: only the changed tensors plus a manifest naming the base, the facts and the adapter."""
         dest = self.version_dir(n)
         with atomic_path(dest, directory=True) as tmp:
             save_file(self.named(tensors), str(tmp / "model.safetensors"))
@@ -154,7 +174,12 @@ class WeightStore:
         return dest
 
     def prune_versions(self, keep: int) -> None:
-        """Remove all but the newest `keep` version folders."""
+        """Remove all but the newest `keep` version folders, and adapters none of them serves."""
         dirs = sorted(p for p in (self.root / "versions").iterdir() if p.name.startswith("v"))
         for p in dirs[:-keep] if keep else dirs:
             shutil.rmtree(p, ignore_errors=True)
+        served = [(self.manifest(int(p.name[1:])) or {}).get("adapter") for p in (dirs[-keep:] if keep else [])]
+        kept = {a["path"] for a in served if a}
+        for p in (self.root / "adapters").iterdir():
+            if not p.name.startswith(".") and f"adapters/{p.name}" not in kept:
+                shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,49 @@
+"""Published versions as readers see them: the newest version number, its changed tensors and its adapter.
+
+Writers publish through the editor (store.py, editor.py); servers and
+`Memory` readers only ever read what this module returns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .ledger import Ledger
+
+
+@dataclass(frozen=True)
+class Published:
+    version: int
+    weights_dir: Path  # holds model.safetensors with only the tensors edits change
+    adapter: str | None = None  # the LoRA adapter served with it, a new name per adapter
+    adapter_dir: Path | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return load_file(str(self.weights_dir / "model.safetensors"))
+
+
+def read(store_root: Path, n: int) -> Published | None:
+    """Version n, or None if its folder is not (or no longer) there."""
+    d = Path(store_root) / "versions" / f"v{n:06d}"
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    adapter = manifest.get("adapter")
+    return Published(
+        version=n,
+        weights_dir=d,
+        adapter=adapter["name"] if adapter else None,
+        adapter_dir=Path(store_root) / adapter["path"] if adapter else None,
+    )
+
+
+def newest(home: Path, ledger: Ledger) -> Published | None:
+    """The newest published version of the memory at `home`; None before the first publish."""
+    n = ledger.latest_version()
+    return read(Path(home) / "store", n) if n else None

@@ -1,0 +1,152 @@
+"""A serving copy of the model in this process that follows the published versions.
+
+`apply` copies a version's changed tensors in place and swaps its LoRA adapter
+through peft; `generate` and `stream` answer with whatever was applied last.
+The caller makes sure no generation runs while a version is being applied.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from transformers import TextIteratorStreamer
+
+from . import model_store
+from .published import Published
+
+
+@dataclass
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Output:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+class Replica:
+    def __init__(self, model_dir: Path):
+        self.model, self.tok = model_store.load(Path(model_dir))
+        self.max_len = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.version = 0
+        self.adapter: str | None = None
+        self._peft = None
+
+    # -- following versions ---------------------------------------------
+
+    @property
+    def _net(self):
+        return self._peft if self._peft is not None else self.model
+
+    def _param(self, name: str) -> torch.nn.Parameter:
+        try:
+            return self.model.get_parameter(name)
+        except AttributeError:
+            # peft wraps a targeted linear layer: its own weight moves to base_layer
+            return self.model.get_parameter(name.removesuffix(".weight") + ".base_layer.weight")
+
+    @torch.no_grad()
+    def apply(self, pub: Published) -> None:
+        for name, t in pub.tensors().items():
+            self._param(name).copy_(t)
+        if pub.adapter != self.adapter:
+            self._swap_adapter(pub.adapter, pub.adapter_dir)
+        self.version = pub.version
+
+    def _swap_adapter(self, name: str | None, path: Path | None) -> None:
+        from peft import PeftModel
+
+        old = self.adapter
+        if name is None:
+            self.model = self._peft.unload()
+            self._peft = None
+        elif self._peft is None:
+            self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+        else:
+            self._peft.load_adapter(str(path), adapter_name=name)
+            self._peft.set_adapter(name)
+            self._peft.delete_adapter(old)
+        if self._peft is not None:
+            self._peft.eval()
+            for p in self._peft.parameters():
+                p.requires_grad_(False)
+        self.adapter = name
+
+    # -- answering -------------------------------------------------------
+
+    def chat_ids(self, messages: list[dict]) -> torch.Tensor:
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)["input_ids"]
+
+    def prompt_ids(self, prompt: str) -> torch.Tensor:
+        ids = self.tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        if ids.shape[1] == 0:
+            raise ValueError("prompt is empty")
+        return ids
+
+    def _kwargs(self, ids: torch.Tensor, s: Sampling) -> dict:
+        room = self.max_len - ids.shape[1]
+        if room < 1:
+            raise ValueError(f"the prompt is {ids.shape[1]} tokens long; this model takes at most {self.max_len}")
+        kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=min(s.max_tokens, room),
+                  pad_token_id=self.tok.pad_token_id)
+        if s.temperature > 0:
+            if s.seed is not None:
+                torch.manual_seed(s.seed)
+            kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+    @torch.no_grad()
+    def generate(self, ids: torch.Tensor, s: Sampling) -> Output:
+        out = self._net.generate(**self._kwargs(ids, s))[0, ids.shape[1]:]
+        text = self.tok.decode(out, skip_special_tokens=True)
+        finish = "stop" if len(out) < s.max_tokens or out[-1].item() == self.tok.eos_token_id else "length"
+        cut = _cut_at_stop(text, s.stop)
+        if cut is not None:
+            text, finish = cut, "stop"
+        return Output(text, ids.shape[1], len(out), finish)
+
+    def stream(self, ids: torch.Tensor, s: Sampling) -> Iterator[str]:
+        """Text pieces as they are generated; stops early at a stop string."""
+        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
+        kw = self._kwargs(ids, s)
+        worker = threading.Thread(target=lambda: torch.no_grad()(self._net.generate)(**kw, streamer=streamer))
+        worker.start()
+        sent, finished = "", False
+        try:
+            for piece in streamer:
+                full = sent + piece
+                cut = _cut_at_stop(full, s.stop)
+                if cut is not None:
+                    if cut[len(sent):]:
+                        yield cut[len(sent):]
+                    break
+                if piece:
+                    yield piece
+                sent = full
+            else:
+                finished = True
+        finally:
+            if not finished:  # let generation finish before the next request may touch the model
+                for _ in streamer:
+                    pass
+            worker.join()
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str | None:
+    hits = [text.index(s) for s in stops if s and s in text]
+    return text[: min(hits)] if hits else None

