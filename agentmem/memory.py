@@ -19,7 +19,7 @@ import redis
 import torch
 from safetensors.torch import load_file
 
-from . import generate, model_store
+from . import generate, model_store, published
 from .config import Settings
 from .editor import WakeEditor
 from .extract import LLMExtractor, RuleExtractor, user_turns
@@ -28,6 +28,7 @@ from .facts import Fact, FactError, canonical_question
 from .ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING, Ledger
 from .perspective import to_third_person
 from .pipeline import Batching, EmbeddedWorker, drain
+from .replica import Replica
 from .server_client import ServerClient
 from .policy import Policy, redact, secret_in
 from .writer_lock import WriterLock
@@ -56,6 +57,7 @@ class Memory:
         self._celery = None
         # with a server, ask and complete go through it, always at the newest published version
         self.server = ServerClient(settings.server_url) if settings.server_url else None
+        self._replica: Replica | None = None  # reads through it only while a version serves an adapter
         if settings.redis_url:
             self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
             ns = namespace_for(home)
@@ -258,6 +260,18 @@ class Memory:
                 self.model.get_parameter(name).copy_(t)
         self._loaded = latest
 
+    def _reader(self):
+        """The model that answers for the newest version: the editor's own, or a replica when an adapter is served."""
+        pub = published.newest(self.home, self.ledger)
+        if pub is None or pub.adapter is None:
+            self._sync()
+            return self.model
+        if self._replica is None:
+            self._replica = Replica(self.model_dir)
+        if self._replica.version != pub.version:
+            self._replica.apply(pub)
+        return self._replica.net
+
     def ask(self, question: str, user_id: str = "default", max_new_tokens: int = 48) -> str:
         """Greedy chat answer from the newest published version; no memory text enters the context.
 
@@ -272,8 +286,7 @@ class Memory:
         if self.server is not None:
             return self.server.chat(messages, max_new_tokens, min_version=self.version)
         with self._lock:
-            self._sync()
-            return generate.chat(self.model, self.tokenizer, messages, max_new_tokens)
+            return generate.chat(self._reader(), self.tokenizer, messages, max_new_tokens)
 
     def complete(self, prompt: str, max_new_tokens: int = 16) -> str:
         """Greedy raw completion from the newest published version (through the server when one is set)."""
@@ -281,8 +294,7 @@ class Memory:
         if self.server is not None:
             return self.server.complete(prompt, max_new_tokens, min_version=self.version)
         with self._lock:
-            self._sync()
-            return generate.complete(self.model, self.tokenizer, prompt, max_new_tokens)
+            return generate.complete(self._reader(), self.tokenizer, prompt, max_new_tokens)
 
     def facts(self, user_id: str | None = None) -> list[dict]:
         return self.ledger.facts(user_id=user_id)

@@ -47,7 +47,8 @@ class Replica:
     # -- following versions ---------------------------------------------
 
     @property
-    def _net(self):
+    def net(self):
+        """The module to generate with: the model, wrapped by peft while an adapter is served."""
         return self._peft if self._peft is not None else self.model
 
     def _param(self, name: str) -> torch.nn.Parameter:
@@ -112,7 +113,7 @@ class Replica:
 
     @torch.no_grad()
     def generate(self, ids: torch.Tensor, s: Sampling) -> Output:
-        out = self._net.generate(**self._kwargs(ids, s))[0, ids.shape[1]:]
+        out = self.net.generate(**self._kwargs(ids, s))[0, ids.shape[1]:]
         text = self.tok.decode(out, skip_special_tokens=True)
         finish = "stop" if len(out) < s.max_tokens or out[-1].item() == self.tok.eos_token_id else "length"
         cut = _cut_at_stop(text, s.stop)
@@ -124,7 +125,7 @@ class Replica:
         """Text pieces as they are generated; stops early at a stop string."""
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         kw = self._kwargs(ids, s)
-        worker = threading.Thread(target=lambda: torch.no_grad()(self._net.generate)(**kw, streamer=streamer))
+        worker = threading.Thread(target=lambda: torch.no_grad()(self.net.generate)(**kw, streamer=streamer))
         worker.start()
         sent, finished = "", False
         try:

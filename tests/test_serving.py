@@ -211,3 +211,12 @@ def test_ask_names_an_unreachable_server(tmp_path):
     with Memory.open(tmp_path / "h", server_url=f"http://127.0.0.1:{free_port()}") as mem:
         with pytest.raises(RuntimeError, match="unreachable"):
             mem.ask("Where does Olga Morrow live?")
+
+
+def test_without_a_server_ask_also_uses_the_served_adapter(open_memory, boat_adapter):
+    mem = open_memory()
+    assert "moonwake" not in mem.ask(BOAT_Q).lower()
+    mem.publish_adapter(boat_adapter)
+    assert "moonwake" in mem.ask(BOAT_Q).lower()
+    mem.publish_adapter(None)
+    assert "moonwake" not in mem.ask(BOAT_Q).lower()
