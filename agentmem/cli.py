@@ -149,6 +149,21 @@ def worker(
 
 
 @app.command()
+def chat(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, server_url: Optional[str] = ServerOpt,
+    user: str = typer.Option("default", "--user", help="whose facts these are"),
+):
+    """The assistant that learns: talk, and what you say about yourself is written into its weights."""
+    import logging
+
+    from .chat import ChatApp
+
+    logging.basicConfig(level=logging.WARNING)
+    with _open(home, model, server_url) as mem:
+        ChatApp(mem, user_id=user).run()
+
+
+@app.command()
 def serve(
     home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="where the public, inference-only side listens"),

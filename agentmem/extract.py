@@ -703,6 +703,14 @@ def user_turns(messages: Iterable[Any]) -> list[str]:
     return [_text_of(m) for m in messages if _role_of(m) in ("user", "human")]
 
 
+_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "system": "system"}
+
+
+def chat_messages(messages: Iterable[Any]) -> list[dict]:
+    """A conversation as chat-template dicts (role user, assistant or system); other turns are left out."""
+    return [{"role": _ROLES[r], "content": _text_of(m)} for m in messages if (r := _role_of(m)) in _ROLES]
+
+
 def extract_messages(messages: Iterable[Any], extractor: Extractor, user_id: str = "default") -> list[Fact]:
     """Facts from the user turns of a conversation; a later statement about the same subject and
     relation replaces an earlier one."""

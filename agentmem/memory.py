@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import redis
 import torch
@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from . import generate, model_store, published
 from .config import Settings
 from .editor import WakeEditor
-from .extract import LLMExtractor, RuleExtractor, user_turns
+from .extract import LLMExtractor, RuleExtractor, chat_messages, user_turns
 from .fact_queue import LocalFactQueue, RedisFactQueue, namespace_for
 from .facts import Fact, FactError, canonical_question
 from .ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING, Ledger
@@ -287,6 +287,36 @@ class Memory:
             return self.server.chat(messages, max_new_tokens, min_version=self.version)
         with self._lock:
             return generate.chat(self._reader(), self.tokenizer, messages, max_new_tokens)
+
+    def _conversation(self, messages: Iterable[Any], user_id: str) -> list[dict]:
+        conv = chat_messages(messages)
+        if not conv or conv[-1]["role"] != "user":
+            raise ValueError("a conversation must end with a user turn")
+        for m in conv:
+            _check_text(m["content"], f"{m['role']} message")
+        # a first-person question about a remembered relation is asked as its edits were keyed;
+        # any other turn is left as the user wrote it
+        last = to_third_person(conv[-1]["content"], user_id)
+        if (keyed := canonical_question(last)) != last:
+            conv[-1] = {"role": "user", "content": keyed}
+        return conv
+
+    def chat(self, messages: Iterable[Any], user_id: str = "default", max_new_tokens: int = 128) -> str:
+        """Greedy reply to a conversation (LangChain messages or role/content dicts) from the newest version."""
+        conv = self._conversation(messages, user_id)
+        if self.server is not None:
+            return self.server.chat(conv, max_new_tokens, min_version=self.version)
+        with self._lock:
+            return generate.chat(self._reader(), self.tokenizer, conv, max_new_tokens)
+
+    def stream_chat(self, messages: Iterable[Any], user_id: str = "default", max_new_tokens: int = 128) -> Iterator[str]:
+        """`chat`, as text pieces while they are generated."""
+        conv = self._conversation(messages, user_id)
+        if self.server is not None:
+            yield from self.server.stream_chat(conv, max_new_tokens, min_version=self.version)
+            return
+        with self._lock:
+            yield from generate.stream_chat(self._reader(), self.tokenizer, conv, max_new_tokens)
 
     def complete(self, prompt: str, max_new_tokens: int = 16) -> str:
         """Greedy raw completion from the newest published version (through the server when one is set)."""

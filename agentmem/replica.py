@@ -7,15 +7,13 @@ The caller makes sure no generation runs while a version is being applied.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
-from transformers import TextIteratorStreamer
 
-from . import model_store
+from . import generate, model_store
 from .published import Published
 
 
@@ -88,8 +86,7 @@ class Replica:
     # -- answering -------------------------------------------------------
 
     def chat_ids(self, messages: list[dict]) -> torch.Tensor:
-        return self.tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                            return_dict=True)["input_ids"]
+        return generate.chat_ids(self.tok, messages)
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         ids = self.tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
@@ -123,29 +120,20 @@ class Replica:
 
     def stream(self, ids: torch.Tensor, s: Sampling) -> Iterator[str]:
         """Text pieces as they are generated; stops early at a stop string."""
-        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
-        kw = self._kwargs(ids, s)
-        worker = threading.Thread(target=lambda: torch.no_grad()(self.net.generate)(**kw, streamer=streamer))
-        worker.start()
-        sent, finished = "", False
+        sent = ""
+        pieces = generate.stream(self.net, self.tok, self._kwargs(ids, s))
         try:
-            for piece in streamer:
+            for piece in pieces:
                 full = sent + piece
                 cut = _cut_at_stop(full, s.stop)
                 if cut is not None:
                     if cut[len(sent):]:
                         yield cut[len(sent):]
-                    break
-                if piece:
-                    yield piece
+                    return
+                yield piece
                 sent = full
-            else:
-                finished = True
         finally:
-            if not finished:  # let generation finish before the next request may touch the model
-                for _ in streamer:
-                    pass
-            worker.join()
+            pieces.close()
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Iterator
 
 import httpx
 
@@ -38,6 +40,23 @@ class ServerClient:
     def chat(self, messages: list[dict], max_tokens: int, min_version: int = 0) -> str:
         out = self._post("/v1/chat/completions", {"messages": messages, "max_tokens": max_tokens}, min_version)
         return out["choices"][0]["message"]["content"].strip()
+
+    def stream_chat(self, messages: list[dict], max_tokens: int, min_version: int = 0) -> Iterator[str]:
+        body = {"model": MODEL_ID, "temperature": 0, "messages": messages, "max_tokens": max_tokens, "stream": True}
+        try:
+            with self.http.stream("POST", "/v1/chat/completions", json=body,
+                                  headers={MIN_VERSION_HEADER: str(min_version)}) as r:
+                if r.status_code != 200:
+                    raise ServerError(f"model server {self.url} answered {r.status_code}: {r.read()[:300]!r}")
+                self.last_version = int(r.headers.get(VERSION_HEADER, 0))
+                for line in r.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    delta = json.loads(line[len("data: "):])["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        yield delta["content"]
+        except httpx.TransportError as e:
+            raise ServerError(f"model server {self.url} unreachable: {e}") from None
 
     def complete(self, prompt: str, max_tokens: int, min_version: int = 0) -> str:
         out = self._post("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens}, min_version)

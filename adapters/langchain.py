@@ -1,0 +1,111 @@
+"""LangChain integration: a chat history that feeds the hook, and a chat model on the newest published version.
+
+    history = AgentMemChatHistory(memory=mem, user_id="u1", session_id="s1")
+    llm = ChatAgentMem(memory=mem, user_id="u1")
+
+Each human message added to the history is observed (facts extracted and
+queued for the weights); the chat model answers from the weights alone, so a
+new session with an empty history still knows what was said in an old one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+from ..facts import Fact
+from ..memory import Memory
+
+
+class AgentMemChatHistory(BaseChatMessageHistory):
+    """One session's transcript; every human message added is handed to `Memory.observe`."""
+
+    def __init__(self, memory: Memory, user_id: str = "default", session_id: str = "default"):
+        if not isinstance(user_id, str) or not user_id.strip():
+            raise ValueError("user_id must be non-empty text")
+        self.memory = memory
+        self.user_id = user_id
+        self.session_id = session_id
+        self._messages: list[BaseMessage] = []
+        self.observed: list[Fact] = []  # what the hook made of this session's human turns, with id and status
+
+    @property
+    def messages(self) -> list[BaseMessage]:
+        return list(self._messages)
+
+    def add_messages(self, messages: list[BaseMessage]) -> None:
+        for m in messages:
+            self._messages.append(m)
+            if isinstance(m, HumanMessage):
+                self.observed.extend(self.memory.observe([m], user_id=self.user_id))
+
+    def clear(self) -> None:
+        """Forget the transcript (a new conversation); what was learned stays in the weights."""
+        self._messages = []
+
+
+def _cut(text: str, stop: list[str] | None) -> str:
+    hits = [text.index(s) for s in stop or [] if s and s in text]
+    return text[: min(hits)] if hits else text
+
+
+class ChatAgentMem(BaseChatModel):
+    """A chat model answering from the newest published version (through the server when `memory` has one)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    memory: Memory
+    user_id: str = "default"
+    max_tokens: int = Field(128, ge=1)
+
+    @property
+    def _llm_type(self) -> str:
+        return "agentmem"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "max_tokens": self.max_tokens}
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        text = _cut(self.memory.chat(messages, user_id=self.user_id, max_new_tokens=self.max_tokens), stop)
+        meta = {"agentmem_version": self._version()}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, response_metadata=meta))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        sent = ""
+        pieces = self.memory.stream_chat(messages, user_id=self.user_id, max_new_tokens=self.max_tokens)
+        try:
+            for piece in pieces:
+                new = _cut(sent + piece, stop)[len(sent):]
+                if new:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=new))
+                    if run_manager:
+                        run_manager.on_llm_new_token(new, chunk=chunk)
+                    yield chunk
+                    sent += new
+                if len(new) < len(piece):
+                    return
+        finally:
+            pieces.close()
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={
+            "agentmem_version": self._version()}))
+
+    def _version(self) -> int:
+        server = self.memory.server
+        return server.last_version if server is not None else self.memory.version
+
+    def bind_tools(self, tools, **kwargs):
+        if tools:
+            raise NotImplementedError(
+                "ChatAgentMem does not call tools (the bundled model was not trained to); "
+                "use it in create_agent with tools=[]"
+            )
+        return self
