@@ -156,9 +156,12 @@ def chat(
     """The assistant that learns: talk, and what you say about yourself is written into its weights."""
     import logging
 
+    from transformers.utils import logging as hf_logging
+
     from .chat import ChatApp
 
     logging.basicConfig(level=logging.WARNING)
+    hf_logging.disable_progress_bar()  # a loading bar in the middle of a conversation is noise
     with _open(home, model, server_url) as mem:
         ChatApp(mem, user_id=user).run()
 
