@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .consolidate import SleepConfig
 from .memit import MemitConfig
 from .policy import PolicyConfig
 
@@ -24,6 +25,7 @@ class Settings(BaseSettings):
     cov_text: Path | None = None
     memit: MemitConfig = Field(default_factory=MemitConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    sleep: SleepConfig = Field(default_factory=SleepConfig)
     # the hook: "rules" (embedded) or an OpenAI-compatible model at extractor_url
     extractor: str = Field("rules", pattern="^(rules|llm)$")
     extractor_url: str | None = None

@@ -240,8 +240,14 @@ class Memory:
             time.sleep(0.1)
 
     def sleep(self) -> dict:
-        """Consolidate facts into LoRA adapters (not built yet: the nightly task and schedule call this)."""
-        raise NotImplementedError("sleep consolidation is not built yet; the nightly schedule and task are in place")
+        """Consolidate every active fact into the LoRA adapter now (what the nightly task runs); returns the report.
+
+        Runs as the single writer: wake edits wait until the night is over.
+        """
+        from .sleep import run_night
+
+        with self._writing(wait=3600.0) as editor:
+            return run_night(editor, self.settings.sleep, self.home / "sleep", self.progress)
 
     # -- reading ---------------------------------------------------------
 

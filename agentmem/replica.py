@@ -56,18 +56,24 @@ class Replica:
             # peft wraps a targeted linear layer: its own weight moves to base_layer
             return self.model.get_parameter(name.removesuffix(".weight") + ".base_layer.weight")
 
-    @torch.no_grad()
     def apply(self, pub: Published) -> None:
-        for name, t in pub.tensors().items():
-            self._param(name).copy_(t)
-        if pub.adapter != self.adapter:
-            self._swap_adapter(pub.adapter, pub.adapter_dir)
+        self.set_tensors(pub.tensors())
+        self.set_adapter(pub.adapter, pub.adapter_dir)
         self.version = pub.version
 
-    def _swap_adapter(self, name: str | None, path: Path | None) -> None:
+    @torch.no_grad()
+    def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy checkpoint-named tensors into the model in place."""
+        for name, t in tensors.items():
+            self._param(name).copy_(t)
+
+    def set_adapter(self, name: str | None, path: Path | None) -> None:
+        """Serve the adapter in folder `path` under `name` (a new name per adapter), or none."""
         from peft import PeftModel
 
         old = self.adapter
+        if name == old:
+            return
         if name is None:
             self.model = self._peft.unload()
             self._peft = None

@@ -153,15 +153,18 @@ class WeightStore:
         except (OSError, ValueError):
             return None
 
-    def save_adapter(self, name: str, src: Path) -> str:
-        """Copy a PEFT LoRA adapter folder into the store under `name`; returns its path relative to the store."""
+    def save_adapter(self, name: str, src: Path, extra: list[str] = ()) -> str:
+        """Copy a PEFT LoRA adapter folder (and the `extra` files in it) into the store under `name`.
+
+        Returns its path relative to the store.
+        """
         src = Path(src)
         missing = [f for f in ADAPTER_FILES if not (src / f).is_file()]
         if missing:
             raise ValueError(f"{src} is not a PEFT adapter folder: it lacks {', '.join(missing)}")
         rel = f"adapters/{_check_id(name)}"
         with atomic_path(self.root / rel, directory=True) as tmp:
-            for f in ADAPTER_FILES:
+            for f in (*ADAPTER_FILES, *extra):
                 shutil.copyfile(src / f, tmp / f)
         return rel
 

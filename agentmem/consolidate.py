@@ -1,0 +1,135 @@
+"""Sleep's training half: chat question/answer data from facts, and a LoRA adapter trained on it with peft.
+
+Pure of I/O beyond reading and writing adapter folders: the night itself
+(graduation, the gate, publishing) is in sleep.py.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+
+from . import generate
+from .editor import to_request
+from .facts import Fact
+
+# General questions whose answers the base model gives are replayed during training,
+# so the adapter learns the facts and not a new way of talking. None of them is a
+# probe or held-out text used to measure specificity or perplexity (benchdata.py).
+REPLAY_QUESTIONS = [
+    "What is the boiling point of water at sea level?", "Who painted the Mona Lisa?",
+    "How many continents are there?", "What is photosynthesis?", "Name three primary colours.",
+    "What is the largest planet in the solar system?", "How do I make a cup of tea?",
+    "What does a thermometer measure?", "Why is the sky blue?", "What is the capital of Japan?",
+    "Give me a tip for sleeping better.", "What language is spoken in Brazil?",
+    "How many legs does a spider have?", "What is the opposite of cold?", "Write a haiku about rain.",
+    "What is 12 times 12?", "Who wrote Pride and Prejudice?", "What is the chemical symbol for gold?",
+    "Suggest a name for a bakery.", "What are the seasons of the year?", "What is a noun?",
+    "How far is the Moon from the Earth?", "Tell me a fun fact about octopuses.",
+    "What is the tallest mountain on Earth?",
+]
+
+
+class SleepConfig(BaseModel):
+    """How a night trains and when it counts as a success."""
+
+    rank: int = Field(16, ge=1, le=256)
+    alpha: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(8, ge=1)
+    replay_ratio: float = Field(0.5, ge=0, description="replayed answers per fact example")
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"]
+    # MEMIT scale by stage: a fact whose recall holds with its edit at 0 moves one stage on
+    schedule: list[float] = [1.0, 0.5, 0.1, 0.0]
+    # the gate: a night is rolled back if recall falls by more, or perplexity rises by more
+    max_recall_drop: float = Field(0.0, ge=0, le=1)
+    max_perplexity_rise: float = Field(0.05, ge=0)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    answer: str
+    kind: str  # "fact", "replay" or "unlearn"
+
+
+def fact_examples(fact: Fact) -> list[Example]:
+    """The fact's editing question and all but the first of its paraphrases (that one is kept for measuring)."""
+    answer = to_request(fact).answer
+    questions = fact.questions() + fact.paraphrases()[1:]
+    return [Example(q, answer, "fact") for q in dict.fromkeys(questions)]
+
+
+def base_answers(model, tok, questions: list[str], max_new_tokens: int = 40) -> list[str]:
+    return [generate.chat(model, tok, [{"role": "user", "content": q}], max_new_tokens) for q in questions]
+
+
+def _encode(tok, ex: Example) -> tuple[torch.Tensor, int]:
+    prompt = generate.chat_ids(tok, [{"role": "user", "content": ex.question}])[0]
+    answer = tok(ex.answer + tok.eos_token, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    return torch.cat([prompt, answer]), len(prompt)
+
+
+def _batch(rows: list[tuple[torch.Tensor, int]], pad: int):
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, start) in enumerate(rows):
+        ids[i, : len(row)] = row
+        labels[i, start: len(row)] = row[start:]  # only the answer is learned
+        mask[i, : len(row)] = 1
+    return ids, mask, labels
+
+
+def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: Path,
+                  start_from: Path | None = None, progress=None) -> dict:
+    """Train a LoRA adapter on `examples` (from `start_from`'s weights when given) and save it to `dest`.
+
+    `model` is modified (peft injects its layers): pass a copy nobody serves from.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    say = progress or (lambda m: None)
+    torch.manual_seed(cfg.seed)
+    if start_from is not None:
+        peft = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
+    else:
+        peft = get_peft_model(model, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
+                                                target_modules=list(cfg.target_modules)))
+    params = [p for p in peft.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    rows = [_encode(tok, ex) for ex in examples]
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.1, 1 - s / max(total, 1)))
+    peft.train()
+    t0, losses, step = time.perf_counter(), [], 0
+    for epoch in range(cfg.epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for b in range(0, len(order), cfg.batch_size):
+            ids, mask, labels = _batch([rows[i] for i in order[b: b + cfg.batch_size]], tok.pad_token_id)
+            loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+            step += 1
+            if step % 10 == 0 or step == total:
+                say(f"sleep: training step {step}/{total}, loss {losses[-1]:.3f}")
+    peft.eval()
+    peft.save_pretrained(str(dest))
+    return {"examples": len(rows), "steps": step, "seconds": round(time.perf_counter() - t0, 1),
+            "loss_first": round(losses[0], 4) if losses else None,
+            "loss_last": round(losses[-1], 4) if losses else None}

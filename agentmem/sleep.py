@@ -1,0 +1,158 @@
+"""One night of sleep: train the adapter on every fact, graduate facts whose recall holds without their edit, gate, publish.
+
+Per fact, stage 0..3 sets its MEMIT scale from the schedule (1.0, 0.5, 0.1,
+0.0): after training, every active fact is tested with its edit at scale 0;
+a pass moves it one stage on, a fail back to 0. The night is published (new
+adapter, new scales, one version) only if recall of all facts and perplexity
+pass the gate; otherwise nothing served changes and the report says why.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import model_store, published
+from .atomic import write_json
+from .consolidate import REPLAY_QUESTIONS, Example, SleepConfig, base_answers, fact_examples, train_adapter
+from .editor import WakeEditor
+from .evaluate import contains, perplexity
+from .facts import Fact
+from .ledger import ACTIVE, FORGOTTEN, SUPERSEDED
+from .replica import Replica, Sampling
+
+TRAINED_ON = "facts.json"  # beside each adapter: the facts it was trained on
+_GREEDY = Sampling(max_tokens=32, temperature=0.0)
+
+
+def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
+    out = {}
+    for fid, f in facts.items():
+        ids = replica.chat_ids([{"role": "user", "content": f.questions()[0]}])
+        out[fid] = contains(replica.generate(ids, _GREEDY).text, f.object)
+    return out
+
+
+def _trained_on(adapter_dir: Path | None) -> list[str]:
+    if adapter_dir is None:
+        return []
+    try:
+        return json.loads((adapter_dir / TRAINED_ON).read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=None) -> dict:
+    """Consolidate every active fact; returns the night's report (also written to `reports_dir`)."""
+    say = progress or (lambda m: None)
+    t_start = time.perf_counter()
+    ledger, store = editor.ledger, editor.store
+    rows = ledger.facts(status=ACTIVE)
+    facts = {r["id"]: Fact.parse(r["fact"]) for r in rows}
+    stage = {r["id"]: int(r["stage"]) for r in rows}
+    report: dict = {"started": time.time(), "facts": len(facts), "config": cfg.model_dump()}
+    if not facts:
+        return _finish(report, reports_dir, "nothing to consolidate", t_start, published_version=None)
+
+    current = published.newest(store.root.parent, ledger)
+    replica = Replica(store.base_dir)
+
+    # what the base model says, for replay and for unlearning facts that were forgotten or replaced
+    gone = [fid for fid in _trained_on(current and current.adapter_dir)
+            if (row := ledger.get(fid)) is not None and row["status"] in (FORGOTTEN, SUPERSEDED)]
+    kept_keys = {f.key for f in facts.values()}
+    unlearn_q = [q for fid in gone if (f := Fact.parse(ledger.get(fid)["fact"])).key not in kept_keys
+                 for q in [f.questions()[0], *f.paraphrases()]]
+    say(f"sleep: {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
+    replay = base_answers(replica.net, replica.tok, REPLAY_QUESTIONS)
+    unlearn = base_answers(replica.net, replica.tok, unlearn_q)
+
+    # before: what is served now
+    if current is not None:
+        replica.apply(current)
+    t0 = time.perf_counter()
+    before = _chat_recall(replica, facts)
+    ppl_before = perplexity(replica.net, replica.tok)
+    report["before"] = {"recall": _frac(before), "perplexity": round(ppl_before, 3),
+                        "seconds": round(time.perf_counter() - t0, 1)}
+
+    examples = [ex for f in facts.values() for ex in fact_examples(f)]
+    n_replay = min(len(replay), max(1, round(cfg.replay_ratio * len(examples))))
+    examples += [Example(q, a, "replay") for q, a in zip(REPLAY_QUESTIONS[:n_replay], replay)]
+    examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, unlearn)]
+    work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.root))
+    try:
+        trainee, _ = model_store.load(store.base_dir)
+        start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
+        say(f"sleep: training on {len(examples)} examples" + (" from the last adapter" if start_from else ""))
+        report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "adapter", start_from, say)
+        del trainee
+        (work / "adapter" / TRAINED_ON).write_text(json.dumps(sorted(facts)))
+
+        # graduation: every fact's edit at 0 together, recall asked of the new adapter alone
+        replica.set_adapter(f"night-{int(time.time())}", work / "adapter")
+        replica.set_tensors(store.named(store.materialise([])))
+        t0 = time.perf_counter()
+        alone = _chat_recall(replica, facts)
+        new_stage = {fid: min(stage[fid] + 1, len(cfg.schedule) - 1) if alone[fid] else 0 for fid in facts}
+        scales = {fid: cfg.schedule[s] for fid, s in new_stage.items()}
+        report["adapter_alone"] = {"recall": _frac(alone), "seconds": round(time.perf_counter() - t0, 1)}
+
+        # after: the new adapter with the new scales, as it would be served
+        after_active = [(fid, scales[fid]) for fid in facts]
+        replica.set_tensors(store.named(store.materialise(after_active)))
+        after = _chat_recall(replica, facts)
+        ppl_after = perplexity(replica.net, replica.tok)
+        report["after"] = {"recall": _frac(after), "perplexity": round(ppl_after, 3)}
+        report["stages"] = {fid: {"fact": facts[fid].statement, "stage": [stage[fid], new_stage[fid]],
+                                  "scale": scales[fid], "recalled_alone": alone[fid], "recalled": after[fid]}
+                            for fid in facts}
+
+        why = _gate(cfg, before, after, ppl_before, ppl_after)
+        if why:
+            with ledger.transaction(editor.fence):
+                ledger.event(None, "sleep_rolled_back", reason=why)
+            return _finish(report, reports_dir, f"rolled back: {why}", t_start, published_version=None)
+
+        def commit(n: int) -> None:
+            for fid in facts:
+                ledger.set_status(fid, ACTIVE, reason=f"sleep: stage {new_stage[fid]}", stage=new_stage[fid],
+                                  scale=scales[fid])
+            for fid in gone:
+                ledger.event(fid, "unlearned", version=n)
+
+        n = ledger.latest_version() + 1
+        name = f"a{n:06d}"
+        adapter = {"name": name, "path": store.save_adapter(name, work / "adapter", extra=[TRAINED_ON])}
+        n = editor._publish("sleep", sorted(facts), after_active, commit, adapter=adapter)
+        graduated = sum(1 for s in scales.values() if s == 0)
+        report["dissolved"] = round(graduated / len(facts), 3)
+        return _finish(report, reports_dir, "published", t_start, published_version=n)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+
+def _frac(hits: dict[str, bool]) -> float:
+    return round(sum(hits.values()) / max(len(hits), 1), 4)
+
+
+def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_after: float) -> str | None:
+    if _frac(after) < _frac(before) - cfg.max_recall_drop:
+        lost = [fid for fid in before if before[fid] and not after[fid]]
+        return f"chat recall fell from {_frac(before)} to {_frac(after)} ({len(lost)} facts lost)"
+    if ppl_after > ppl_before * (1 + cfg.max_perplexity_rise):
+        return (f"perplexity rose from {ppl_before:.2f} to {ppl_after:.2f}, "
+                f"more than {cfg.max_perplexity_rise:.0%}")
+    return None
+
+
+def _finish(report: dict, reports_dir: Path, outcome: str, t_start: float, published_version: int | None) -> dict:
+    report.update(outcome=outcome, version=published_version, seconds=round(time.perf_counter() - t_start, 1))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(report["started"]))
+    write_json(Path(reports_dir) / f"night-{stamp}.json", report)
+    return report
+
