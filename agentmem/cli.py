@@ -149,6 +149,16 @@ def worker(
 
 
 @app.command()
+def sleep(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+    """Consolidate every active fact into the LoRA adapter now (what the nightly task runs)."""
+    with _open(home, model) as mem:
+        report = mem.sleep()
+    graduated = sum(1 for s in report.get("stages", {}).values() if s["stage"][1] > s["stage"][0])
+    _emit(report, as_json, f"{report['outcome']} ({report['facts']} facts, {graduated} moved a stage on, "
+                           f"{report['seconds']} s; version {report['version']})")
+
+
+@app.command()
 def chat(
     home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, server_url: Optional[str] = ServerOpt,
     user: str = typer.Option("default", "--user", help="whose facts these are"),

@@ -6,12 +6,14 @@ Pure of I/O beyond reading and writing adapter folders: the night itself
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from . import generate
@@ -38,13 +40,19 @@ REPLAY_QUESTIONS = [
 class SleepConfig(BaseModel):
     """How a night trains and when it counts as a success."""
 
-    rank: int = Field(16, ge=1, le=256)
-    alpha: int = Field(32, ge=1)
+    rank: int = Field(8, ge=1, le=256)
+    alpha: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(5, ge=1)
     batch_size: int = Field(8, ge=1)
     replay_ratio: float = Field(0.5, ge=0, description="replayed answers per fact example")
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"]
+    text_replay: int = Field(32, ge=0, description="passages of the model's own text replayed as plain text")
+    kl_weight: float = Field(1.0, ge=0, description="weight of the KL to the base model on replayed text")
+    # not down_proj: MEMIT's tensors stay plain weights that a server reloads in place
+    target_modules: list[str] = ["q_proj", "v_proj", "gate_proj", "up_proj"]
+    # LoRA only from this fraction of depth up: backward passes stop there, and the
+    # lower layers, where MEMIT keys are read, stay as they are
+    lowest_layer: float = Field(0.0, ge=0, lt=1)
     # MEMIT scale by stage: a fact whose recall holds with its edit at 0 moves one stage on
     schedule: list[float] = [1.0, 0.5, 0.1, 0.0]
     # the gate: a night is rolled back if recall falls by more, or perplexity rises by more
@@ -57,7 +65,7 @@ class SleepConfig(BaseModel):
 class Example:
     question: str
     answer: str
-    kind: str  # "fact", "replay" or "unlearn"
+    kind: str  # "fact", "replay", "unlearn", or "text" (plain language modelling on `answer`)
 
 
 def fact_examples(fact: Fact) -> list[Example]:
@@ -71,7 +79,21 @@ def base_answers(model, tok, questions: list[str], max_new_tokens: int = 40) -> 
     return [generate.chat(model, tok, [{"role": "user", "content": q}], max_new_tokens) for q in questions]
 
 
+@torch.no_grad()
+def sample_texts(model, tok, n: int, tokens: int = 64, seed: int = 0) -> list[str]:
+    """Ordinary text the model writes itself, replayed as plain language modelling to hold perplexity."""
+    if n == 0:
+        return []
+    torch.manual_seed(seed)
+    start = torch.full((n, 1), tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+    out = model.generate(input_ids=start, attention_mask=torch.ones_like(start), do_sample=True, top_k=0,
+                         top_p=1.0, temperature=1.0, max_new_tokens=tokens, pad_token_id=tok.pad_token_id)
+    return [t for t in tok.batch_decode(out[:, 1:], skip_special_tokens=True) if t.strip()]
+
+
 def _encode(tok, ex: Example) -> tuple[torch.Tensor, int]:
+    if ex.kind == "text":
+        return tok(ex.answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0], 0
     prompt = generate.chat_ids(tok, [{"role": "user", "content": ex.question}])[0]
     answer = tok(ex.answer + tok.eos_token, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
     return torch.cat([prompt, answer]), len(prompt)
@@ -89,6 +111,27 @@ def _batch(rows: list[tuple[torch.Tensor, int]], pad: int):
     return ids, mask, labels
 
 
+# Examples that hold behaviour rather than teach: matched to the base model's whole distribution (KL),
+# which constrains far more than its single sampled tokens would.
+ANCHORS = ("replay", "unlearn", "text")
+
+
+def _loss(peft, ids, mask, labels, anchor: torch.Tensor, kl_weight: float) -> torch.Tensor:
+    logits = peft(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    target = labels[:, 1:]
+    learn = (target != -100) & ~anchor[:, None]
+    total = logits.new_zeros(())
+    if learn.any():
+        total = total + F.cross_entropy(logits[learn], target[learn])
+    hold = (mask[:, 1:] > 0) & anchor[:, None]
+    if kl_weight > 0 and hold.any():
+        with torch.no_grad(), peft.disable_adapter():
+            base = peft(input_ids=ids, attention_mask=mask).logits[:, :-1][hold]
+        total = total + kl_weight * F.kl_div(F.log_softmax(logits[hold], -1), F.log_softmax(base, -1),
+                                             log_target=True, reduction="batchmean")
+    return total
+
+
 def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: Path,
                   start_from: Path | None = None, progress=None) -> dict:
     """Train a LoRA adapter on `examples` (from `start_from`'s weights when given) and save it to `dest`.
@@ -102,8 +145,10 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
     if start_from is not None:
         peft = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
     else:
-        peft = get_peft_model(model, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
-                                                target_modules=list(cfg.target_modules)))
+        layers = int(model.config.num_hidden_layers)
+        peft = get_peft_model(model, LoraConfig(
+            r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=list(cfg.target_modules),
+            layers_to_transform=list(range(int(cfg.lowest_layer * layers), layers))))
     params = [p for p in peft.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     rows = [_encode(tok, ex) for ex in examples]
@@ -117,8 +162,10 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
         order = list(range(len(rows)))
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
-            ids, mask, labels = _batch([rows[i] for i in order[b: b + cfg.batch_size]], tok.pad_token_id)
-            loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss
+            chosen = order[b: b + cfg.batch_size]
+            ids, mask, labels = _batch([rows[i] for i in chosen], tok.pad_token_id)
+            anchor = torch.tensor([examples[i].kind in ANCHORS for i in chosen])
+            loss = _loss(peft, ids, mask, labels, anchor, cfg.kl_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -131,5 +178,8 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
     peft.eval()
     peft.save_pretrained(str(dest))
     return {"examples": len(rows), "steps": step, "seconds": round(time.perf_counter() - t0, 1),
-            "loss_first": round(losses[0], 4) if losses else None,
-            "loss_last": round(losses[-1], 4) if losses else None}
+            "loss_first": _mean(losses[:3]), "loss_last": _mean(losses[-3:])}
+
+
+def _mean(xs: list[float]) -> float:
+    return round(sum(xs) / len(xs), 4) if xs else math.nan

@@ -10,6 +10,7 @@ pass the gate; otherwise nothing served changes and the report says why.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from . import model_store, published
 from .atomic import write_json
-from .consolidate import REPLAY_QUESTIONS, Example, SleepConfig, base_answers, fact_examples, train_adapter
+from .consolidate import (REPLAY_QUESTIONS, Example, SleepConfig, base_answers, fact_examples, sample_texts,
+                          train_adapter)
 from .editor import WakeEditor
 from .evaluate import contains, perplexity
 from .facts import Fact
@@ -25,7 +27,7 @@ from .ledger import ACTIVE, FORGOTTEN, SUPERSEDED
 from .replica import Replica, Sampling
 
 TRAINED_ON = "facts.json"  # beside each adapter: the facts it was trained on
-_GREEDY = Sampling(max_tokens=32, temperature=0.0)
+_GREEDY = Sampling(max_tokens=20, temperature=0.0)  # answers to fact questions are short
 
 
 def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
@@ -67,22 +69,11 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     unlearn_q = [q for fid in gone if (f := Fact.parse(ledger.get(fid)["fact"])).key not in kept_keys
                  for q in [f.questions()[0], *f.paraphrases()]]
     say(f"sleep: {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
-    replay = base_answers(replica.net, replica.tok, REPLAY_QUESTIONS)
-    unlearn = base_answers(replica.net, replica.tok, unlearn_q)
-
-    # before: what is served now
-    if current is not None:
-        replica.apply(current)
-    t0 = time.perf_counter()
-    before = _chat_recall(replica, facts)
-    ppl_before = perplexity(replica.net, replica.tok)
-    report["before"] = {"recall": _frac(before), "perplexity": round(ppl_before, 3),
-                        "seconds": round(time.perf_counter() - t0, 1)}
-
     examples = [ex for f in facts.values() for ex in fact_examples(f)]
-    n_replay = min(len(replay), max(1, round(cfg.replay_ratio * len(examples))))
-    examples += [Example(q, a, "replay") for q, a in zip(REPLAY_QUESTIONS[:n_replay], replay)]
-    examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, unlearn)]
+    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
+    examples += [Example(q, a, "replay") for q, a in zip(replay_q, base_answers(replica.net, replica.tok, replay_q))]
+    examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, base_answers(replica.net, replica.tok, unlearn_q))]
+    examples += [Example("", t, "text") for t in sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)]
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.root))
     try:
         trainee, _ = model_store.load(store.base_dir)
@@ -91,6 +82,18 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "adapter", start_from, say)
         del trainee
         (work / "adapter" / TRAINED_ON).write_text(json.dumps(sorted(facts)))
+        first, last = report["training"]["loss_first"], report["training"]["loss_last"]
+        if not math.isfinite(last) or last > max(2 * first, first + 1.0):
+            return _roll_back(editor, report, reports_dir, t_start, f"training diverged (loss {first} -> {last})")
+
+        # before: what is served now
+        if current is not None:
+            replica.apply(current)
+        t0 = time.perf_counter()
+        before = _chat_recall(replica, facts)
+        ppl_before = perplexity(replica.net, replica.tok)
+        report["before"] = {"recall": _frac(before), "perplexity": round(ppl_before, 3),
+                            "seconds": round(time.perf_counter() - t0, 1)}
 
         # graduation: every fact's edit at 0 together, recall asked of the new adapter alone
         replica.set_adapter(f"night-{int(time.time())}", work / "adapter")
@@ -113,9 +116,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
 
         why = _gate(cfg, before, after, ppl_before, ppl_after)
         if why:
-            with ledger.transaction(editor.fence):
-                ledger.event(None, "sleep_rolled_back", reason=why)
-            return _finish(report, reports_dir, f"rolled back: {why}", t_start, published_version=None)
+            return _roll_back(editor, report, reports_dir, t_start, why)
 
         def commit(n: int) -> None:
             for fid in facts:
@@ -134,6 +135,12 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
+
+def _roll_back(editor: WakeEditor, report: dict, reports_dir: Path, t_start: float, why: str) -> dict:
+    with editor.ledger.transaction(editor.fence):
+        editor.ledger.event(None, "sleep_rolled_back", reason=why)
+    return _finish(report, reports_dir, f"rolled back: {why}", t_start, published_version=None)
 
 
 def _frac(hits: dict[str, bool]) -> float:

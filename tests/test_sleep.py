@@ -1,0 +1,72 @@
+"""Sleep on the real bundled model: facts move into the LoRA adapter, edits dissolve, bad nights roll back, forget reaches the adapter."""
+
+import json
+
+import pytest
+
+from agentmem import Memory
+from agentmem.benchdata import fictional_facts
+from agentmem.evaluate import contains
+from agentmem.ledger import ACTIVE
+
+
+def _recalled(mem, facts) -> list[bool]:
+    return [contains(mem.ask(f.questions()[0]), f.object) for f in facts]
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    home = tmp_path_factory.mktemp("sleep")
+    mem = Memory.open(home)
+    facts = fictional_facts(20, seed=5)
+    ids = mem.remember(facts)
+    report = mem.sleep()
+    yield {"mem": mem, "home": home, "facts": facts, "ids": ids, "report": report}
+    mem.close()
+
+
+def test_after_a_night_facts_are_recalled_with_graduated_edits_dissolved(night):
+    mem, facts, report = night["mem"], night["facts"], night["report"]
+    assert report["outcome"] == "published", report.get("outcome")
+    assert report["version"] == mem.version
+    rows = {r["id"]: r for r in mem.facts()}
+    graduated = [fid for fid in night["ids"] if rows[fid]["stage"] >= 1]
+    assert len(graduated) >= 18, report["stages"]
+    # a graduated fact is recalled by the adapter with its own edit at scale 0 (the graduation test) ...
+    assert all(report["stages"][fid]["recalled_alone"] for fid in graduated)
+    # ... and, as served now, 18 of the 20 are answered in chat
+    assert sum(_recalled(mem, facts)) >= 18
+    assert all(rows[fid]["scale"] == 0.5 for fid in graduated)  # stage 1 of 1.0, 0.5, 0.1, 0.0
+    assert report["after"]["perplexity"] <= report["before"]["perplexity"] * 1.05
+    saved = sorted((night["home"] / "sleep").glob("night-*.json"))
+    assert json.loads(saved[-1].read_text())["version"] == mem.version
+
+
+def test_a_bad_night_is_rolled_back_and_nothing_served_changes(night):
+    mem, facts = night["mem"], night["facts"]
+    version, before = mem.version, _recalled(mem, facts[:6])
+    rows = {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()}
+    good = mem.settings.sleep
+    mem.settings.sleep = good.model_copy(update={"learning_rate": 5.0, "epochs": 1})  # an absurd rate
+    try:
+        report = mem.sleep()
+    finally:
+        mem.settings.sleep = good
+    assert report["outcome"].startswith("rolled back"), report["outcome"]
+    assert any(w in report["outcome"] for w in ("diverged", "recall", "perplexity"))
+    assert mem.version == version
+    assert {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()} == rows
+    assert _recalled(mem, facts[:6]) == before
+
+
+def test_a_forgotten_consolidated_fact_is_gone_after_the_next_night(night):
+    mem, facts, ids = night["mem"], night["facts"], night["ids"]
+    stages = {r["id"]: r["stage"] for r in mem.facts()}
+    victim = next(i for i, fid in enumerate(ids) if stages[fid] >= 1)
+    mem.forget(ids[victim])
+    report = mem.sleep()
+    assert report["outcome"] == "published", report["outcome"]
+    assert not contains(mem.ask(facts[victim].questions()[0]), facts[victim].object)
+    others = [f for i, f in enumerate(facts) if i != victim]
+    assert sum(_recalled(mem, others)) >= 17
+    assert all(r["status"] == ACTIVE for r in mem.facts() if r["id"] != ids[victim])
