@@ -209,6 +209,13 @@ def main() -> None:
 
 
 eval_app = typer.Typer(help="benchmarks (JSON)")
+
+
+def _report(result: dict, out: Optional[Path]) -> None:
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text)
+    typer.echo(text)
 app.add_typer(eval_app, name="eval")
 
 
@@ -227,10 +234,7 @@ def eval_edit(
 
     result = edit_benchmark(home=home, model=model, counterfact=counterfact, records=records, quick=quick,
                             progress=lambda m: typer.echo(m, err=True), modes=tuple(modes.split(",")), wake=wake)
-    text = json.dumps(result, indent=2)
-    if out:
-        out.write_text(text)
-    typer.echo(text)
+    _report(result, out)
 
 
 @eval_app.command("pipeline")
@@ -251,10 +255,7 @@ def eval_pipeline(
         _fail(f"extraction dataset {dataset} not found")
     result = pipeline_benchmark(dataset, home=home, redis_url=redis_url, facts=facts, quick=quick,
                                 progress=lambda m: typer.echo(m, err=True))
-    text = json.dumps(result, indent=2)
-    if out:
-        out.write_text(text)
-    typer.echo(text)
+    _report(result, out)
 
 
 @eval_app.command("serve")
@@ -273,7 +274,20 @@ def eval_serve(
 
     result = serve_benchmark(home=home, engine=engine, edits=edits, requests=requests, concurrency=concurrency,
                              max_tokens=max_tokens, quick=quick, progress=lambda m: typer.echo(m, err=True))
-    text = json.dumps(result, indent=2)
-    if out:
-        out.write_text(text)
-    typer.echo(text)
+    _report(result, out)
+
+
+@eval_app.command("sleep")
+def eval_sleep(
+    home: Optional[Path] = HomeOpt,
+    days: int = typer.Option(3, help="simulated days, a night after each"),
+    facts_per_day: int = typer.Option(50, "--facts-per-day"),
+    quick: bool = typer.Option(False, help="2 days of 6 facts, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Sleep benchmark: recall, paraphrase recall, perplexity drift, dissolved edits and night duration per day."""
+    from .sleep_bench import sleep_benchmark
+
+    result = sleep_benchmark(home=home, days=days, facts_per_day=facts_per_day, quick=quick,
+                             progress=lambda m: typer.echo(m, err=True))
+    _report(result, out)

@@ -1,6 +1,7 @@
 """The assistant that learns: the LangChain components and `agentmem chat` in a pseudo-terminal."""
 
 import os
+import socket
 import sys
 
 import pexpect
@@ -11,6 +12,20 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from agentmem.adapters.langchain import AgentMemChatHistory, ChatAgentMem
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any connection beyond this machine fails the test (Redis and local servers are on loopback)."""
+    real = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"network access to {address!r}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 @pytest.fixture(scope="module")
