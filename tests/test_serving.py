@@ -34,6 +34,15 @@ class Server(ServeProcess):
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in path.read_text().split()]
 
+    def backend_port(self) -> int:
+        """The loopback port of the vLLM child (its command line names it)."""
+        (child,) = self.children()
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        return int(argv[argv.index(b"--port") + 1])
+
+    def backend_url(self) -> str:
+        return f"http://127.0.0.1:{self.backend_port()}"
+
 
 @pytest.fixture(scope="session")
 def boat_adapter(tmp_path_factory, model_dir):
@@ -164,6 +173,12 @@ def test_an_adapter_is_served_and_everything_survives_a_restart(served, boat_ada
     live = mem.status()["live"]
     assert live["version"] == mem.version and live["adapter"] == f"a{n:06d}"
 
+    n2 = mem.publish_adapter(boat_adapter)  # the next night's adapter: a new name, the old one unloaded
+    assert "moonwake" in mem.ask(BOAT_Q).lower() and mem.server.last_version == n2
+    if server.engine == "vllm":
+        loaded = {m["id"] for m in httpx.get(f"{server.backend_url()}/v1/models").json()["data"]}
+        assert loaded == {"agentmem-base", f"a{n2:06d}"}, loaded
+
 
 def test_streaming_matches_the_plain_answer_and_is_labelled(served):
     url = served["server"].url
@@ -197,9 +212,7 @@ def test_the_public_side_serves_inference_only(served):
                    headers={"X-AgentMem-Min-Version": "not-a-number"})
     assert r.status_code == 400
     if server.engine == "vllm":
-        (child,) = server.children()
-        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        port = int(argv[argv.index(b"--port") + 1])
+        port = server.backend_port()
         listening = [l.split() for l in Path("/proc/net/tcp").read_text().splitlines()[1:]]
         addrs = {l[1] for l in listening if l[3] == "0A" and int(l[1].split(":")[1], 16) == port}
         assert addrs == {f"0100007F:{port:04X}"}, addrs  # 127.0.0.1 only
