@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 
 from ..facts import Fact
 from ..memory import Memory
+from ..replica import cut_at_stop
 
 
 class AgentMemChatHistory(BaseChatMessageHistory):
@@ -51,8 +52,8 @@ class AgentMemChatHistory(BaseChatMessageHistory):
 
 
 def _cut(text: str, stop: list[str] | None) -> str:
-    hits = [text.index(s) for s in stop or [] if s and s in text]
-    return text[: min(hits)] if hits else text
+    cut = cut_at_stop(text, stop)
+    return text if cut is None else cut
 
 
 class ChatAgentMem(BaseChatModel):

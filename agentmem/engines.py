@@ -198,7 +198,7 @@ def _envelope(kind: str, choices: list, usage: dict | None = None, rid: str | No
 # -- vLLM --------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -236,7 +236,7 @@ class VllmEngine:
         self.client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
                "HF_HUB_OFFLINE": "1"}

@@ -119,7 +119,7 @@ class Replica:
         out = self.net.generate(**self._kwargs(ids, s))[0, ids.shape[1]:]
         text = self.tok.decode(out, skip_special_tokens=True)
         finish = "stop" if len(out) < s.max_tokens or out[-1].item() == self.tok.eos_token_id else "length"
-        cut = _cut_at_stop(text, s.stop)
+        cut = cut_at_stop(text, s.stop)
         if cut is not None:
             text, finish = cut, "stop"
         return Output(text, ids.shape[1], len(out), finish)
@@ -131,7 +131,7 @@ class Replica:
         try:
             for piece in pieces:
                 full = sent + piece
-                cut = _cut_at_stop(full, s.stop)
+                cut = cut_at_stop(full, s.stop)
                 if cut is not None:
                     if cut[len(sent):]:
                         yield cut[len(sent):]
@@ -142,6 +142,7 @@ class Replica:
             pieces.close()
 
 
-def _cut_at_stop(text: str, stops: list[str]) -> str | None:
-    hits = [text.index(s) for s in stops if s and s in text]
+def cut_at_stop(text: str, stops: list[str] | None) -> str | None:
+    """`text` up to the first stop string in it, or None if it holds none."""
+    hits = [text.index(s) for s in stops or [] if s and s in text]
     return text[: min(hits)] if hits else None

@@ -63,10 +63,11 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     replica = Replica(store.base_dir)
 
     # what the base model says, for replay and for unlearning facts that were forgotten or replaced
-    gone = [fid for fid in _trained_on(current and current.adapter_dir)
-            if (row := ledger.get(fid)) is not None and row["status"] in (FORGOTTEN, SUPERSEDED)]
+    gone_rows = [row for fid in _trained_on(current and current.adapter_dir)
+                 if (row := ledger.get(fid)) is not None and row["status"] in (FORGOTTEN, SUPERSEDED)]
+    gone = [row["id"] for row in gone_rows]
     kept_keys = {f.key for f in facts.values()}
-    unlearn_q = [q for fid in gone if (f := Fact.parse(ledger.get(fid)["fact"])).key not in kept_keys
+    unlearn_q = [q for row in gone_rows if (f := Fact.parse(row["fact"])).key not in kept_keys
                  for q in [f.questions()[0], *f.paraphrases()]]
     say(f"sleep: {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
     examples = [ex for f in facts.values() for ex in fact_examples(f)]
