@@ -141,11 +141,24 @@ def worker(
     loglevel: str = typer.Option("INFO", "--loglevel"),
 ):
     """Run a Celery worker that applies queued facts (one writer at a time across workers)."""
+    from celery import signals
+
     from .config import Settings
+    from .logs import formatter
     from .workers.app import run_worker
 
     kwargs = {"redis_url": redis_url, **({"model": model} if model else {}), **({"home": home} if home else {})}
-    run_worker(Settings(**kwargs), beat=beat, loglevel=loglevel)
+    settings = Settings(**kwargs)
+
+    if settings.log_format == "json":
+        @signals.after_setup_logger.connect(weak=False)
+        @signals.after_setup_task_logger.connect(weak=False)
+        def _format(logger=None, **_):
+            # Celery installs its own handlers; give them the configured format
+            for handler in logger.handlers:
+                handler.setFormatter(formatter("json"))
+
+    run_worker(settings, beat=beat, loglevel=loglevel)
 
 
 @app.command()
@@ -187,17 +200,48 @@ def serve(
     loglevel: str = typer.Option("INFO", "--loglevel"),
 ):
     """The OpenAI-compatible model server: always the newest published version, labelled in every answer."""
-    import logging
-
     from .config import Settings
+    from .logs import setup
     from .model_store import resolve
     from .server import make_engine, serve as run
 
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(**({"model": model} if model else {}), **({"home": home} if home else {}))
+    setup(settings.log_format, loglevel)
     home_dir = Path(settings.home).expanduser()
     model_dir = resolve(settings.model, settings.cache_dir)
     run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len), host, port)
+
+
+@app.command()
+def api(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", envvar="AGENTMEM_REDIS_URL",
+                                            help="the Redis of the workers (default: edit in this process)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="where the API listens"),
+    port: int = typer.Option(8080, "--port"),
+    dev: bool = typer.Option(False, "--dev", help="local development: no tokens, every request acts as an "
+                                                  "operator; only on a loopback host"),
+    loglevel: str = typer.Option("INFO", "--loglevel"),
+):
+    """The memory-management HTTP API (observe, facts, forget, history, sleep, status, /metrics) behind bearer tokens."""
+    from .config import Settings
+    from .logs import setup
+
+    kwargs = {**({"model": model} if model else {}), **({"home": home} if home else {}),
+              **({"redis_url": redis_url} if redis_url else {})}
+    settings = Settings(**kwargs)
+    # refuse before the model loads: a misconfigured service should fail in a second, not after one
+    if not settings.api_tokens and not dev:
+        _fail("no API tokens: set AGENTMEM_API_TOKENS to a JSON object {\"<token>\": \"<user id or *>\"}, "
+              "or pass --dev for a local development run")
+    if dev and not settings.api_tokens and host not in ("127.0.0.1", "localhost", "::1"):
+        _fail(f"--dev without tokens listens on loopback only, not on {host}")
+    setup(settings.log_format, loglevel)
+    from .api import serve as run_api
+    from .memory import Memory
+
+    with Memory(settings) as mem:
+        run_api(mem, host, port, dev)
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,8 +14,15 @@ from .memit import MemitConfig
 from .policy import PolicyConfig
 
 
+# API user ids: what a token may be bound to, and what a request may name
+USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+ADMIN = "*"  # a token bound to this may act for any user
+MIN_TOKEN_LENGTH = 16
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENTMEM_", extra="forbid")
+    # inputs stay out of error messages: api_tokens holds secrets
+    model_config = SettingsConfigDict(env_prefix="AGENTMEM_", extra="forbid", hide_input_in_errors=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".agentmem")
     model: str | None = None  # a local HF checkpoint folder; None: the bundled SmolLM2
@@ -37,6 +46,11 @@ class Settings(BaseSettings):
     lock_ttl_ms: int = Field(30_000, ge=1_000)
     # the nightly sleep, as a crontab line (minute hour day-of-month month day-of-week)
     sleep_cron: str = "0 3 * * *"
+    # `agentmem api`: bearer tokens, each bound to one user id, or to "*" (an operator, may act for any user)
+    api_tokens: dict[str, str] = Field(default_factory=dict)
+    api_max_body_bytes: int = Field(1_000_000, ge=1_024)
+    # services (api, worker, serve) log one JSON object per line with "json"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("device")
     @classmethod
@@ -57,6 +71,18 @@ class Settings(BaseSettings):
     def _cron(cls, v):
         if len(v.split()) != 5:
             raise ValueError(f"sleep_cron must have 5 fields (minute hour day month weekday), got {v!r}")
+        return v
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens(cls, v):
+        for token, user in v.items():
+            # a short token can be guessed; the length is the only check a config can make
+            if len(token) < MIN_TOKEN_LENGTH:
+                raise ValueError(f"api_tokens: a token for {user!r} has {len(token)} characters; "
+                                 f"at least {MIN_TOKEN_LENGTH} are needed")
+            if user != ADMIN and not USER_ID.fullmatch(user):
+                raise ValueError(f"api_tokens: user id {user!r} must match {USER_ID.pattern} (or be {ADMIN!r})")
         return v
 
     @property

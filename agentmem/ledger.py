@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_fact ON events(fact_id);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -164,8 +165,28 @@ class Ledger:
         )
         return [_row(r) for r in rows]
 
-    def counts(self) -> dict[str, int]:
-        return {r["status"]: r["n"] for r in self.db.execute("SELECT status, COUNT(*) AS n FROM facts GROUP BY status")}
+    def counts(self, user_id: str | None = None) -> dict[str, int]:
+        q, args = "SELECT status, COUNT(*) AS n FROM facts", ()
+        if user_id is not None:
+            q, args = q + " WHERE user_id = ?", (user_id,)
+        return {r["status"]: r["n"] for r in self.db.execute(q + " GROUP BY status", args)}
+
+    def edit_latencies(self, limit: int = 10_000) -> list[float]:
+        """Seconds from each of the newest `limit` commits' start (received or last pending) to the commit."""
+        rows = self.db.execute(
+            "SELECT a.ts - (SELECT MAX(p.ts) FROM events p WHERE p.fact_id = a.fact_id"
+            "               AND p.kind IN ('received', 'pending') AND p.seq < a.seq) AS s"
+            " FROM events a WHERE a.kind = ? AND json_extract(a.detail, '$.version_added') IS NOT NULL"
+            " ORDER BY a.seq DESC LIMIT ?", (ACTIVE, limit))
+        return [r["s"] for r in rows if r["s"] is not None]
+
+    def publish_latencies(self, limit: int = 10_000) -> list[float]:
+        """Seconds from each of the newest `limit` versions' commit until a model server first served it."""
+        rows = self.db.execute(
+            "SELECT MIN(e.ts) - v.ts AS s FROM versions v"
+            " JOIN events e ON e.kind = 'live' AND json_extract(e.detail, '$.version') = v.n"
+            " GROUP BY v.n ORDER BY v.n DESC LIMIT ?", (limit,))
+        return [r["s"] for r in rows]
 
     def history(self, fid: str) -> list[dict]:
         rows = self.db.execute("SELECT * FROM events WHERE fact_id = ? ORDER BY seq", (fid,))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -55,6 +55,7 @@ class Memory:
         self._loaded = 0  # the published version self.model holds
         self._worker: EmbeddedWorker | None = None
         self._celery = None
+        self._night: threading.Thread | None = None  # a night started by sleep_later
         # with a server, ask and complete go through it, always at the newest published version
         self.server = ServerClient(settings.server_url) if settings.server_url else None
         self._replica: Replica | None = None  # reads through it only while a version serves an adapter
@@ -93,16 +94,25 @@ class Memory:
     def _writing(self, wait: float = 600.0):
         """The editor, as the only writer: in Redis mode under the lock, in step with other writers."""
         with self._lock:
-            if self.writer_lock is None:
-                yield self._editor
-            else:
-                with self.writer_lock.hold(wait) as token:
-                    if self._editor is None:
-                        self._editor = self._new_editor(fence=token)
-                    else:
-                        self._editor.fence = token
-                        self._editor.recover()
+            try:
+                if self.writer_lock is None:
                     yield self._editor
+                else:
+                    with self.writer_lock.hold(wait) as token:
+                        if self._editor is None:
+                            self._editor = self._new_editor(fence=token)
+                        else:
+                            self._editor.fence = token
+                            self._editor.recover()
+                        yield self._editor
+            except BaseException:
+                # a write that failed before its version was committed (a full disk, say) may have left its
+                # weights in self.model, which answers and is edited next: load the published version again
+                # (should that fail too, the next read tries)
+                self._loaded = -1
+                with suppress(Exception):
+                    self._sync()
+                raise
             self._loaded = self.ledger.latest_version()
 
     def _apply_locked(self, fn) -> None:
@@ -118,7 +128,12 @@ class Memory:
         return self._editor
 
     def drain(self, consumer: str, wait: float = 0.0) -> dict:
-        """Apply everything waiting on the queue as the single writer (what a worker runs)."""
+        """Apply everything waiting on the queue as the single writer (what a worker runs).
+
+        Facts spooled while Redis was down are handed over first, so the
+        periodic sweep delivers them even if no one observes again.
+        """
+        self.flush_spool()
         with self._writing(wait) as editor:
             return drain(editor, self.queue, consumer, self.batching).as_dict()
 
@@ -249,6 +264,30 @@ class Memory:
         with self._writing(wait=3600.0) as editor:
             return run_night(editor, self.settings.sleep, self.home / "sleep", self.progress)
 
+    def sleep_later(self) -> str:
+        """Start a night without waiting for it: a Celery task for a worker in Redis mode, else a thread here.
+
+        Returns "celery" or "thread". Raises RuntimeError if this process already runs one.
+        """
+        if self.redis is not None:
+            from .workers.app import SLEEP_TASK, make_app
+
+            if self._celery is None:
+                self._celery = make_app(self.settings)
+            self._celery.send_task(SLEEP_TASK)
+            return "celery"
+        if self._night is not None and self._night.is_alive():
+            raise RuntimeError("a night is already running in this process")
+        self._night = threading.Thread(target=self._sleep_logged, daemon=True, name="agentmem-sleep")
+        self._night.start()
+        return "thread"
+
+    def _sleep_logged(self) -> None:
+        try:
+            log.info("night finished: %s", self.sleep().get("outcome"))
+        except Exception:
+            log.exception("night failed")
+
     # -- reading ---------------------------------------------------------
 
     def _sync(self) -> None:
@@ -340,14 +379,17 @@ class Memory:
             raise KeyError(f"no fact with id {fact_id!r}")
         return self.ledger.history(fact_id)
 
-    def status(self) -> dict:
-        backlog = None
+    def backlog(self) -> int | None:
+        """Facts on the queue not yet applied; None if the queue cannot be reached."""
         try:
-            backlog = self.queue.backlog()
+            return self.queue.backlog()
         except redis.RedisError:
-            pass
-        return {"version": self.version, "live": self.ledger.live(), "facts": self.ledger.counts(), "queue": backlog,
-                "mode": "redis" if self.redis is not None else "embedded"}
+            return None
+
+    def status(self, user_id: str | None = None) -> dict:
+        """Version, what is live, fact counts by status (of one user, or all), queue depth and mode."""
+        return {"version": self.version, "live": self.ledger.live(), "facts": self.ledger.counts(user_id),
+                "queue": self.backlog(), "mode": "redis" if self.redis is not None else "embedded"}
 
     @property
     def version(self) -> int:

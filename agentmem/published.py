@@ -35,11 +35,18 @@ def read(store_root: Path, n: int) -> Published | None:
     except (OSError, ValueError):
         return None
     adapter = manifest.get("adapter")
+    adapter_dir = None
+    if adapter:
+        # a manifest on a shared volume is only as trusted as the volume: never load an adapter from elsewhere
+        adapters = (Path(store_root) / "adapters").resolve()
+        adapter_dir = (Path(store_root) / adapter["path"]).resolve()
+        if adapter_dir.parent != adapters:
+            raise ValueError(f"version {n} names adapter path {adapter['path']!r}, outside {adapters}")
     return Published(
         version=n,
         weights_dir=d,
         adapter=adapter["name"] if adapter else None,
-        adapter_dir=Path(store_root) / adapter["path"] if adapter else None,
+        adapter_dir=adapter_dir,
     )
 
 

@@ -1,0 +1,381 @@
+"""`agentmem api`: the HTTP API for managing memory (observe, facts, history, forget, sleep, status, metrics).
+
+Every route but /health and the OpenAPI description needs a bearer token.
+Each token is bound to one user id (Settings.api_tokens): a user's token
+reads, observes and forgets only that user's facts, and another user's fact
+answers 404 exactly like a missing one. A token bound to "*" is an operator's:
+it may act for any user (naming one with `user_id`), start a night, publish
+an adapter and read /metrics. Inference stays in `agentmem serve`.
+"""
+
+import hmac
+import logging
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config import ADMIN, USER_ID
+from .facts import FactError
+from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
+from .metrics import MemoryCollector, render
+from .store import ADAPTER_FILES
+from .writer_lock import LockBusy
+
+log = logging.getLogger("agentmem.api")
+
+UserId = Annotated[str, Field(pattern=f"^{USER_ID.pattern}$")]
+FactId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")]
+FactStatus = Literal[SPOOLED, QUEUED, PENDING, ACTIVE, REJECTED, SUPERSEDED, FORGOTTEN, FAILED]
+
+
+# -- schemas ----------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(_Strict):
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(min_length=1, max_length=20_000)
+
+
+class ObserveRequest(_Strict):
+    messages: list[Message] = Field(min_length=1, max_length=200)
+    user_id: UserId | None = Field(None, description="whose conversation; a user's token may only name itself")
+
+
+class ObservedFact(BaseModel):
+    id: str
+    subject: str
+    relation: str
+    object: str
+    status: str = Field(description="queued, spooled (Redis unreachable: kept locally), known, or rejected")
+    reason: str | None = None
+
+
+class ObserveResponse(BaseModel):
+    user_id: str
+    facts: list[ObservedFact]
+
+
+class FactRecord(BaseModel):
+    id: str
+    user_id: str
+    subject: str
+    relation: str
+    object: str
+    status: str
+    stage: int
+    scale: float
+    reason: str | None
+    created: float
+    updated: float
+    version_added: int | None
+    version_removed: int | None
+    fact: dict[str, Any]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the event's details, which differ by kind
+    seq: int
+    ts: float
+    kind: str
+
+
+class Forgotten(BaseModel):
+    forgotten: str
+    version: int
+
+
+class SleepStarted(BaseModel):
+    runs_in: Literal["celery", "thread"]
+
+
+class AdapterRequest(_Strict):
+    path: str = Field(min_length=1, max_length=4096,
+                      description="a PEFT LoRA adapter folder inside the memory home (relative to it, or absolute)")
+
+
+class AdapterPublished(BaseModel):
+    version: int
+
+
+class Status(BaseModel):
+    version: int
+    live: dict[str, Any] | None
+    facts: dict[str, int] = Field(description="counts by status: the caller's facts, or all for an operator")
+    queue: int | None = Field(description="facts on the queue not yet applied; null if the queue is unreachable")
+    mode: Literal["redis", "embedded"]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: int
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+# -- who is asking -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str | None  # None: an operator, who may act for any user
+
+    def acting_for(self, requested: str | None, default: str | None = None) -> str | None:
+        """The user a request acts for: a user's own id, or the one an operator names (else `default`)."""
+        if self.user_id is None:
+            return requested or default
+        if requested is not None and requested != self.user_id:
+            raise HTTPException(403, "this token may only act for its own user")
+        return self.user_id
+
+    def require_operator(self) -> None:
+        if self.user_id is not None:
+            raise HTTPException(403, "this needs an operator token")
+
+
+class Tokens:
+    """Bearer tokens and the users they act for; every request compares against all of them in constant time."""
+
+    def __init__(self, tokens: dict[str, str], dev: bool):
+        if not tokens and not dev:
+            raise ValueError("the API needs at least one bearer token (AGENTMEM_API_TOKENS, e.g. "
+                             "'{\"<random token>\": \"<user id>\"}'); for a local development run pass --dev")
+        self.tokens = [(t.encode(), None if u == ADMIN else u) for t, u in tokens.items()]
+        self.dev = dev and not tokens
+
+    def check(self, creds: HTTPAuthorizationCredentials | None) -> Caller:
+        if self.dev:
+            return Caller(None)
+        if creds is None:
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        given = creds.credentials.encode()
+        found = [user for token, user in self.tokens if hmac.compare_digest(token, given)]
+        if not found:
+            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return Caller(found[0])
+
+
+# -- requests too large -------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413 before the app reads them (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._refuse(scope, receive, send)
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return await self.app(scope, _replay(msg), send)
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+        await self.app(scope, _replay({"type": "http.request", "body": body, "more_body": False}, receive), send)
+
+    async def _refuse(self, scope, receive, send):
+        response = JSONResponse({"detail": f"the request body is over {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def _replay(first: dict, then=None):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return first
+        return await then() if then else {"type": "http.disconnect"}
+
+    return receive
+
+
+# -- the app -------------------------------------------------------------------
+
+
+def inside(home: Path, path: str) -> Path:
+    """`path` (relative to `home`, or absolute) with every symlink followed; 403 if it leads outside `home`."""
+    home = Path(home).resolve()
+    p = Path(path)
+    try:
+        real = (p if p.is_absolute() else home / p).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise HTTPException(404, f"{path!r} does not exist") from None
+    if not real.is_relative_to(home):
+        raise HTTPException(403, f"{path!r} is outside the memory home")
+    return real
+
+
+_RESPONSES = {400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}, 413: {"model": Problem},
+              503: {"model": Problem}}
+
+
+def create_app(mem, dev: bool = False) -> FastAPI:
+    """The API over an open `Memory`. Without tokens in its settings it refuses to build unless `dev`."""
+    tokens = Tokens(mem.settings.api_tokens, dev)
+    # one Memory call at a time: its ledger connection is shared and its transactions must not interleave
+    lock = threading.Lock()
+    collector = MemoryCollector(mem.ledger, mem.backlog, mem.home / "sleep")
+    app = FastAPI(title="agentmem memory API", version="1", responses=_RESPONSES,
+                  description=__doc__.split("\n", 2)[2].strip())
+    # added first, so it runs inside the access log: refused bodies are logged too
+    app.add_middleware(BodyLimit, max_bytes=mem.settings.api_max_body_bytes)
+    scheme = HTTPBearer(auto_error=False, description="a token from AGENTMEM_API_TOKENS")
+
+    def authenticate(request: Request,
+                     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)]) -> Caller:
+        caller = tokens.check(creds)
+        request.state.user = "*" if caller.user_id is None else caller.user_id
+        return caller
+
+    Authed = Annotated[Caller, Depends(authenticate)]
+
+    @contextmanager
+    def memory():
+        with lock:
+            try:
+                yield mem
+            except LockBusy as e:
+                raise HTTPException(503, str(e), headers={"Retry-After": str(max(1, round(e.retry_after)))}) from None
+
+    def owned(caller: Caller, fact_id: str) -> dict:
+        row = mem.ledger.get(fact_id)
+        # another user's fact is reported exactly as a missing one: its existence is not theirs to know
+        if row is None or caller.user_id not in (None, row["user_id"]):
+            raise HTTPException(404, f"no fact with id {fact_id!r}")
+        return row
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next):
+        rid = request.headers.get("x-request-id", "")
+        rid = rid if rid.isalnum() and len(rid) <= 64 else uuid.uuid4().hex
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        log.info("%s %s %d", request.method, request.url.path, response.status_code, extra={
+            "request_id": rid, "method": request.method, "path": request.url.path, "status": response.status_code,
+            "ms": round((time.perf_counter() - t0) * 1000, 1), "user": getattr(request.state, "user", None)})
+        return response
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health():
+        """Liveness and the newest published version; needs no token."""
+        with lock:
+            return Health(status="ok", version=mem.version)
+
+    @app.get("/metrics", tags=["service"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+    def metrics(caller: Authed):
+        """Prometheus metrics (operators only): queue depth, edit and publish latency, facts by status, recall audit."""
+        caller.require_operator()
+        with lock:
+            return Response(render(collector), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/observe", response_model=ObserveResponse, tags=["memory"])
+    def observe(body: ObserveRequest, caller: Authed):
+        """The conversation hook: extract facts from the user's turns, screen them and queue them for editing."""
+        user = caller.acting_for(body.user_id, "default" if tokens.dev else None)
+        if user is None:
+            raise HTTPException(403, "an operator token acts for no user of its own: name the user_id")
+        with memory() as m:
+            try:
+                found = m.observe([msg.model_dump() for msg in body.messages], user_id=user)
+            except (FactError, ValueError) as e:
+                raise HTTPException(400, str(e)) from None
+        return ObserveResponse(user_id=user, facts=[
+            ObservedFact(id=f.id, subject=f.subject, relation=f.relation, object=f.object, status=f.status,
+                         reason=f.reason) for f in found])
+
+    @app.get("/v1/facts", response_model=list[FactRecord], tags=["memory"])
+    def list_facts(caller: Authed, user_id: Annotated[UserId | None, Query()] = None,
+                   status: Annotated[FactStatus | None, Query()] = None,
+                   limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                   offset: Annotated[int, Query(ge=0)] = 0):
+        """The caller's facts (an operator: every user's, or `user_id`'s), oldest first."""
+        user = caller.acting_for(user_id)
+        with lock:
+            rows = mem.ledger.facts(user_id=user, status=status)
+        return rows[offset: offset + limit]
+
+    @app.get("/v1/facts/{fact_id}", response_model=FactRecord, tags=["memory"])
+    def get_fact(fact_id: FactId, caller: Authed):
+        with lock:
+            return owned(caller, fact_id)
+
+    @app.get("/v1/facts/{fact_id}/history", response_model=list[Event], tags=["memory"])
+    def history(fact_id: FactId, caller: Authed):
+        """Every event of one fact, oldest first."""
+        with lock:
+            owned(caller, fact_id)
+            return mem.ledger.history(fact_id)
+
+    @app.delete("/v1/facts/{fact_id}", response_model=Forgotten, tags=["memory"])
+    def forget(fact_id: FactId, caller: Authed):
+        """Remove a fact from the weights (or from the queue) and publish the result."""
+        with memory() as m:
+            owned(caller, fact_id)
+            m.forget(fact_id)
+            return Forgotten(forgotten=fact_id, version=m.version)
+
+    @app.get("/v1/status", response_model=Status, tags=["memory"])
+    def status(caller: Authed):
+        """Version, what the model server serves, fact counts (the caller's own, or all for an operator), queue depth."""
+        with lock:
+            return mem.status(caller.user_id)
+
+    @app.post("/v1/sleep", response_model=SleepStarted, status_code=202, tags=["operator"],
+              responses={409: {"model": Problem}})
+    def sleep(caller: Authed):
+        """Start a night now (operators only): consolidation of every user's facts into the adapter."""
+        caller.require_operator()
+        with memory() as m:
+            try:
+                return SleepStarted(runs_in=m.sleep_later())
+            except RuntimeError as e:
+                raise HTTPException(409, str(e)) from None
+
+    @app.post("/v1/adapters", response_model=AdapterPublished, tags=["operator"])
+    def publish_adapter(body: AdapterRequest, caller: Authed):
+        """Serve a PEFT LoRA adapter from a new version (operators only); the folder and its files must lie in the home."""
+        caller.require_operator()
+        folder = inside(mem.home, body.path)
+        for name in ADAPTER_FILES:
+            if (folder / name).exists():
+                inside(mem.home, str(folder / name))  # a symlinked file may point elsewhere
+        with memory() as m:
+            try:
+                return AdapterPublished(version=m.publish_adapter(folder))
+            except ValueError as e:  # not an adapter folder
+                raise HTTPException(400, str(e)) from None
+
+    return app
+
+
+def serve(mem, host: str, port: int, dev: bool = False) -> None:
+    """Answer on host:port until SIGINT or SIGTERM."""
+    import uvicorn
+
+    uvicorn.run(create_app(mem, dev), host=host, port=port, log_config=None, access_log=False)
