@@ -76,7 +76,7 @@ def fact_examples(fact: Fact) -> list[Example]:
 
 
 def base_answers(model, tok, questions: list[str], max_new_tokens: int = 40) -> list[str]:
-    return [generate.chat(model, tok, [{"role": "user", "content": q}], max_new_tokens) for q in questions]
+    return generate.chat_many(model, tok, questions, max_new_tokens)
 
 
 @torch.no_grad()

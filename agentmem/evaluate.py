@@ -22,12 +22,12 @@ def contains(answer: str, obj: str) -> bool:
 
 def recall(model, tok, facts: list[Fact]) -> dict:
     """Fractions of facts whose object appears in the raw completion, the chat answer, and a paraphrase answer."""
+    raws = generate.complete_many(model, tok, [f.completion_prompt for f in facts], 8)
+    chats = generate.chat_many(model, tok, [f.questions()[0] for f in facts], 32)
+    paras = generate.chat_many(model, tok, [f.paraphrases()[0] for f in facts], 32)
     raw = chat = para = 0
     misses = []
-    for f in facts:
-        r = generate.complete(model, tok, f.completion_prompt, 8)
-        c = generate.chat(model, tok, [{"role": "user", "content": f.questions()[0]}], 32)
-        p = generate.chat(model, tok, [{"role": "user", "content": f.paraphrases()[0]}], 32)
+    for f, r, c, p in zip(facts, raws, chats, paras):
         hits = contains(r, f.object), contains(c, f.object), contains(p, f.object)
         raw, chat, para = raw + hits[0], chat + hits[1], para + hits[2]
         if not all(hits):
@@ -38,9 +38,7 @@ def recall(model, tok, facts: list[Fact]) -> dict:
 
 def probe_answers(model, tok) -> list[str]:
     """Greedy answers to the unrelated probes: an edit must leave them as they were."""
-    return [generate.chat(model, tok, [{"role": "user", "content": q}], 20) for q in UNRELATED_CHAT] + [
-        generate.complete(model, tok, p, 10) for p in UNRELATED_RAW
-    ]
+    return generate.chat_many(model, tok, UNRELATED_CHAT, 20) + generate.complete_many(model, tok, UNRELATED_RAW, 10)
 
 
 def _opening(text: str, words: int = 8) -> str:

@@ -18,6 +18,40 @@ def _greedy(model, tokenizer, ids: torch.Tensor, max_new_tokens: int) -> str:
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
+@torch.no_grad()
+def greedy_many(model, tokenizer, prompts: list[torch.Tensor], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy answers to many prompts (1-D id tensors), generated in left-padded batches.
+
+    On CPU a batch of 16 costs little more than one prompt, so recall over
+    hundreds of facts takes seconds instead of minutes.
+    """
+    answers: list[str] = []
+    for b in range(0, len(prompts), batch_size):
+        chunk = prompts[b: b + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, p in enumerate(chunk):
+            ids[i, width - len(p):] = p
+            mask[i, width - len(p):] = 1
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        answers += [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+    return answers
+
+
+def chat_many(model, tokenizer, questions: list[str], max_new_tokens: int = 48) -> list[str]:
+    """Greedy chat answers to single-turn questions, batched."""
+    return greedy_many(model, tokenizer, [chat_ids(tokenizer, [{"role": "user", "content": q}])[0]
+                                          for q in questions], max_new_tokens)
+
+
+def complete_many(model, tokenizer, prompts: list[str], max_new_tokens: int = 16) -> list[str]:
+    """Greedy raw completions, batched."""
+    return greedy_many(model, tokenizer, [tokenizer(p, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+                                          for p in prompts], max_new_tokens)
+
+
 def chat_ids(tokenizer, messages: list[dict]) -> torch.Tensor:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                          return_dict=True)["input_ids"]

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import model_store, published
+from . import generate, model_store, published
 from .atomic import write_json
 from .consolidate import (REPLAY_QUESTIONS, Example, SleepConfig, base_answers, fact_examples, sample_texts,
                           train_adapter)
@@ -24,18 +24,14 @@ from .editor import WakeEditor
 from .evaluate import contains, perplexity
 from .facts import Fact
 from .ledger import ACTIVE, FORGOTTEN, SUPERSEDED
-from .replica import Replica, Sampling
+from .replica import Replica
 
 TRAINED_ON = "facts.json"  # beside each adapter: the facts it was trained on
-_GREEDY = Sampling(max_tokens=20, temperature=0.0)  # answers to fact questions are short
 
 
 def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
-    out = {}
-    for fid, f in facts.items():
-        ids = replica.chat_ids([{"role": "user", "content": f.questions()[0]}])
-        out[fid] = contains(replica.generate(ids, _GREEDY).text, f.object)
-    return out
+    answers = generate.chat_many(replica.net, replica.tok, [f.questions()[0] for f in facts.values()], 20)
+    return {fid: contains(a, f.object) for (fid, f), a in zip(facts.items(), answers)}
 
 
 def _trained_on(adapter_dir: Path | None) -> list[str]:
@@ -70,16 +66,22 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     unlearn_q = [q for row in gone_rows if (f := Fact.parse(row["fact"])).key not in kept_keys
                  for q in [f.questions()[0], *f.paraphrases()]]
     say(f"sleep: {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
-    examples = [ex for f in facts.values() for ex in fact_examples(f)]
+    # Cumulative: on top of the last adapter, a fact it already holds (recalled without its edit last
+    # night) is refreshed with one question; only new facts get every phrasing, so a night's cost
+    # follows the day's new facts rather than everything ever learned.
+    start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
+    held = {fid for fid in _trained_on(start_from) if stage.get(fid, 0) >= 1}
+    examples = [ex for fid, f in facts.items() for ex in fact_examples(f)[: 1 if fid in held else None]]
     replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
     examples += [Example(q, a, "replay") for q, a in zip(replay_q, base_answers(replica.net, replica.tok, replay_q))]
     examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, base_answers(replica.net, replica.tok, unlearn_q))]
     examples += [Example("", t, "text") for t in sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)]
+    report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.root))
     try:
         trainee, _ = model_store.load(store.base_dir)
-        start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
-        say(f"sleep: training on {len(examples)} examples" + (" from the last adapter" if start_from else ""))
+        say(f"sleep: training on {len(examples)} examples ({len(held)} facts refreshed)"
+            + (" from the last adapter" if start_from else ""))
         report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "adapter", start_from, say)
         del trainee
         (work / "adapter" / TRAINED_ON).write_text(json.dumps(sorted(facts)))
