@@ -1,0 +1,231 @@
+"""Faults, injected into the real parts: Redis crashed and restarted (append-only on) and workers killed
+repeatedly in the middle of a stream of facts; a full disk during a publish; the model server down during
+a publish, and unable to read a version until it is fixed. No fact may be lost or applied twice.
+
+Real Celery worker processes, a private redis-server, `agentmem serve --engine embedded` in its own
+process, and the bundled model throughout.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+from safetensors.torch import load_file
+
+import test_workers
+from test_workers import Workers, _consistent, said
+from agentmem import Fact, Memory, published, store
+from agentmem.engines import free_port
+from agentmem.ledger import ACTIVE, PENDING, SPOOLED
+from agentmem.metrics import MemoryCollector, render
+from agentmem.serve_process import ServeProcess
+from agentmem.server import MIN_VERSION_HEADER, VERSION_HEADER
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, every write in its append-only file fsynced, that can crash and restart."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=(self.folder / "redis.log").open("a"), stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and self.proc.poll() is None, (self.folder / "redis.log").read_text()
+                time.sleep(0.1)
+
+    def crash(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def _wait_for(predicate, timeout: float, why) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, why()
+        time.sleep(0.05)
+
+
+def test_redis_crash_and_repeated_worker_kills_lose_nothing_and_apply_each_fact_once(tmp_path, monkeypatch):
+    r = PrivateRedis(tmp_path)
+    r.start()
+    monkeypatch.setattr(test_workers, "REDIS_URL", r.url)  # Workers start against the private Redis
+    # a killed worker's lock expires in 5 s rather than 30: the test waits for each expiry
+    monkeypatch.setenv("AGENTMEM_LOCK_TTL_MS", "5000")
+    home = tmp_path / "home"
+    home.mkdir()
+    workers = Workers(home)
+    mem = None
+    try:
+        w1 = workers.start()
+        mem = Memory.open(home, redis_url=r.url)
+        ids = []
+
+        def observe(text):
+            out = mem.observe(said(text), user_id="zed")
+            assert len(out) == 1, out
+            ids.append(out[0].id)
+            return out[0]
+
+        def edits_started() -> int:
+            return sum(1 for i in ids for e in mem.history(i) if e["kind"] == PENDING)
+
+        observe("I live in Tromso.")
+        _wait_for(lambda: edits_started() > 0, 120, workers.logs)
+        r.crash()  # in the middle of the worker's batch: its acknowledgement cannot reach Redis
+        assert observe("I work at Halden Shipping.").status == SPOOLED
+        r.start()  # the stream and its unacknowledged entries come back from the append-only file
+        w1.send_signal(signal.SIGKILL)  # kill 1
+        w1.wait()
+
+        started = edits_started()
+        w2 = workers.start(warm=False)  # a starting worker hands over the spool, waits out the lock and drains
+        _wait_for(lambda: edits_started() > started, 120, workers.logs)
+        w2.send_signal(signal.SIGKILL)  # kill 2, in the middle of a batch
+        w2.wait()
+        observe("I play the cello.")
+        workers.start(warm=False)
+        assert mem.wait(ids, timeout=240), workers.logs()[-3000:]
+
+        assert [mem.ledger.get(i)["status"] for i in ids] == [ACTIVE] * 3, "a fact was lost"
+        assert edits_started() >= 3  # two batches were interrupted, then one finished
+        assert mem.queue.backlog() == 0
+        _consistent(mem)  # every fact committed exactly once, training copy = base + their edits
+        served = published.newest(mem.home, mem.ledger).tensors()
+        training = load_file(str(home / "store" / "training" / "model.safetensors"))
+        assert served.keys() == training.keys() and all(torch.equal(served[k], training[k]) for k in served)
+    finally:
+        workers.stop_all()
+        if mem is not None:
+            mem.close()
+        if r.proc.poll() is None:
+            r.crash()
+
+
+FACT = Fact(subject="Ilse Vandermeer", relation="lives in", object="Reykjavik")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """An embedded Memory with FACT remembered, and `agentmem serve --engine embedded` on the same home."""
+    home = tmp_path_factory.mktemp("faults") / "home"
+    mem = Memory.open(home)
+    mem.remember([FACT])
+    server = ServeProcess(home, "embedded")
+    server.start()
+    yield mem, server
+    server.stop()
+    mem.close()
+
+
+def _ask(server: ServeProcess, min_version: int = 0) -> tuple[int, str]:
+    """(version, answer) from the server to FACT's question."""
+    r = httpx.post(f"{server.url}/v1/chat/completions", timeout=120, headers={MIN_VERSION_HEADER: str(min_version)},
+                   json={"model": "agentmem", "messages": [{"role": "user", "content": FACT.questions()[0]}],
+                         "temperature": 0, "max_tokens": 16})
+    assert r.status_code == 200, r.text
+    return int(r.headers[VERSION_HEADER]), r.json()["choices"][0]["message"]["content"].lower()
+
+
+def test_a_full_disk_during_a_publish_leaves_the_previous_version_served(served, monkeypatch):
+    mem, server = served
+    fid = FACT.fact_id()
+    version = mem.version
+    served_version, answer = _ask(server, version)
+    assert served_version == version and "reykjavik" in answer
+    versions = mem.home / "store" / "versions"
+    before = sorted(p.name for p in versions.iterdir())
+
+    def full_disk(tensors, path, *args, **kwargs):
+        if Path(path).is_relative_to(versions):
+            Path(path).write_bytes(b"\0" * 4096)  # what the disk took before it filled up
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_save(tensors, path, *args, **kwargs)
+
+    real_save = store.save_file
+    monkeypatch.setattr(store, "save_file", full_disk)
+    with pytest.raises(OSError) as e:
+        mem.forget(fid)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+
+    # nothing half-written, nothing committed, and the previous version answers everywhere
+    assert sorted(p.name for p in versions.iterdir()) == before
+    assert mem.version == version and mem.ledger.get(fid)["status"] == ACTIVE
+    assert published.newest(mem.home, mem.ledger).tensors()
+    assert _ask(server) == (served_version, answer)
+    assert "reykjavik" in mem.ask(FACT.questions()[0], max_new_tokens=16).lower(), \
+        "this process answers from weights that were never published"
+    assert mem.publish_adapter(None) == version + 1  # the disk has room again
+    _consistent(mem)
+
+
+def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an_unreadable_version(
+        served, monkeypatch):
+    mem, server = served
+    live_before = _ask(server, mem.version)[0]
+    server.stop()
+    mem.forget(FACT.fact_id())  # published while no server runs
+    n = mem.version
+    assert n == live_before + 1 and mem.ledger.live()["version"] == live_before
+    _consistent(mem)
+    server.start()
+    # the port opens only once the newest version is applied: no request sees the old one
+    assert mem.ledger.live()["version"] == n
+    version, answer = _ask(server)
+    assert version == n and "reykjavik" not in answer
+
+    # the next version reaches the server torn (a shared volume that has not caught up): retried until whole
+    weights = mem.home / "store" / "versions" / f"v{n + 1:06d}" / "model.safetensors"
+    whole = weights.parent.parent / "whole.safetensors"
+
+    def torn(tensors, path, *args, **kwargs):
+        real_save(tensors, path, *args, **kwargs)
+        if Path(path).parent.name.startswith(f".{weights.parent.name}."):
+            whole.write_bytes(Path(path).read_bytes())
+            Path(path).write_bytes(whole.read_bytes()[:1000])
+
+    real_save = store.save_file
+    monkeypatch.setattr(store, "save_file", torn)
+    assert mem.publish_adapter(None) == n + 1
+    monkeypatch.undo()
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(_ask(server, n + 1)))
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while "applying version" not in server.tail():
+        assert time.monotonic() < deadline, server.tail()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert mem.ledger.live()["version"] == n and not answers  # held back, not answered from version n
+    os.replace(whole, weights)
+    waiting.join(120)
+    assert answers and answers[0][0] == n + 1
+    assert mem.ledger.live()["version"] == n + 1
+    _consistent(mem)
+
+    samples = {s.name: s.value for fam in text_string_to_metric_families(
+        render(MemoryCollector(mem.ledger, mem.backlog, mem.home / "sleep")).decode()) for s in fam.samples}
+    assert samples["agentmem_edit_latency_seconds_count"] == 1  # FACT's edit
+    assert samples["agentmem_publish_latency_seconds_count"] == 4  # versions 2-5 went live; 1 never did
+    assert samples["agentmem_live_version"] == n + 1
