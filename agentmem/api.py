@@ -34,6 +34,9 @@ log = logging.getLogger("agentmem.api")
 
 UserId = Annotated[str, Field(pattern=f"^{USER_ID.pattern}$")]
 FactId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")]
+# a write waits this long for a worker's batch to finish, then answers 503 with Retry-After: the API serves
+# one Memory call at a time, so a longer wait would hold every other request too
+WRITER_WAIT_S = 10.0
 FactStatus = Literal[SPOOLED, QUEUED, PENDING, ACTIVE, REJECTED, SUPERSEDED, FORGOTTEN, FAILED]
 
 
@@ -337,7 +340,7 @@ def create_app(mem, dev: bool = False) -> FastAPI:
         """Remove a fact from the weights (or from the queue) and publish the result."""
         with memory() as m:
             owned(caller, fact_id)
-            m.forget(fact_id)
+            m.forget(fact_id, wait=WRITER_WAIT_S)
             return Forgotten(forgotten=fact_id, version=m.version)
 
     @app.get("/v1/status", response_model=Status, tags=["memory"])
@@ -367,7 +370,7 @@ def create_app(mem, dev: bool = False) -> FastAPI:
                 inside(mem.home, str(folder / name))  # a symlinked file may point elsewhere
         with memory() as m:
             try:
-                return AdapterPublished(version=m.publish_adapter(folder))
+                return AdapterPublished(version=m.publish_adapter(folder, wait=WRITER_WAIT_S))
             except ValueError as e:  # not an adapter folder
                 raise HTTPException(400, str(e)) from None
 

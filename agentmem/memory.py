@@ -148,11 +148,14 @@ class Memory:
             ids, self.last_stats = editor.edit(parsed)
         return ids
 
-    def forget(self, fact_id: str) -> None:
-        """Remove a fact's edit from the weights (or its place in the queue) and publish the result."""
+    def forget(self, fact_id: str, wait: float = 600.0) -> None:
+        """Remove a fact's edit from the weights (or its place in the queue) and publish the result.
+
+        In Redis mode it waits up to `wait` seconds for the writer lock, then raises LockBusy.
+        """
         if self.ledger.get(fact_id) is None:
             raise KeyError(f"no fact with id {fact_id!r}")
-        with self._writing() as editor:
+        with self._writing(wait) as editor:
             editor.forget(fact_id)
 
     def observe(self, messages: Iterable[Any], user_id: str = "default") -> list[Fact]:
@@ -395,9 +398,12 @@ class Memory:
     def version(self) -> int:
         return self.ledger.latest_version()
 
-    def publish_adapter(self, path: str | Path | None) -> int:
-        """Serve the PEFT LoRA adapter in folder `path` (None: no adapter) from a new version; returns it."""
-        with self._writing() as editor:
+    def publish_adapter(self, path: str | Path | None, wait: float = 600.0) -> int:
+        """Serve the PEFT LoRA adapter in folder `path` (None: no adapter) from a new version; returns it.
+
+        In Redis mode it waits up to `wait` seconds for the writer lock, then raises LockBusy.
+        """
+        with self._writing(wait) as editor:
             return editor.publish_adapter(None if path is None else Path(path))
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ process, and the bundled model throughout.
 """
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -72,6 +73,7 @@ def test_redis_crash_and_repeated_worker_kills_lose_nothing_and_apply_each_fact_
     monkeypatch.setattr(test_workers, "REDIS_URL", r.url)  # Workers start against the private Redis
     # a killed worker's lock expires in 5 s rather than 30: the test waits for each expiry
     monkeypatch.setenv("AGENTMEM_LOCK_TTL_MS", "5000")
+    monkeypatch.setenv("AGENTMEM_LOG_FORMAT", "json")
     home = tmp_path / "home"
     home.mkdir()
     workers = Workers(home)
@@ -114,6 +116,10 @@ def test_redis_crash_and_repeated_worker_kills_lose_nothing_and_apply_each_fact_
         served = published.newest(mem.home, mem.ledger).tensors()
         training = load_file(str(home / "store" / "training" / "model.safetensors"))
         assert served.keys() == training.keys() and all(torch.equal(served[k], training[k]) for k in served)
+        # the workers logged JSON lines (Celery's own handlers included)
+        logged = [json.loads(line) for line in workers.logs().splitlines() if line.startswith("{")]
+        assert any(e["msg"].startswith("wake: {") and e["level"] == "info" for e in logged)
+        assert any(e["logger"].startswith("celery") for e in logged)
     finally:
         workers.stop_all()
         if mem is not None:
@@ -229,3 +235,8 @@ def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an
     assert samples["agentmem_edit_latency_seconds_count"] == 1  # FACT's edit
     assert samples["agentmem_publish_latency_seconds_count"] == 4  # versions 2-5 went live; 1 never did
     assert samples["agentmem_live_version"] == n + 1
+
+    # the only model path a caller can send the server is the model's name, and only "agentmem" exists
+    for model in ("../../etc/passwd", str(mem.model_dir), "agentmem/../..", "/"):
+        r = httpx.post(f"{server.url}/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 1})
+        assert r.status_code == 404, (model, r.text)
