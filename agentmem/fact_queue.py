@@ -102,6 +102,11 @@ class RedisFactQueue:
         self._ensure_group()
         return int(self.client.xlen(self.stream))
 
+    def fact_ids(self) -> set[str]:
+        """Ids of the facts on the stream, read or not (entries leave it only when acknowledged)."""
+        self._ensure_group()
+        return {_s(fields[b"id"]) for _, fields in self.client.xrange(self.stream) if fields and b"id" in fields}
+
 
 class LocalFactQueue:
     """The embedded queue: the same interface inside one process."""

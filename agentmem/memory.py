@@ -135,7 +135,26 @@ class Memory:
         """
         self.flush_spool()
         with self._writing(wait) as editor:
+            if self.redis is not None:
+                self._requeue_lost()
             return drain(editor, self.queue, consumer, self.batching).as_dict()
+
+    def _requeue_lost(self) -> None:
+        """Put back facts the ledger has as queued but the stream no longer holds.
+
+        A fact is marked queued only after Redis took it, and leaves the stream
+        only after it stops being queued; one missing was lost by Redis itself
+        (a crash within the last second of writes it had not yet fsynced).
+        Runs as the writer, after recover() has queued interrupted facts again.
+        """
+        queued = self.ledger.facts(status=QUEUED)
+        if not queued:
+            return
+        held = self.queue.fact_ids()
+        lost = [(f["id"], Fact.parse(f["fact"])) for f in queued if f["id"] not in held]
+        if lost:
+            log.warning("%d queued facts were missing from the Redis stream (lost in a crash); queued again", len(lost))
+            self.queue.put(lost)
 
     # -- writing ---------------------------------------------------------
 

@@ -45,7 +45,7 @@ class PrivateRedis:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
             stdout=(self.folder / "redis.log").open("a"), stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url)
+        client = self.client()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -54,6 +54,9 @@ class PrivateRedis:
             except redis.ConnectionError:
                 assert time.monotonic() < deadline and self.proc.poll() is None, (self.folder / "redis.log").read_text()
                 time.sleep(0.1)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
 
     def crash(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -97,6 +100,9 @@ def test_redis_crash_and_repeated_worker_kills_lose_nothing_and_apply_each_fact_
         r.crash()  # in the middle of the worker's batch: its acknowledgement cannot reach Redis
         assert observe("I work at Halden Shipping.").status == SPOOLED
         r.start()  # the stream and its unacknowledged entries come back from the append-only file
+        # ... all but one: what a Redis fsyncing every second (not every write) can lose in a crash
+        (entry,) = [e for e, fields in r.client().xrange(mem.queue.stream) if fields[b"id"] == ids[0].encode()]
+        r.client().xdel(mem.queue.stream, entry)
         w1.send_signal(signal.SIGKILL)  # kill 1
         w1.wait()
 
