@@ -68,7 +68,8 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     say(f"sleep: {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
     # Cumulative: on top of the last adapter, a fact it already holds (recalled without its edit last
     # night) is refreshed with one question; only new facts get every phrasing, so a night's cost
-    # follows the day's new facts rather than everything ever learned.
+    # follows the day's new facts rather than everything ever learned. A night after a forget or a
+    # replacement starts afresh: unlearning on top of the old adapter left a forgotten answer in place.
     start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
     held = {fid for fid in _trained_on(start_from) if stage.get(fid, 0) >= 1}
     examples = [ex for fid, f in facts.items() for ex in fact_examples(f)[: 1 if fid in held else None]]
