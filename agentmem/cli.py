@@ -335,3 +335,121 @@ def eval_sleep(
     result = sleep_benchmark(home=home, days=days, facts_per_day=facts_per_day, quick=quick,
                              progress=lambda m: typer.echo(m, err=True))
     _report(result, out)
+
+
+# -- the evaluation suites (issue 7): JSON, a plot beside it, and docs/RESULTS.md ----------
+
+SuiteOut = typer.Option(None, "--out", help="write the JSON here (docs/results/SUITE.json), its PNG plot beside it, "
+                                            "and regenerate RESULTS.md one folder up")
+SuiteDoc = typer.Option(None, "--doc", help="the RESULTS.md to regenerate (default: OUT's folder's parent)")
+SuiteHome = typer.Option(None, "--home", help="keep the suite's memories here (default: a temporary folder)")
+QuickOpt = typer.Option(False, "--quick", help="tiny sizes, for tests")
+
+
+def _csv(text: str, kind=str) -> tuple:
+    return tuple(kind(x) for x in text.split(",") if x.strip())
+
+
+def _suite_report(result: dict, out: Optional[Path], doc: Optional[Path]) -> None:
+    from .suites.report import write
+
+    if out:
+        write(result, out, doc or out.parent.parent / "RESULTS.md")
+    typer.echo(json.dumps(result, indent=2))
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@eval_app.command("capacity")
+def eval_capacity(sizes: str = typer.Option("10,20,50,100,200,500", help="facts at which recall is measured"),
+                  batch: int = typer.Option(10, help="facts per sequential edit"),
+                  modes: str = typer.Option("nullspace,none", help="constraint modes, comma-separated"),
+                  quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+                  doc: Optional[Path] = SuiteDoc):
+    """Recall of every fact so far against the number of facts, constraints on and off."""
+    from .suites import capacity
+
+    _suite_report(capacity(_csv(sizes, int), batch, _csv(modes), quick, home, _say), out, doc)
+
+
+@eval_app.command("retention")
+def eval_retention(batches: int = typer.Option(5, help="sequential batches"), batch: int = typer.Option(10),
+                   modes: str = typer.Option("nullspace,none"), quick: bool = QuickOpt,
+                   home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut, doc: Optional[Path] = SuiteDoc):
+    """Recall of the first batch as later batches arrive."""
+    from .suites import retention
+
+    _suite_report(retention(batches, batch, _csv(modes), quick, home, _say), out, doc)
+
+
+@eval_app.command("ablation")
+def eval_ablation(facts: int = typer.Option(10), batch: int = typer.Option(10),
+                  sleep: bool = typer.Option(True, "--sleep/--no-sleep", help="run the night (LoRA only and both)"),
+                  quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+                  doc: Optional[Path] = SuiteDoc):
+    """MEMIT only, LoRA only and both: time to first recall, recall right away and after a night, perplexity."""
+    from .suites import ablation
+
+    _suite_report(ablation(facts, batch, sleep, quick, home, _say), out, doc)
+
+
+@eval_app.command("sweeps")
+def eval_sweeps(lambdas: str = typer.Option("250,1000,4000,15000"),
+                cov_samples: str = typer.Option("64,256,1024", "--cov-samples",
+                                                help="covariance sample counts ('' for none)"),
+                facts: int = typer.Option(20), batch: int = typer.Option(10), quick: bool = QuickOpt,
+                home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut, doc: Optional[Path] = SuiteDoc):
+    """Recall, unchanged probes and perplexity per lambda and per covariance sample count."""
+    from .suites import sweeps
+
+    _suite_report(sweeps(_csv(lambdas, float), _csv(cov_samples, int), facts, batch, quick, home, _say), out, doc)
+
+
+@eval_app.command("week")
+def eval_week(days: int = typer.Option(7), facts_per_day: int = typer.Option(20, "--facts-per-day"),
+              quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+              doc: Optional[Path] = SuiteDoc):
+    """Simulated days of new facts with a night after each: recall and perplexity per day."""
+    from .suites import week
+
+    _suite_report(week(days, facts_per_day, quick, home, _say), out, doc)
+
+
+@eval_app.command("counterfact")
+def eval_counterfact(records: int = typer.Option(1000), batch: int = typer.Option(10),
+                     modes: str = typer.Option("none,alphaedit,nullspace"),
+                     data: Path = typer.Option(Path("../shared/data/counterfact-2k.json"),
+                                               help="CounterFact JSON (EasyEdit layout)"),
+                     quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+                     doc: Optional[Path] = SuiteDoc):
+    """CounterFact in sequential batches: efficacy, generalisation, specificity, fluency per editing mode."""
+    from .suites import counterfact
+
+    if not data.exists():
+        _fail(f"CounterFact data {data} not found")
+    _suite_report(counterfact(records, batch, _csv(modes), data, quick, home, _say), out, doc)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(facts: int = typer.Option(50), ks: str = typer.Option("1,3", help="facts retrieved per answer"),
+                   batch: int = typer.Option(10, help="agentmem's facts per edit"),
+                   latency_questions: int = typer.Option(10, "--latency-questions"), quick: bool = QuickOpt,
+                   home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut, doc: Optional[Path] = SuiteDoc):
+    """Retrieval memory (embeddings, facts in the prompt) beside agentmem on the same facts and base model."""
+    from .suites import retrieval
+
+    _suite_report(retrieval(facts, _csv(ks, int), batch, latency_questions, quick, home, _say), out, doc)
+
+
+@eval_app.command("results")
+def eval_results(results: Path = typer.Option(Path("docs/results"), help="folder of suite JSON files"),
+                 doc: Path = typer.Option(Path("docs/RESULTS.md"))):
+    """Regenerate RESULTS.md (and every plot) from the suite JSON files present."""
+    from .suites.report import load_results, plot, render
+
+    for name, result in load_results(results):
+        plot(result, results / Path(name).with_suffix(".png").name)
+    doc.write_text(render(results, doc))
+    typer.echo(f"wrote {doc}")

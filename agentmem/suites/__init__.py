@@ -1,0 +1,13 @@
+"""The evaluation suites of issue 7: each one runs on the real model and returns a JSON-serialisable dict.
+
+`report.py` turns the JSON files they leave in docs/results/ into plots and docs/RESULTS.md.
+"""
+
+from .ablation import ablation
+from .capacity import capacity, retention
+from .counterfact import counterfact
+from .retrieval import retrieval
+from .sweeps import sweeps
+from .week import week
+
+SUITES = {f.__name__: f for f in (capacity, retention, ablation, sweeps, week, counterfact, retrieval)}

@@ -1,0 +1,156 @@
+"""The issue-7 evaluation suites at tiny sizes on the real model, and docs/RESULTS.md rendered from their JSON.
+
+Each suite runs once, at the smallest size that still edits the model (one
+fixture per suite, shared by its tests). No night of sleep runs here: the
+ablation runs without its night, and the week's days come from a stubbed
+sleep_benchmark (test_sleep covers nights).
+"""
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from agentmem import suites
+from agentmem.suites import report
+from agentmem.suites.counterfact import ngram_entropy
+
+COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
+
+
+def _in_range(rates: dict) -> bool:
+    return all(0 <= rates[k] <= 1 for k in ("raw", "chat", "paraphrase"))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("suites")
+
+
+# One fixture per suite, each the smallest run that still edits: --durations shows what each costs.
+@pytest.fixture(scope="module")
+def retrieval(home):
+    return suites.retrieval(quick=True, home=home / "retrieval")
+
+
+@pytest.fixture(scope="module")
+def capacity(home):
+    return suites.capacity(sizes=(2,), batch=2, modes=("nullspace",), home=home / "capacity")
+
+
+@pytest.fixture(scope="module")
+def retention(home):
+    return suites.retention(batches=1, batch=1, modes=("none",), home=home / "retention")
+
+
+@pytest.fixture(scope="module")
+def ablation(home):
+    return suites.ablation(facts=1, sleep=False, home=home / "ablation")
+
+
+@pytest.fixture(scope="module")
+def sweeps(home):
+    return suites.sweeps(lambdas=(1000.0,), cov_samples=(), facts=1, batch=1, home=home / "sweeps")
+
+
+@pytest.fixture(scope="module")
+def counterfact(home):
+    if not COUNTERFACT.exists():
+        return None
+    return suites.counterfact(records=2, batch=2, modes=("nullspace",), data=COUNTERFACT, home=home / "counterfact")
+
+
+@pytest.fixture(scope="module")
+def results(retrieval, capacity, retention, ablation, sweeps, counterfact):
+    found = {"retrieval": retrieval, "capacity": capacity, "retention": retention, "ablation": ablation,
+             "sweeps": sweeps, "counterfact": counterfact}
+    return {name: r for name, r in found.items() if r is not None}
+
+
+def test_every_result_is_json_with_machine_and_command(results):
+    for name, r in results.items():
+        json.dumps(r)
+        assert r["suite"] == name
+        assert r["command"].startswith(f"agentmem eval {name} ")
+        assert r["machine"]["torch_threads"] >= 1 and r["machine"]["cpu"]
+
+
+def test_retrieval_recalls_the_facts_it_was_given(retrieval):
+    r = retrieval
+    top1 = r["retrieval"]["top1"]
+    # the embedder finds the right sentence among four, and the model answers from it
+    assert top1["chat_retrieved"] == 1.0
+    assert top1["chat"] >= 0.75, top1
+    assert top1["chat_context_tokens"] > 5 and top1["seconds_per_write"] > 0 and top1["seconds_per_answer"] > 0
+    a = r["agentmem"]
+    assert a["chat"] >= 0.75 and a["context_tokens"] == 0 and a["seconds_per_write"] > 0, a
+
+
+def test_capacity_and_retention_recall_the_edited_facts(capacity, retention):
+    cap = capacity["runs"]["nullspace"]
+    assert [row["facts"] for row in cap] == [2]
+    assert _in_range(cap[0]["recall"]) and cap[0]["recall"]["chat"] >= 0.5, cap
+    ret = retention["runs"]["none"]
+    assert [row["facts"] for row in ret] == [1]
+    assert ret[0]["first_batch"]["chat"] == 1.0 and _in_range(ret[0]["first_batch"]), ret
+
+
+def test_ablation_memit_recalls_right_away(ablation):
+    r = ablation
+    memit = r["systems"]["memit_only"]
+    assert r["base"]["recall"]["chat"] == 0.0  # the fictional fact is unknown to the base model
+    assert memit["recall_right_away"]["chat"] == 1.0
+    assert memit["time_to_first_recall_s"] is not None and memit["time_to_first_recall_s"] > 0
+    assert memit["perplexity_right_away"] < 1.2 * r["base"]["perplexity"]
+
+
+def test_sweep_reports_recall_probes_and_perplexity(sweeps):
+    row = sweeps["lambda"][0]
+    assert row["lambda"] == 1000.0 and row["recall"]["chat"] == 1.0
+    assert 0 <= row["probes_unchanged"] <= 1 and abs(row["perplexity_vs_base"]) < 0.2
+
+
+@pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data/counterfact-2k.json is not beside this checkout")
+def test_counterfact_scores_and_fluency(counterfact):
+    r = counterfact
+    s = r["modes"]["nullspace"]
+    assert s["n"] == 2 and s["efficacy"] >= 0.5
+    assert 0 <= s["specificity"] <= 1 and 0 <= s["generalisation"] <= 1
+    assert s["fluency"] > 1 and r["base"]["fluency"] > 1
+
+
+def test_ngram_entropy_scores_repetition_low():
+    assert ngram_entropy("the cat the cat the cat the cat") < ngram_entropy("a quick brown fox jumps over lazy dogs")
+
+
+def test_week_wraps_the_sleep_benchmark(monkeypatch):
+    seen = {}
+
+    def fake(home, days, facts_per_day, progress):
+        seen.update(days=days, facts_per_day=facts_per_day)
+        return {"days": [], "facts_per_day": facts_per_day}
+
+    # the package's `week` attribute is the function; the module is reached through sys.modules
+    monkeypatch.setattr(importlib.import_module("agentmem.suites.week"), "sleep_benchmark", fake)
+    r = suites.week(days=3, facts_per_day=10)
+    assert seen == {"days": 3, "facts_per_day": 10}
+    assert r["command"] == "agentmem eval week --days 3 --facts-per-day 10"
+
+
+def test_results_page_has_every_suite_table_plot_and_command(results, tmp_path):
+    week = {"suite": "week", "command": "agentmem eval week --days 1", "sizes": {"days": 1},
+            "machine": results["capacity"]["machine"],
+            "days": [{"day": 1, "facts_so_far": 3, "chat_recall": 1.0, "paraphrase_recall": 0.67, "raw_recall": 0.33,
+                      "perplexity_vs_base": 0.012, "dissolved": 0.0, "night_seconds": 61.0, "night": "published"}]}
+    docs = tmp_path / "docs"
+    for name, r in [*results.items(), ("week", week)]:
+        report.write(r, docs / "results" / f"{name}.json", docs / "RESULTS.md")
+    text = (docs / "RESULTS.md").read_text()
+    for name in [*results, "week"]:
+        assert report.TITLES[name] in text
+        assert f"![{name}](results/{name}.png)" in text
+        assert (docs / "results" / f"{name}.png").stat().st_size > 1000
+        assert f"--out docs/results/{name}.json`" in text
+    assert "| 1 | 3 | 1 | 0.67 | 0.33 | +1.2% | 0% | 61 | published |" in text
+    assert text.index(report.TITLES["capacity"]) < text.index(report.TITLES["retrieval"])
