@@ -1,13 +1,17 @@
 """The issue-7 evaluation suites at tiny sizes on the real model, and docs/RESULTS.md rendered from their JSON.
 
 Each suite runs once, at the smallest size that still edits the model (one
-fixture per suite, shared by its tests). No night of sleep runs here: the
-ablation runs without its night, and the week's days come from a stubbed
-sleep_benchmark (test_sleep covers nights).
+fixture per suite, shared by its tests). CI's time allows retrieval, capacity
+and the ablation (without its night) on every run; retention, sweeps and
+CounterFact run with AGENTMEM_TEST_ALL_SUITES=1 (each adds 30-60 s on 2 cores),
+and their RESULTS.md sections are rendered from the committed docs/results
+JSON otherwise. The week's days come from a stubbed sleep_benchmark: a night
+takes minutes, and test_sleep covers nights.
 """
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,9 @@ from agentmem.suites import report
 from agentmem.suites.counterfact import ngram_entropy
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"
+ALL = os.environ.get("AGENTMEM_TEST_ALL_SUITES") == "1"
+extra = pytest.mark.skipif(not ALL, reason="set AGENTMEM_TEST_ALL_SUITES=1 (over CI's time budget)")
 
 
 def _in_range(rates: dict) -> bool:
@@ -31,16 +38,18 @@ def home(tmp_path_factory):
 # One fixture per suite, each the smallest run that still edits: --durations shows what each costs.
 @pytest.fixture(scope="module")
 def retrieval(home):
-    return suites.retrieval(quick=True, home=home / "retrieval")
+    return suites.retrieval(facts=4, ks=(1,), batch=4, latency_questions=1, home=home / "retrieval")
 
 
 @pytest.fixture(scope="module")
 def capacity(home):
-    return suites.capacity(sizes=(2,), batch=2, modes=("nullspace",), home=home / "capacity")
+    return suites.capacity(sizes=(1,), batch=1, modes=("nullspace",), home=home / "capacity")
 
 
 @pytest.fixture(scope="module")
 def retention(home):
+    if not ALL:
+        return None
     return suites.retention(batches=1, batch=1, modes=("none",), home=home / "retention")
 
 
@@ -51,12 +60,14 @@ def ablation(home):
 
 @pytest.fixture(scope="module")
 def sweeps(home):
+    if not ALL:
+        return None
     return suites.sweeps(lambdas=(1000.0,), cov_samples=(), facts=1, batch=1, home=home / "sweeps")
 
 
 @pytest.fixture(scope="module")
 def counterfact(home):
-    if not COUNTERFACT.exists():
+    if not ALL or not COUNTERFACT.exists():
         return None
     return suites.counterfact(records=2, batch=2, modes=("nullspace",), data=COUNTERFACT, home=home / "counterfact")
 
@@ -87,10 +98,15 @@ def test_retrieval_recalls_the_facts_it_was_given(retrieval):
     assert a["chat"] >= 0.75 and a["context_tokens"] == 0 and a["seconds_per_write"] > 0, a
 
 
-def test_capacity_and_retention_recall_the_edited_facts(capacity, retention):
+def test_capacity_recalls_the_edited_fact(capacity):
     cap = capacity["runs"]["nullspace"]
-    assert [row["facts"] for row in cap] == [2]
-    assert _in_range(cap[0]["recall"]) and cap[0]["recall"]["chat"] >= 0.5, cap
+    assert [row["facts"] for row in cap] == [1]
+    assert _in_range(cap[0]["recall"]) and cap[0]["recall"]["chat"] == 1.0, cap
+    assert cap[0]["edit_seconds"] > 0
+
+
+@extra
+def test_retention_measures_the_first_batch(retention):
     ret = retention["runs"]["none"]
     assert [row["facts"] for row in ret] == [1]
     assert ret[0]["first_batch"]["chat"] == 1.0 and _in_range(ret[0]["first_batch"]), ret
@@ -105,12 +121,14 @@ def test_ablation_memit_recalls_right_away(ablation):
     assert memit["perplexity_right_away"] < 1.2 * r["base"]["perplexity"]
 
 
+@extra
 def test_sweep_reports_recall_probes_and_perplexity(sweeps):
     row = sweeps["lambda"][0]
     assert row["lambda"] == 1000.0 and row["recall"]["chat"] == 1.0
     assert 0 <= row["probes_unchanged"] <= 1 and abs(row["perplexity_vs_base"]) < 0.2
 
 
+@extra
 @pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data/counterfact-2k.json is not beside this checkout")
 def test_counterfact_scores_and_fluency(counterfact):
     r = counterfact
@@ -143,11 +161,15 @@ def test_results_page_has_every_suite_table_plot_and_command(results, tmp_path):
             "machine": results["capacity"]["machine"],
             "days": [{"day": 1, "facts_so_far": 3, "chat_recall": 1.0, "paraphrase_recall": 0.67, "raw_recall": 0.33,
                       "perplexity_vs_base": 0.012, "dissolved": 0.0, "night_seconds": 61.0, "night": "published"}]}
+    # suites not run here are rendered from their committed results
+    committed = {n: json.loads((COMMITTED / f"{n}.json").read_text()) for n in report.ORDER
+                 if n not in results and (COMMITTED / f"{n}.json").exists()}
+    rendered = {**committed, **results, "week": week}
     docs = tmp_path / "docs"
-    for name, r in [*results.items(), ("week", week)]:
+    for name, r in rendered.items():
         report.write(r, docs / "results" / f"{name}.json", docs / "RESULTS.md")
     text = (docs / "RESULTS.md").read_text()
-    for name in [*results, "week"]:
+    for name in rendered:
         assert report.TITLES[name] in text
         assert f"![{name}](results/{name}.png)" in text
         assert (docs / "results" / f"{name}.png").stat().st_size > 1000
