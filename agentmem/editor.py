@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import memit
+from .adapter_slot import AdapterSlot
 from .arch import for_model, num_layers
 from .covariance import CovarianceCache, fingerprint
 from .facts import Fact
@@ -40,6 +41,9 @@ class WakeEditor:
                  cache_dir: Path, cfg: memit.MemitConfig, cov_samples: int = 512,
                  cov_text: Path | None = None, progress=None, fence: int | None = None):
         self.model, self.tok, self.ledger, self.cfg = model, tokenizer, ledger, cfg
+        # new edits are computed through the adapter the newest version serves: a target
+        # value found without it can miss once the adapter sits on top of the edit
+        self.adapter = AdapterSlot(model)
         self.arch = for_model(model)
         self.layers = cfg.layers or self.arch.default_edit_layers(num_layers(model))
         self.store = WeightStore(store_root, model_dir, self.arch, self.layers)
@@ -94,6 +98,7 @@ class WakeEditor:
         self._load_weights(tensors)
         if self.store.training_active() != [tuple(a) for a in active]:
             self.store.write_training(tensors, active)
+        self._follow_adapter()
 
     def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None,
                  adapter: dict | None | str = "keep") -> int:
@@ -119,7 +124,13 @@ class WakeEditor:
             if commit is not None:
                 commit(n)
         self.store.prune_versions(keep=5)
+        self._follow_adapter()
         return n
+
+    def _follow_adapter(self) -> None:
+        """Carry the adapter the newest version serves (another process may have published it)."""
+        name = (self.ledger.version(self.ledger.latest_version()) or {}).get("adapter")
+        self.adapter.set(name, name and self.store.root / "adapters" / name)
 
     # -- solving ---------------------------------------------------------
 
@@ -196,6 +207,7 @@ class WakeEditor:
                     self.ledger.set_status(fid, PENDING, reason="editing")
         if not todo:
             return ids, {"edited": 0}
+        self._follow_adapter()
         keep = [(fid, sc) for fid, sc in self.active() if fid not in retired]
 
         def commit(n: int) -> None:

@@ -9,13 +9,8 @@ import torch
 from transformers import TextIteratorStreamer
 
 
-@torch.no_grad()
 def _greedy(model, tokenizer, ids: torch.Tensor, max_new_tokens: int) -> str:
-    out = model.generate(
-        input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    return greedy_many(model, tokenizer, [ids[0]], max_new_tokens)[0]
 
 
 @torch.no_grad()

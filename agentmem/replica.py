@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 
 from . import generate, model_store
+from .adapter_slot import AdapterSlot
 from .published import Published
 
 
@@ -39,22 +40,18 @@ class Replica:
         self.model, self.tok = model_store.load(Path(model_dir))
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.version = 0
-        self.adapter: str | None = None
-        self._peft = None
+        self.slot = AdapterSlot(self.model)
 
     # -- following versions ---------------------------------------------
 
     @property
     def net(self):
         """The module to generate with: the model, wrapped by peft while an adapter is served."""
-        return self._peft if self._peft is not None else self.model
+        return self.slot.net
 
-    def _param(self, name: str) -> torch.nn.Parameter:
-        try:
-            return self.model.get_parameter(name)
-        except AttributeError:
-            # peft wraps a targeted linear layer: its own weight moves to base_layer
-            return self.model.get_parameter(name.removesuffix(".weight") + ".base_layer.weight")
+    @property
+    def adapter(self) -> str | None:
+        return self.slot.name
 
     def apply(self, pub: Published) -> None:
         self.set_tensors(pub.tensors())
@@ -65,29 +62,11 @@ class Replica:
     def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy checkpoint-named tensors into the model in place."""
         for name, t in tensors.items():
-            self._param(name).copy_(t)
+            self.slot.param(name).copy_(t)
 
     def set_adapter(self, name: str | None, path: Path | None) -> None:
         """Serve the adapter in folder `path` under `name` (a new name per adapter), or none."""
-        from peft import PeftModel
-
-        old = self.adapter
-        if name == old:
-            return
-        if name is None:
-            self.model = self._peft.unload()
-            self._peft = None
-        elif self._peft is None:
-            self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
-        else:
-            self._peft.load_adapter(str(path), adapter_name=name)
-            self._peft.set_adapter(name)
-            self._peft.delete_adapter(old)
-        if self._peft is not None:
-            self._peft.eval()
-            for p in self._peft.parameters():
-                p.requires_grad_(False)
-        self.adapter = name
+        self.slot.set(name, path)
 
     # -- answering -------------------------------------------------------
 

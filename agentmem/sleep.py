@@ -59,7 +59,8 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     replica = Replica(store.base_dir)
 
     # what the base model says, for replay and for unlearning facts that were forgotten or replaced
-    gone_rows = [row for fid in _trained_on(current and current.adapter_dir)
+    trained = _trained_on(current and current.adapter_dir)
+    gone_rows = [row for fid in trained
                  if (row := ledger.get(fid)) is not None and row["status"] in (FORGOTTEN, SUPERSEDED)]
     gone = [row["id"] for row in gone_rows]
     kept_keys = {f.key for f in facts.values()}
@@ -71,7 +72,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     # follows the day's new facts rather than everything ever learned. A night after a forget or a
     # replacement starts afresh: unlearning on top of the old adapter left a forgotten answer in place.
     start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
-    held = {fid for fid in _trained_on(start_from) if stage.get(fid, 0) >= 1}
+    held = {fid for fid in trained if stage.get(fid, 0) >= 1} if start_from else set()
     examples = [ex for fid, f in facts.items() for ex in fact_examples(f)[: 1 if fid in held else None]]
     replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
     examples += [Example(q, a, "replay") for q, a in zip(replay_q, base_answers(replica.net, replica.tok, replay_q))]
