@@ -79,14 +79,6 @@ def results(retrieval, capacity, retention, ablation, sweeps, counterfact):
     return {name: r for name, r in found.items() if r is not None}
 
 
-def test_every_result_is_json_with_machine_and_command(results):
-    for name, r in results.items():
-        json.dumps(r)
-        assert r["suite"] == name
-        assert r["command"].startswith(f"agentmem eval {name} ")
-        assert r["machine"]["torch_threads"] >= 1 and r["machine"]["cpu"]
-
-
 def test_retrieval_recalls_the_facts_it_was_given(retrieval):
     r = retrieval
     top1 = r["retrieval"]["top1"]
@@ -154,6 +146,14 @@ def test_week_wraps_the_sleep_benchmark(monkeypatch):
     r = suites.week(days=3, facts_per_day=10)
     assert seen == {"days": 3, "facts_per_day": 10}
     assert r["command"] == "agentmem eval week --days 3 --facts-per-day 10"
+
+
+def test_every_result_is_json_with_machine_and_command(results):
+    for name, r in results.items():
+        json.dumps(r)
+        assert r["suite"] == name
+        assert r["command"].startswith(f"agentmem eval {name} ")
+        assert r["machine"]["torch_threads"] >= 1 and r["machine"]["cpu"]
 
 
 def test_results_page_has_every_suite_table_plot_and_command(results, tmp_path):
