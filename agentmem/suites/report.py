@@ -79,6 +79,8 @@ def _sweeps_table(r: dict) -> str:
         parts.append(_table(["lambda"] + cols, _sweep_rows(r["lambda"], "lambda")))
     if r["cov_samples"]:
         parts.append(_table(["covariance samples"] + cols, _sweep_rows(r["cov_samples"], "cov_samples")))
+    else:
+        parts.append("Covariance sample counts: not run.")
     return "\n\n".join(parts) + f"\n\nUnedited perplexity {_fmt(r['perplexity_base'])}."
 
 
