@@ -5,11 +5,10 @@ fixture per suite, shared by its tests). CI's time allows retrieval, capacity
 and the ablation (without its night) on every run; retention, sweeps and
 CounterFact run with AGENTMEM_TEST_ALL_SUITES=1 (each adds 30-60 s on 2 cores),
 and their RESULTS.md sections are rendered from the committed docs/results
-JSON otherwise. The week's days come from a stubbed sleep_benchmark: a night
-takes minutes, and test_sleep covers nights.
+JSON otherwise. No night runs here (one takes minutes on 2 cores): test_sleep
+covers nights, and the page test renders a hand-made day of the week.
 """
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -132,20 +131,6 @@ def test_counterfact_scores_and_fluency(counterfact):
 
 def test_ngram_entropy_scores_repetition_low():
     assert ngram_entropy("the cat the cat the cat the cat") < ngram_entropy("a quick brown fox jumps over lazy dogs")
-
-
-def test_week_wraps_the_sleep_benchmark(monkeypatch):
-    seen = {}
-
-    def fake(home, days, facts_per_day, progress):
-        seen.update(days=days, facts_per_day=facts_per_day)
-        return {"days": [], "facts_per_day": facts_per_day}
-
-    # the package's `week` attribute is the function; the module is reached through sys.modules
-    monkeypatch.setattr(importlib.import_module("agentmem.suites.week"), "sleep_benchmark", fake)
-    r = suites.week(days=3, facts_per_day=10)
-    assert seen == {"days": 3, "facts_per_day": 10}
-    assert r["command"] == "agentmem eval week --days 3 --facts-per-day 10"
 
 
 def test_every_result_is_json_with_machine_and_command(results):
