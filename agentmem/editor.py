@@ -98,7 +98,7 @@ class WakeEditor:
         self._load_weights(tensors)
         if self.store.training_active() != [tuple(a) for a in active]:
             self.store.write_training(tensors, active)
-        self._follow_adapter()
+        self.follow_adapter()
 
     def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None,
                  adapter: dict | None | str = "keep") -> int:
@@ -124,10 +124,10 @@ class WakeEditor:
             if commit is not None:
                 commit(n)
         self.store.prune_versions(keep=5)
-        self._follow_adapter()
+        self.follow_adapter()
         return n
 
-    def _follow_adapter(self) -> None:
+    def follow_adapter(self) -> None:
         """Carry the adapter the newest version serves (another process may have published it)."""
         name = (self.ledger.version(self.ledger.latest_version()) or {}).get("adapter")
         self.adapter.set(name, name and self.store.root / "adapters" / name)
@@ -207,7 +207,6 @@ class WakeEditor:
                     self.ledger.set_status(fid, PENDING, reason="editing")
         if not todo:
             return ids, {"edited": 0}
-        self._follow_adapter()
         keep = [(fid, sc) for fid, sc in self.active() if fid not in retired]
 
         def commit(n: int) -> None:

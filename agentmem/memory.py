@@ -330,12 +330,11 @@ class Memory:
     def _reader(self):
         """The model that answers for the newest version: the editor's own (which carries the served adapter
         so that it edits through it), or, in a process that has not written, a replica when an adapter is served."""
-        pub = published.newest(self.home, self.ledger)
         if self._editor is not None:
-            adapter = pub and pub.adapter
-            self._editor.adapter.set(adapter, adapter and pub.adapter_dir)
+            self._editor.follow_adapter()
             self._sync()
             return self._editor.adapter.net
+        pub = published.newest(self.home, self.ledger)
         if pub is None or pub.adapter is None:
             self._sync()
             return self.model
