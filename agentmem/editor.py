@@ -282,11 +282,14 @@ def _split(result: memit.EditResult, reqs: list[memit.Request]) -> list[Edit]:
     exactly and each can be reverted or rescaled on its own.
     """
     edits, col = [], 0
+    n = next(iter(result.keys.values())).shape[1]
+    rounds = next(iter(result.factors.values()))[1].shape[0] // n
     for r in reqs:
         width = 1 + len(r.questions)
         sl = slice(col, col + width)
+        cols = torch.cat([torch.arange(col, col + width) + k * n for k in range(rounds)])
         edits.append(Edit(
-            {l: (B[:, sl].clone(), A[sl].clone()) for l, (B, A) in result.factors.items()},
+            {l: (B[:, cols].clone(), A[cols].clone()) for l, (B, A) in result.factors.items()},
             {l: K[:, sl].clone() for l, K in result.keys.items()},
         ))
         col += width

@@ -57,12 +57,38 @@ def test_alphaedit_matches_formula_and_respects_null_space():
     assert (B @ A @ top).abs().max() < 1e-8
 
 
-def test_split_parts_sum_to_batch_update():
-    factors = {3: (torch.randn(D, 5, dtype=torch.float64), torch.randn(5, DFF, dtype=torch.float64))}
+def test_split_parts_sum_to_batch_update_over_solve_rounds():
+    # two solve rounds: the factors hold two blocks of the five key columns
+    factors = {3: (torch.randn(D, 10, dtype=torch.float64), torch.randn(10, DFF, dtype=torch.float64))}
     keys = {3: torch.randn(DFF, 5)}
     reqs = [memit.Request("a", "a x", " y", ["q1?"], "a x y."), memit.Request("b", "b x", " z", ["q2?", "q3?"], "b x z.")]
     parts = _split(memit.EditResult(factors, keys), reqs)
-    assert [p.factors[3][0].shape[1] for p in parts] == [2, 3]
+    assert [p.factors[3][0].shape[1] for p in parts] == [4, 6]
+    assert [p.keys[3].shape[1] for p in parts] == [2, 3]
+    assert torch.equal(parts[1].keys[3], keys[3][:, 2:])
     total = sum(p.factors[3][0] @ p.factors[3][1] for p in parts)
     assert torch.allclose(total, factors[3][0] @ factors[3][1], atol=1e-10)
+    # fact b's part is its own columns of both rounds
+    B, A = factors[3]
+    cols = [2, 3, 4, 7, 8, 9]
+    assert torch.allclose(parts[1].factors[3][0] @ parts[1].factors[3][1], B[:, cols] @ A[cols], atol=1e-10)
     assert isinstance(parts[0], Edit)
+
+
+class _Words:
+    """A word-level tokenizer with offsets, enough for locating subjects."""
+
+    def __call__(self, text, return_offsets_mapping=False, add_special_tokens=False):
+        import re
+
+        spans = [m.span() for m in re.finditer(r"\S+", text)]
+        return {"input_ids": list(range(len(spans))), "offset_mapping": spans}
+
+
+def test_an_answer_that_names_the_subject_again_is_found():
+    text = "Q: what does Ann Lee play? A: Ann Lee plays the flute, as Ann Lee says."
+    ids, pos = memit.subject_last_token(_Words(), text, "Ann Lee")
+    assert pos == 14  # the last occurrence (rfind)
+    first = 4  # "Lee" in the question
+    assert memit.subject_ends_after(_Words(), text, "Ann Lee", first) == (8, 14)
+    assert memit.subject_ends_after(_Words(), text, "Ann Lee", 14) == ()
