@@ -140,8 +140,8 @@ def run_counterfact(records: list[dict], constraints: str, batch: int, home: Pat
 def wake_benchmark(mem, quick: bool, say) -> dict:
     """Speed per batch size, recall, specificity and perplexity drift on fictional facts."""
     m, tok = mem.model, mem.tokenizer
-    sizes = (1, 4, 8) if quick else (1, 10, 50)
-    total = 16 if quick else 100
+    sizes = (1, 4) if quick else (1, 10, 50)
+    total = 8 if quick else 100
     out: dict = {"model": str(mem.model_dir), "edit_layers": mem.editor.layers}
     ppl0 = perplexity(m, tok)
     probes0 = probe_answers(m, tok)
@@ -187,7 +187,7 @@ def edit_benchmark(home=None, model=None, counterfact=None, records: int = 200, 
             with Memory.open(root / "wake", model=model, progress=say) as mem:
                 out.update(wake_benchmark(mem, quick, say))
         if counterfact:
-            data = json.loads(Path(counterfact).read_text())[: (10 if quick else records)]
+            data = json.loads(Path(counterfact).read_text())[: (6 if quick else records)]
             out["counterfact"] = {
                 mode: run_counterfact([dict(r) for r in data], mode, 10, root / f"cf-{mode}", model, say)
                 for mode in modes

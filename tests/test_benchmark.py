@@ -15,7 +15,7 @@ def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     # constraints off is exercised by test_retention; two modes keep this test a few minutes shorter
     out = edit_benchmark(home=tmp_path, counterfact=COUNTERFACT, quick=True, modes=("nullspace", "alphaedit"))
     json.dumps(out)
-    assert set(out["seconds_per_fact"]) == {"1", "4", "8"}
+    assert set(out["seconds_per_fact"]) == {"1", "4"}
     assert all(v > 0 for v in out["seconds_per_fact"].values())
     for key in ("raw", "chat", "paraphrase"):
         assert 0 <= out["recall_batch"][key] <= 1
@@ -23,4 +23,4 @@ def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     assert out["perplexity"]["before"] > 1 and out["perplexity"]["after"] > 1
     cf = out["counterfact"]
     assert set(cf) == {"nullspace", "alphaedit"}
-    assert cf["nullspace"]["n"] == 10 and cf["nullspace"]["efficacy"] >= 0.5
+    assert cf["nullspace"]["n"] == 6 and cf["nullspace"]["efficacy"] >= 0.5

@@ -1,4 +1,4 @@
-"""Sequential edits: cross-edit constraints keep the first batch while three more arrive."""
+"""Sequential edits: cross-edit constraints keep the first batch while two more arrive."""
 
 import pytest
 
@@ -7,12 +7,12 @@ from agentmem.evaluate import recall
 from agentmem.memit import MemitConfig
 
 
-def _first_batch_after_four(open_memory, constraints: str) -> dict:
+def _first_batch_after_three(open_memory, constraints: str) -> dict:
     mem = open_memory(f"retention-{constraints}", memit=MemitConfig(constraints=constraints))
-    facts = fictional_facts(32, seed=3)
-    for i in range(0, 32, 8):
-        mem.remember(facts[i : i + 8])
-    return recall(mem.model, mem.tokenizer, facts[:8])
+    facts = fictional_facts(18, seed=3)
+    for i in range(0, 18, 6):
+        mem.remember(facts[i : i + 6])
+    return recall(mem.model, mem.tokenizer, facts[:6])
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,13 @@ def results(tmp_path_factory):
         return m
 
     for mode in ("nullspace", "none"):
-        out[mode] = _first_batch_after_four(opener, mode)
+        out[mode] = _first_batch_after_three(opener, mode)
     yield out
     for m in opened:
         m.close()
 
 
-def test_first_batch_survives_three_more_with_constraints(results):
+def test_first_batch_survives_two_more_with_constraints(results):
     r = results["nullspace"]
     assert r["raw"] >= 0.8 and r["chat"] >= 0.8, r["misses"]
 
