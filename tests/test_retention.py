@@ -1,4 +1,10 @@
-"""Sequential edits: cross-edit constraints keep the first batch while two more arrive."""
+"""Sequential edits: cross-edit constraints keep the first batch while more arrive.
+
+CI runs 3 batches of 6 facts; AGENTMEM_TEST_FULL=1 runs the issue's 5 batches of 10
+(about 11 minutes on 2 cores, over CI's budget).
+"""
+
+import os
 
 import pytest
 
@@ -7,12 +13,15 @@ from agentmem.evaluate import recall
 from agentmem.memit import MemitConfig
 
 
-def _first_batch_after_three(open_memory, constraints: str) -> dict:
+BATCHES, SIZE = (5, 10) if os.environ.get("AGENTMEM_TEST_FULL") == "1" else (3, 6)
+
+
+def _first_batch_after_the_rest(open_memory, constraints: str) -> dict:
     mem = open_memory(f"retention-{constraints}", memit=MemitConfig(constraints=constraints))
-    facts = fictional_facts(18, seed=3)
-    for i in range(0, 18, 6):
-        mem.remember(facts[i : i + 6])
-    return recall(mem.model, mem.tokenizer, facts[:6])
+    facts = fictional_facts(BATCHES * SIZE, seed=3)
+    for i in range(0, len(facts), SIZE):
+        mem.remember(facts[i : i + SIZE])
+    return recall(mem.model, mem.tokenizer, facts[:SIZE])
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +36,13 @@ def results(tmp_path_factory):
         return m
 
     for mode in ("nullspace", "none"):
-        out[mode] = _first_batch_after_three(opener, mode)
+        out[mode] = _first_batch_after_the_rest(opener, mode)
     yield out
     for m in opened:
         m.close()
 
 
-def test_first_batch_survives_two_more_with_constraints(results):
+def test_first_batch_survives_the_later_batches_with_constraints(results):
     r = results["nullspace"]
     assert r["raw"] >= 0.8 and r["chat"] >= 0.8, r["misses"]
 

@@ -3,7 +3,7 @@
 Each suite runs once, at the smallest size that still edits the model (one
 fixture per suite, shared by its tests). CI's time allows retrieval, capacity
 and the ablation (without its night) on every run; retention, sweeps and
-CounterFact run with AGENTMEM_TEST_ALL_SUITES=1 (each adds 30-60 s on 2 cores),
+CounterFact run with AGENTMEM_TEST_FULL=1 (each adds 30-60 s on 2 cores),
 and their RESULTS.md sections are rendered from the committed docs/results
 JSON otherwise. No night runs here (one takes minutes on 2 cores): test_sleep
 covers nights, and the page test renders a hand-made day of the week.
@@ -21,8 +21,8 @@ from agentmem.suites.counterfact import ngram_entropy
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"
-ALL = os.environ.get("AGENTMEM_TEST_ALL_SUITES") == "1"
-extra = pytest.mark.skipif(not ALL, reason="set AGENTMEM_TEST_ALL_SUITES=1 (over CI's time budget)")
+ALL = os.environ.get("AGENTMEM_TEST_FULL") == "1"
+extra = pytest.mark.skipif(not ALL, reason="set AGENTMEM_TEST_FULL=1 (over CI's time budget)")
 
 
 def _in_range(rates: dict) -> bool:
