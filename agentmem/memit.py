@@ -41,10 +41,10 @@ class MemitConfig(BaseModel):
     # lambda: at 1000 a subject key's Mahalanobis norm (1e3-6e3 on SmolLM2) lets an edit land;
     # MEMIT's usual 15000 assumes d_ff of 16k and leaves edits here at 10-30 % strength.
     lam: float = 1000.0
-    # The regularised solve realises only part of each layer's share of the offset (a third to a
-    # half on SmolLM2 at lam 1000), so one pass leaves 30-40 % of it unwritten and a fact that
-    # needed all of it (beside an adapter, say) is lost. The layers are solved again on what is
-    # left until the gap at the last layer is below `max_gap` of the offset, at most `solve_rounds` times.
+    # The regularised solve realises only part of each layer's share of the offset, so one pass
+    # over the layers leaves 5-20 % of it unwritten at the last layer (SmolLM2, lam 1000). The
+    # layers are solved again on what is left until that gap is below `max_gap` of the offset,
+    # at most `solve_rounds` times.
     solve_rounds: int = Field(3, ge=1)
     max_gap: float = Field(0.15, gt=0, lt=1)
     prefixes: list[str] = Field(
@@ -97,27 +97,25 @@ class EditResult:
     stats: dict = field(default_factory=dict)
 
 
+def subject_ends(tokenizer, text: str, subject: str) -> tuple[list[int], list[int]]:
+    """Token ids of `text` and, in order, the index of the token ending each occurrence of `subject`."""
+    chars, at = [], text.find(subject)
+    while at >= 0:
+        chars.append(at + len(subject))
+        at = text.find(subject, at + 1)
+    if not chars:
+        raise ValueError(f"subject {subject!r} does not occur in {text!r}")
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ends = [next((i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < e <= b), None) for e in chars]
+    if ends[-1] is None:
+        raise ValueError(f"cannot locate subject {subject!r} in the tokens of {text!r}")
+    return enc["input_ids"], [i for i in dict.fromkeys(ends) if i is not None]
+
+
 def subject_last_token(tokenizer, text: str, subject: str) -> tuple[list[int], int]:
     """Token ids of `text` and the index of the token ending the subject's last occurrence."""
-    end = text.rfind(subject)
-    if end < 0:
-        raise ValueError(f"subject {subject!r} does not occur in {text!r}")
-    end += len(subject)
-    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    for i, (a, b) in enumerate(enc["offset_mapping"]):
-        if a < end <= b:
-            return enc["input_ids"], i
-    raise ValueError(f"cannot locate subject {subject!r} in the tokens of {text!r}")
-
-
-def subject_ends_after(tokenizer, text: str, subject: str, start: int) -> tuple[int, ...]:
-    """Indices of the tokens of `text` after token `start` that end an occurrence of `subject`."""
-    ends, at = [], text.find(subject)
-    while at >= 0:
-        ends.append(at + len(subject))
-        at = text.find(subject, at + 1)
-    offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
-    return tuple(i for i, (a, b) in enumerate(offsets) if i > start and any(a < e <= b for e in ends))
+    ids, ends = subject_ends(tokenizer, text, subject)
+    return ids, ends[-1]
 
 
 def chat_text(tokenizer, question: str) -> str:
@@ -138,8 +136,8 @@ def build_sites(tokenizer, requests: list[Request], prefixes: list[str]) -> list
         for q in req.questions:
             head = chat_text(tokenizer, q)
             ids, pos = subject_last_token(tokenizer, head, req.subject)
-            full = tokenizer(head + req.answer, add_special_tokens=False)["input_ids"]
-            again = subject_ends_after(tokenizer, head + req.answer, req.subject, pos)
+            full, ends = subject_ends(tokenizer, head + req.answer, req.subject)
+            again = tuple(e for e in ends if e > pos)
             sites.append(Site(full, pos, (len(ids), len(full)), r, "question", repeats=again))
         ids, pos = subject_last_token(tokenizer, f"{req.subject} is a", req.subject)
         sites.append(Site(ids, pos, None, r, "kl"))

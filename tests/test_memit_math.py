@@ -1,5 +1,6 @@
 """The closed-form update on its own: Woodbury, constraints, AlphaEdit, per-fact splitting."""
 
+import pytest
 import torch
 
 from agentmem import memit
@@ -89,6 +90,9 @@ def test_an_answer_that_names_the_subject_again_is_found():
     text = "Q: what does Ann Lee play? A: Ann Lee plays the flute, as Ann Lee says."
     ids, pos = memit.subject_last_token(_Words(), text, "Ann Lee")
     assert pos == 14  # the last occurrence (rfind)
+    _, ends = memit.subject_ends(_Words(), text, "Ann Lee")
     first = 4  # "Lee" in the question
-    assert memit.subject_ends_after(_Words(), text, "Ann Lee", first) == (8, 14)
-    assert memit.subject_ends_after(_Words(), text, "Ann Lee", 14) == ()
+    assert [e for e in ends if e > first] == [8, 14]
+    assert [e for e in ends if e > 14] == []
+    with pytest.raises(ValueError, match="does not occur"):
+        memit.subject_ends(_Words(), text, "Bo Kim")
