@@ -195,31 +195,54 @@ def _buckets(sites: list[Site], length) -> list[list[int]]:
     return groups
 
 
-@torch.no_grad()
-def run_capture(model, tokenizer, sites: list[Site], key_layers: list[int], out_layers: list[int]):
-    """Returns ({layer: keys (n_sites, d_ff)}, {layer: outputs (n_sites, d)}) at each site's subject token.
+class SubjectStream:
+    """The sites cut after their subject token, bucketed, with the residual stream entering layer `start`.
 
-    Runs only as deep as the deepest layer asked for; the LM head is never needed.
+    A key or output at the subject token depends only on the tokens up to it,
+    and the layers below the edit never change during one, so an edit runs
+    those layers once and each later capture only the layers from `start` up.
     """
-    arch = for_model(model)
-    depth = max(key_layers + out_layers)
-    keys = {l: None for l in key_layers}
-    outs = {l: None for l in out_layers}
-    for idx in _buckets(sites, lambda s: len(s.ids)):
-        chosen = [sites[i] for i in idx]
-        cap = _Capture(model, arch, key_layers, out_layers)
-        try:
-            _hidden_at(model, arch, _pad(chosen, tokenizer.pad_token_id or 0), depth)
-        finally:
-            cap.close()
-        rows = torch.arange(len(chosen))
-        pos = torch.tensor([s.pos for s in chosen])
-        for store, got in ((keys, cap.keys), (outs, cap.outs)):
-            for l, v in got.items():
-                if store[l] is None:
-                    store[l] = v.new_empty(len(sites), v.shape[-1])
-                store[l][idx] = v[rows, pos]
-    return keys, outs
+
+    @torch.no_grad()
+    def __init__(self, model, tokenizer, sites: list[Site], start: int = 0):
+        self.arch = for_model(model)
+        self.start, self.n = start, len(sites)
+        cut = [Site(s.ids[: s.pos + 1], s.pos, None, s.request, s.kind) for s in sites]
+        self.buckets = []
+        for idx in _buckets(cut, lambda s: len(s.ids)):
+            chosen = [cut[i] for i in idx]
+            hidden = _hidden_at(model, self.arch, _pad(chosen, tokenizer.pad_token_id or 0), start - 1)
+            self.buckets.append((idx, hidden, torch.tensor([s.pos for s in chosen])))
+
+    @torch.no_grad()
+    def capture(self, model, key_layers: list[int], out_layers: list[int]):
+        """({layer: keys (n_sites, d_ff)}, {layer: outputs (n_sites, d)}) at each site's subject token.
+
+        Runs only as deep as the deepest layer asked for; the LM head is never needed.
+        """
+        if min(key_layers + out_layers) < self.start:
+            raise ValueError(f"layers below {self.start} were run once, before this capture")
+        depth = max(key_layers + out_layers)
+        keys = {l: None for l in key_layers}
+        outs = {l: None for l in out_layers}
+        for idx, hidden, pos in self.buckets:
+            cap = _Capture(model, self.arch, key_layers, out_layers)
+            try:
+                _layers_between(model, self.arch, hidden, self.start, depth)
+            finally:
+                cap.close()
+            rows = torch.arange(len(idx))
+            for store, got in ((keys, cap.keys), (outs, cap.outs)):
+                for l, v in got.items():
+                    if store[l] is None:
+                        store[l] = v.new_empty(self.n, v.shape[-1])
+                    store[l][idx] = v[rows, pos]
+        return keys, outs
+
+
+def run_capture(model, tokenizer, sites: list[Site], key_layers: list[int], out_layers: list[int]):
+    """Keys and outputs at each site's subject token (see `SubjectStream.capture`), from the embeddings up."""
+    return SubjectStream(model, tokenizer, sites).capture(model, key_layers, out_layers)
 
 
 def _group_keys(per_site: torch.Tensor, sites: list[Site], requests: int) -> torch.Tensor:
@@ -231,10 +254,10 @@ def _group_keys(per_site: torch.Tensor, sites: list[Site], requests: int) -> tor
     return torch.stack(cols, 1)
 
 
-def compute_ks(model, tokenizer, sites: list[Site], requests: int, layer: int, out_layer: int):
+def compute_ks(model, stream: SubjectStream, sites: list[Site], requests: int, layer: int, out_layer: int):
     """Keys (d_ff, n) at `layer`: each request's raw prompt averaged over prefixes, then one per
     chat question; and the current outputs of `out_layer` at every site (n_sites, d)."""
-    per_site, outs = run_capture(model, tokenizer, sites, [layer], [out_layer])
+    per_site, outs = stream.capture(model, [layer], [out_layer])
     return _group_keys(per_site[layer], sites, requests), outs[out_layer]
 
 
@@ -354,19 +377,23 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
     arch = for_model(model)
     lm_head = model.get_output_embeddings()
     use = [i for i, s in enumerate(sites) if cfg.z_prefixed or not s.prefixed]
-    groups = _groups(model, arch, [sites[i] for i in use], tokenizer.pad_token_id or 0, last_layer)
-    for g in groups:
-        g.idx = [use[j] for j in g.idx]
+
+    def build(keep: torch.Tensor):
+        chosen = [i for i in use if keep[sites[i].request]]
+        groups = _groups(model, arch, [sites[i] for i in chosen], tokenizer.pad_token_id or 0, last_layer)
+        for g in groups:
+            g.idx = [chosen[j] for j in g.idx]
+        with torch.no_grad():
+            kl_ref = [F.log_softmax(lm_head(g.base_out[g.kl_rows, g.kl_pos]), -1) if len(g.kl_rows) else None
+                      for g in groups]
+        return groups, kl_ref, int(keep.sum())
+
+    active = torch.ones(requests, dtype=torch.bool)
+    groups, kl_ref, built = build(active)
     h_sub = torch.zeros(len(sites), groups[0].h_sub.shape[-1])
     for g in groups:
         h_sub[g.idx] = g.h_sub
     site_req = torch.tensor([sites[i].request for i in use])
-    with torch.no_grad():
-        kl_ref = [
-            F.log_softmax(lm_head(g.base_out[g.kl_rows, g.kl_pos]), -1)
-            if len(g.kl_rows) else None
-            for g in groups
-        ]
     n_targets = torch.zeros(requests)
     for g in groups:
         n_targets.index_add_(0, g.t_req, torch.ones(len(g.t_req)))
@@ -375,7 +402,13 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     site_norm = h_sub[use].norm(dim=-1)
     req_norm = cfg.clamp_factor * torch.stack([site_norm[site_req == r].mean() for r in range(requests)])
+    nll_seen, worst_seen = torch.zeros(requests), torch.zeros(requests)
     for step in range(cfg.steps):
+        # Requests share no token, so each one's offset follows the path it would alone: one
+        # that has reached its targets keeps its offset and leaves the (costly) loop. Dropping
+        # its sequences means re-running the layers below once, so wait until a quarter have left.
+        if int(active.sum()) <= 0.75 * built:
+            groups, kl_ref, built = build(active)
         opt.zero_grad()
         nll = torch.zeros(requests)
         worst = torch.zeros(requests)
@@ -391,28 +424,37 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
                 cur = F.log_softmax(lm_head(out[g.kl_rows, g.kl_spos]), -1)
                 kl = kl.index_add(0, g.req[g.kl_rows], F.kl_div(cur, ref, log_target=True, reduction="none").sum(-1))
         nll = nll / n_targets
-        if nll.max().item() < cfg.z_stop_nll and worst.max().item() < cfg.z_stop_token_nll:
+        nll_seen[active], worst_seen[active] = nll.detach()[active], worst[active]
+        active &= ~((nll.detach() < cfg.z_stop_nll) & (worst < cfg.z_stop_token_nll))
+        if not active.any():
             break
         wd = cfg.weight_decay * delta.norm(dim=-1) ** 2 / site_norm.mean() ** 2
-        (nll + cfg.kl_factor * kl + wd).sum().backward()
+        (nll + cfg.kl_factor * kl + wd)[active].sum().backward()
+        kept = delta.detach()[~active].clone()
         opt.step()
         with torch.no_grad():
             delta.mul_((req_norm / delta.norm(dim=-1).clamp_min(1e-8)).clamp(max=1.0)[:, None])
-    stats = {"z_steps": step + 1, "z_nll_max": round(nll.max().item(), 4),
-             "z_token_nll_max": round(worst.max().item(), 4)}
+            delta[~active] = kept  # Adam's momentum would move a finished offset on
+    stats = {"z_steps": step + 1, "z_nll_max": round(nll_seen.max().item(), 4),
+             "z_token_nll_max": round(worst_seen.max().item(), 4)}
     return delta.detach(), h_sub, stats
 
 
 @torch.no_grad()
-def _hidden_at(model, arch: Architecture, ids: torch.Tensor, layer: int) -> torch.Tensor:
-    """Residual stream after decoder layer `layer` (right-padded batch, causal)."""
-    hidden = arch.embed(model)(ids)
-    positions = torch.arange(ids.shape[1]).unsqueeze(0).expand(ids.shape[0], -1)
+def _layers_between(model, arch: Architecture, hidden: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Residual stream after decoder layer `stop`, given the stream entering layer `start` (right-padded, causal)."""
+    positions = torch.arange(hidden.shape[1]).unsqueeze(0).expand(hidden.shape[0], -1)
     pe = arch.rotary(model)(hidden, positions)
-    for blk in arch.layers(model)[: layer + 1]:
+    for blk in arch.layers(model)[start : stop + 1]:
         out = blk(hidden, attention_mask=None, position_ids=positions, position_embeddings=pe)
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
+
+
+@torch.no_grad()
+def _hidden_at(model, arch: Architecture, ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """Residual stream after decoder layer `layer` (the embeddings for -1)."""
+    return _layers_between(model, arch, arch.embed(model)(ids), 0, layer)
 
 
 def woodbury_update(
@@ -487,15 +529,16 @@ def execute(
     parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {l: [] for l in layers}
     written = {}
     rounds = 0
+    stream = SubjectStream(model, tokenizer, sites, layers[0])
     while True:
-        keys, outs = compute_ks(model, tokenizer, sites, len(requests), layers[0], last)
+        keys, outs = compute_ks(model, stream, sites, len(requests), layers[0], last)
         gap = (z - outs[tsites]).norm(dim=-1) / offset
         if rounds == cfg.solve_rounds or (rounds and gap.max() <= cfg.max_gap):
             break
         rounds += 1
         for i, layer in enumerate(layers):
             if i:
-                keys, outs = compute_ks(model, tokenizer, sites, len(requests), layer, last)
+                keys, outs = compute_ks(model, stream, sites, len(requests), layer, last)
             resid = (z - outs[tsites]).T / (len(layers) - i)
             B, A = solver(layer, keys, resid)
             with torch.no_grad():

@@ -96,3 +96,33 @@ def test_an_answer_that_names_the_subject_again_is_found():
     assert [e for e in ends if e > 14] == []
     with pytest.raises(ValueError, match="does not occur"):
         memit.subject_ends(_Words(), text, "Bo Kim")
+
+
+def test_keys_from_the_cached_lower_layers_equal_a_full_forward(model_dir):
+    # The stream runs layers below the edit once, on sequences cut after the subject;
+    # the keys and outputs must be those of the whole sequence run from the embeddings.
+    from agentmem import model_store
+    from agentmem.arch import for_model
+
+    model, tok = model_store.load(model_dir)
+    arch = for_model(model)
+    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
+                        ["Where does Aria Castellanos live?"], "Aria Castellanos lives in Oslo.")
+    sites = memit.build_sites(tok, [req], ["", "Fun fact: "])
+    stream = memit.SubjectStream(model, tok, sites, start=4)
+    keys, outs = stream.capture(model, [4, 6], [9])
+    for i, s in enumerate(sites):
+        got = {}
+        hooks = [arch.down_proj(model, l).register_forward_hook(
+            lambda m, inp, out, l=l: got.__setitem__(l, inp[0][0, s.pos])) for l in (4, 6)]
+        hooks.append(arch.layer(model, 9).register_forward_hook(
+            lambda m, inp, out: got.__setitem__("out", (out[0] if isinstance(out, tuple) else out)[0, s.pos])))
+        with torch.no_grad():
+            model(input_ids=torch.tensor([s.ids]), use_cache=False)
+        for h in hooks:
+            h.remove()
+        for l in (4, 6):
+            torch.testing.assert_close(keys[l][i], got[l], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(outs[9][i], got["out"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="below 4"):
+        stream.capture(model, [3], [9])
