@@ -7,6 +7,7 @@ requests, and it returns low-rank weight deltas.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -310,7 +311,7 @@ class _Group:
         hidden = _hidden_at(model, arch, ids, layer)
         rec = _KV()
         with torch.no_grad():
-            self.base_out = _run_layers(model, arch, hidden, layer + 1, full_pos, kv=rec)
+            base_out = _run_layers(model, arch, hidden, layer + 1, full_pos, kv=rec)
         pos = [s.pos for s in chosen]
         lens = [len(s.ids) for s in chosen]
         P, S = max(pos), max(l - p for l, p in zip(lens, pos))
@@ -350,7 +351,36 @@ class _Group:
         self.kl_rows = torch.tensor([j for j, s in enumerate(chosen) if s.kind == "kl"], dtype=torch.long)
         self.kl_pos = torch.tensor([len(chosen[j].ids) - 1 for j in self.kl_rows.tolist()], dtype=torch.long)
         self.kl_spos = self.kl_pos - torch.tensor(pos, dtype=torch.long)[self.kl_rows] if len(self.kl_rows) else self.kl_pos
+        with torch.no_grad():
+            head = model.get_output_embeddings()
+            self.kl_ref = F.log_softmax(head(base_out[self.kl_rows, self.kl_pos]), -1)
         self.layer = layer
+
+    def subset(self, active: torch.Tensor) -> "_Group | None":
+        """This group without the sequences of requests no longer `active` (a bool per request);
+        None when none is left. Slicing keeps every cached tensor, where a rebuild would run the model."""
+        keep = active[self.req]
+        if bool(keep.all()):
+            return self
+        if not bool(keep.any()):
+            return None
+        rows = keep.nonzero().squeeze(1)
+        renum = torch.full((len(keep),), -1, dtype=torch.long)
+        renum[rows] = torch.arange(len(rows))
+        g = copy.copy(self)
+        g.idx = [self.idx[j] for j in rows.tolist()]
+        g.prefix = {li: (k[rows], v[rows]) for li, (k, v) in self.prefix.items()}
+        g.suffix, g.positions, g.mask = self.suffix[rows], self.positions[rows], self.mask[rows]
+        g.h_sub, g.req = self.h_sub[rows], self.req[rows]
+        for row_name, names in (("again_rows", ("again_spos",)),
+                                ("t_rows", ("t_pos", "t_spos", "t_ids", "t_req")),
+                                ("kl_rows", ("kl_pos", "kl_spos", "kl_ref"))):
+            old = getattr(self, row_name)
+            sel = keep[old]
+            setattr(g, row_name, renum[old[sel]])
+            for name in names:
+                setattr(g, name, getattr(self, name)[sel])
+        return g
 
     def run(self, model, arch, delta: torch.Tensor) -> torch.Tensor:
         """Final-norm outputs of the suffix tokens with `delta` added at each subject token."""
@@ -378,18 +408,9 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
     lm_head = model.get_output_embeddings()
     use = [i for i, s in enumerate(sites) if cfg.z_prefixed or not s.prefixed]
 
-    def build(keep: torch.Tensor):
-        chosen = [i for i in use if keep[sites[i].request]]
-        groups = _groups(model, arch, [sites[i] for i in chosen], tokenizer.pad_token_id or 0, last_layer)
-        for g in groups:
-            g.idx = [chosen[j] for j in g.idx]
-        with torch.no_grad():
-            kl_ref = [F.log_softmax(lm_head(g.base_out[g.kl_rows, g.kl_pos]), -1) if len(g.kl_rows) else None
-                      for g in groups]
-        return groups, kl_ref, int(keep.sum())
-
-    active = torch.ones(requests, dtype=torch.bool)
-    groups, kl_ref, built = build(active)
+    groups = _groups(model, arch, [sites[i] for i in use], tokenizer.pad_token_id or 0, last_layer)
+    for g in groups:
+        g.idx = [use[j] for j in g.idx]
     h_sub = torch.zeros(len(sites), groups[0].h_sub.shape[-1])
     for g in groups:
         h_sub[g.idx] = g.h_sub
@@ -403,26 +424,26 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
     site_norm = h_sub[use].norm(dim=-1)
     req_norm = cfg.clamp_factor * torch.stack([site_norm[site_req == r].mean() for r in range(requests)])
     nll_seen, worst_seen = torch.zeros(requests), torch.zeros(requests)
+    active = torch.ones(requests, dtype=torch.bool)
     for step in range(cfg.steps):
         # Requests share no token, so each one's offset follows the path it would alone: one
-        # that has reached its targets keeps its offset and leaves the (costly) loop. Dropping
-        # its sequences means re-running the layers below once, so wait until a quarter have left.
-        if int(active.sum()) <= 0.75 * built:
-            groups, kl_ref, built = build(active)
+        # that has reached its targets keeps its offset and its sequences leave the (costly) loop.
+        groups = [s for g in groups if (s := g.subset(active)) is not None]
         opt.zero_grad()
         nll = torch.zeros(requests)
         worst = torch.zeros(requests)
         kl = torch.zeros(requests)
-        for g, ref in zip(groups, kl_ref):
+        for g in groups:
             out = g.run(model, arch, delta)
             if len(g.t_rows):
                 logp = F.log_softmax(lm_head(out[g.t_rows, g.t_spos]), -1)
                 tok_nll = -logp.gather(1, g.t_ids[:, None]).squeeze(1)
                 nll = nll.index_add(0, g.t_req, tok_nll)
                 worst = worst.scatter_reduce(0, g.t_req, tok_nll.detach(), "amax")
-            if ref is not None:
+            if len(g.kl_rows):
                 cur = F.log_softmax(lm_head(out[g.kl_rows, g.kl_spos]), -1)
-                kl = kl.index_add(0, g.req[g.kl_rows], F.kl_div(cur, ref, log_target=True, reduction="none").sum(-1))
+                kl_site = F.kl_div(cur, g.kl_ref, log_target=True, reduction="none").sum(-1)
+                kl = kl.index_add(0, g.req[g.kl_rows], kl_site)
         nll = nll / n_targets
         nll_seen[active], worst_seen[active] = nll.detach()[active], worst[active]
         active &= ~((nll.detach() < cfg.z_stop_nll) & (worst < cfg.z_stop_token_nll))

@@ -126,3 +126,34 @@ def test_keys_from_the_cached_lower_layers_equal_a_full_forward(model_dir):
         torch.testing.assert_close(outs[9][i], got["out"], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="below 4"):
         stream.capture(model, [3], [9])
+
+
+def test_a_group_without_finished_requests_runs_like_one_built_without_them(model_dir):
+    # compute_z drops the sequences of requests that reached their targets by slicing its cached
+    # tensors; the slice must compute what a group built from the remaining sequences computes.
+    from agentmem import model_store
+    from agentmem.arch import for_model
+
+    model, tok = model_store.load(model_dir)
+    arch = for_model(model)
+    people = [("Aria Castellanos", "Oslo"), ("Bo Li", "the small coastal town of Tromsø"), ("Cem Yilmaz", "Lima")]
+    reqs = [memit.Request(s, f"{s} lives in", f" {o}", [f"Where does {s} live?"], f"{s} lives in {o}.")
+            for s, o in people]
+    sites = memit.build_sites(tok, reqs, [""])
+    pad = tok.pad_token_id or 0
+    whole = memit._Group(model, arch, sites, list(range(len(sites))), pad, 9)
+    kept = [i for i, s in enumerate(sites) if s.request != 1]
+    fresh = memit._Group(model, arch, sites, kept, pad, 9)
+    sliced = whole.subset(torch.tensor([True, False, True]))
+    assert sliced.idx == kept
+    assert len(sliced.again_rows) > 0  # the answers name the subject again: that path is covered
+    for name in ("req", "t_ids", "t_req", "again_rows", "again_spos", "t_rows", "kl_rows"):
+        assert torch.equal(getattr(sliced, name), getattr(fresh, name)), name
+    torch.testing.assert_close(sliced.kl_ref, fresh.kl_ref)
+    delta = torch.randn(3, model.config.hidden_size) * 2
+    with torch.no_grad():
+        a, b = sliced.run(model, arch, delta), fresh.run(model, arch, delta)
+    torch.testing.assert_close(a[sliced.t_rows, sliced.t_spos], b[fresh.t_rows, fresh.t_spos], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a[sliced.kl_rows, sliced.kl_spos], b[fresh.kl_rows, fresh.kl_spos], rtol=1e-4, atol=1e-4)
+    assert whole.subset(torch.ones(3, dtype=torch.bool)) is whole
+    assert whole.subset(torch.zeros(3, dtype=torch.bool)) is None
