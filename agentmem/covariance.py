@@ -103,6 +103,20 @@ def second_moments(model, tokenizer, layers: list[int], texts: list[str], batch:
     return {l: s / count for l, s in sums.items()}, count
 
 
+def shrink(cov: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(1 - alpha) C + alpha mean(diag C) I, with the same eigenvectors.
+
+    A second moment from N sampled tokens underestimates its smallest
+    eigenvalues (by about (1 - sqrt(d/N))^2), and an edit puts its change
+    where C looks smallest: after 50 facts the held-out sentences of benchdata
+    saw 1.6-1.9x the change that C predicted (SmolLM2, 256 samples, each
+    edited layer). Shrinking prices those directions closer to what they cost.
+    """
+    if alpha == 0:
+        return cov
+    return (1 - alpha) * cov + alpha * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
+
+
 def fingerprint(model_dir: Path) -> str:
     """A short content hash of a checkpoint's weight files and config.
 

@@ -16,7 +16,7 @@ import torch
 from . import memit
 from .adapter_slot import AdapterSlot
 from .arch import for_model, num_layers
-from .covariance import CovarianceCache, fingerprint
+from .covariance import CovarianceCache, fingerprint, shrink
 from .facts import Fact
 from .preserve import cached_preservation_keys, preservation_keys
 from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, SUPERSEDED, FencedOut, Ledger
@@ -151,7 +151,7 @@ class WakeEditor:
                     self._proj[layer] = memit.null_space_projector(self.cov[layer], self.cfg.alphaedit_null_fraction)
                 return memit.alphaedit_update(self._proj[layer], keys, prev[layer], resid)
             if layer not in self._chol:
-                A = self.cfg.lam * self.cov[layer]
+                A = self.cfg.lam * shrink(self.cov[layer], self.cfg.cov_shrinkage)
                 A = A + 1e-6 * A.diagonal().mean() * torch.eye(A.shape[0], dtype=A.dtype)
                 self._chol[layer] = torch.linalg.cholesky(A)
             allk = torch.cat([keys, prev[layer].to(keys.dtype)], 1)

@@ -42,6 +42,8 @@ class MemitConfig(BaseModel):
     # lambda: at 1000 a subject key's Mahalanobis norm (1e3-6e3 on SmolLM2) lets an edit land;
     # MEMIT's usual 15000 assumes d_ff of 16k and leaves edits here at 10-30 % strength.
     lam: float = 1000.0
+    # C is pulled this far toward mean(diag C) * I before the solve (see covariance.shrink)
+    cov_shrinkage: float = Field(0.1, ge=0, lt=1)
     # The regularised solve realises only part of each layer's share of the offset, so one pass
     # over the layers leaves 5-20 % of it unwritten at the last layer (SmolLM2, lam 1000). The
     # layers are solved again on what is left until that gap is below `max_gap` of the offset,

@@ -1,4 +1,4 @@
-"""The closed-form update on its own: Woodbury, constraints, AlphaEdit, per-fact splitting."""
+"""The closed-form update and its inputs on their own: Woodbury, constraints, AlphaEdit, per-fact splitting, shrinkage, cached sequences."""
 
 import pytest
 import torch
@@ -157,3 +157,18 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(mode
     torch.testing.assert_close(a[sliced.kl_rows, sliced.kl_spos], b[fresh.kl_rows, fresh.kl_spos], rtol=1e-4, atol=1e-4)
     assert whole.subset(torch.ones(3, dtype=torch.bool)) is whole
     assert whole.subset(torch.zeros(3, dtype=torch.bool)) is None
+
+
+def test_shrinkage_raises_the_small_eigenvalues_and_keeps_directions_and_trace():
+    from agentmem.covariance import shrink
+
+    C = _cov()
+    S = shrink(C, 0.1)
+    ev_c, vec_c = torch.linalg.eigh(C)
+    ev_s = torch.linalg.eigvalsh(S)
+    assert ev_s[0] > ev_c[0] and ev_s[-1] < ev_c[-1]
+    torch.testing.assert_close(torch.trace(S), torch.trace(C))
+    # the same eigenvectors: S is diagonal in C's eigenbasis
+    D = vec_c.T @ S @ vec_c
+    torch.testing.assert_close(D, torch.diag(D.diagonal()), atol=1e-9, rtol=0)
+    assert shrink(C, 0.0) is C
