@@ -340,22 +340,23 @@ class _Group:
         again = [(j, t - s.pos) for j, s in enumerate(chosen) for t in s.repeats]
         self.again_rows = torch.tensor([j for j, _ in again], dtype=torch.long)
         self.again_spos = torch.tensor([t for _, t in again], dtype=torch.long)
-        t_rows, t_pos, t_ids = [], [], []
+        # each target token is predicted from the token before it; positions count from the subject
+        t_rows, t_spos, t_ids = [], [], []
         for j, s in enumerate(chosen):
             span = s.target_span or (len(s.ids), len(s.ids))
             for t in range(*span):
                 t_rows.append(j)
-                t_pos.append(t - 1)
+                t_spos.append(t - 1 - s.pos)
                 t_ids.append(s.ids[t])
-        self.t_rows, self.t_pos, self.t_ids = (torch.tensor(x, dtype=torch.long) for x in (t_rows, t_pos, t_ids))
-        self.t_spos = self.t_pos - torch.tensor(pos, dtype=torch.long)[self.t_rows] if len(t_rows) else self.t_pos
+        self.t_rows, self.t_spos, self.t_ids = (torch.tensor(x, dtype=torch.long) for x in (t_rows, t_spos, t_ids))
         self.t_req = self.req[self.t_rows]
-        self.kl_rows = torch.tensor([j for j, s in enumerate(chosen) if s.kind == "kl"], dtype=torch.long)
-        self.kl_pos = torch.tensor([len(chosen[j].ids) - 1 for j in self.kl_rows.tolist()], dtype=torch.long)
-        self.kl_spos = self.kl_pos - torch.tensor(pos, dtype=torch.long)[self.kl_rows] if len(self.kl_rows) else self.kl_pos
+        kl = [j for j, s in enumerate(chosen) if s.kind == "kl"]
+        self.kl_rows = torch.tensor(kl, dtype=torch.long)
+        kl_pos = torch.tensor([len(chosen[j].ids) - 1 for j in kl], dtype=torch.long)
+        self.kl_spos = kl_pos - torch.tensor([chosen[j].pos for j in kl], dtype=torch.long)
         with torch.no_grad():
             head = model.get_output_embeddings()
-            self.kl_ref = F.log_softmax(head(base_out[self.kl_rows, self.kl_pos]), -1)
+            self.kl_ref = F.log_softmax(head(base_out[self.kl_rows, kl_pos]), -1)
         self.layer = layer
 
     def subset(self, active: torch.Tensor) -> "_Group | None":
@@ -375,8 +376,8 @@ class _Group:
         g.suffix, g.positions, g.mask = self.suffix[rows], self.positions[rows], self.mask[rows]
         g.h_sub, g.req = self.h_sub[rows], self.req[rows]
         for row_name, names in (("again_rows", ("again_spos",)),
-                                ("t_rows", ("t_pos", "t_spos", "t_ids", "t_req")),
-                                ("kl_rows", ("kl_pos", "kl_spos", "kl_ref"))):
+                                ("t_rows", ("t_spos", "t_ids", "t_req")),
+                                ("kl_rows", ("kl_spos", "kl_ref"))):
             old = getattr(self, row_name)
             sel = keep[old]
             setattr(g, row_name, renum[old[sel]])
