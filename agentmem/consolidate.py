@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from . import generate
-from .editor import to_request
+from .editor import answer_for
 from .facts import Fact
 
 # General questions whose answers the base model gives are replayed during training,
@@ -70,7 +70,7 @@ class Example:
 
 def fact_examples(fact: Fact) -> list[Example]:
     """The fact's editing question and all but the first of its paraphrases (that one is kept for measuring)."""
-    answer = to_request(fact).answer
+    answer = answer_for(fact)
     questions = fact.questions() + fact.paraphrases()[1:]
     return [Example(q, answer, "fact") for q in dict.fromkeys(questions)]
 

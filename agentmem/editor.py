@@ -25,15 +25,19 @@ from .store import Edit, WeightStore
 log = logging.getLogger(__name__)
 
 
-def to_request(fact: Fact, answer: str = "auto") -> memit.Request:
-    short = answer == "object" or (answer == "auto" and fact.attribute is not None)
-    return memit.Request(
-        subject=fact.subject,
-        prompt=fact.completion_prompt,
-        target=" " + fact.object,
-        questions=fact.questions(),
-        answer=f"{fact.object}." if short else fact.statement,
-    )
+def answer_for(fact: Fact, mode: str = "auto") -> str:
+    """The assistant's answer to the fact's own questions (see MemitConfig.answer)."""
+    short = mode == "object" or (mode == "auto" and fact.attribute is not None)
+    return f"{fact.object}." if short else fact.statement
+
+
+def to_request(fact: Fact, cfg: memit.MemitConfig) -> memit.Request:
+    answer = answer_for(fact, cfg.answer)
+    questions = [(q, answer) for q in fact.questions()]
+    if cfg.open_question:
+        questions.append((cfg.open_question.format(s=fact.subject), fact.statement))
+    return memit.Request(subject=fact.subject, prompt=fact.completion_prompt, target=" " + fact.object,
+                         questions=questions)
 
 
 class WakeEditor:
@@ -222,7 +226,7 @@ class WakeEditor:
                 # the new edits are computed against the weights without the facts they replace
                 self._load_weights(self.store.materialise(keep))
             prev = self._constraint_keys([fid for fid, _ in keep])
-            reqs = [to_request(f, self.cfg.answer) for _, f, _ in todo]
+            reqs = [to_request(f, self.cfg) for _, f, _ in todo]
             result = memit.execute(self.model, self.tok, reqs, self.cfg, self.layers, self._solver(prev))
             per_fact = _split(result, reqs)
             for (fid, _, _), edit in zip(todo, per_fact):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .arch import Architecture, for_model
 
@@ -35,6 +35,12 @@ class MemitConfig(BaseModel):
     # statement ("Ann lives in Oslo."), the object alone ("Oslo.", fewer tokens to fit), or
     # auto: the object for facts about users (their long attribute phrasing fits worst), else the statement
     answer: str = Field("auto", pattern="^(auto|statement|object)$")
+    # An open question about the subject ({s}, e.g. "What do you know about {s}?"), edited beside the
+    # fact's own and answered with the whole statement: an offset fitted to one phrasing of the
+    # question carries poorly to others. After 50 facts (batches of 10) it raised held-out paraphrase
+    # recall from 0.62 to 0.86 and chat recall from 0.88 to 0.92, but cut raw recall from 0.96 to 0.86
+    # and costs about 60 % more time per edit (one more sequence per fact in compute_z): off by default.
+    open_question: str | None = None
     lr: float = 1.0
     kl_factor: float = 0.0625
     weight_decay: float = 0.5
@@ -62,6 +68,21 @@ class MemitConfig(BaseModel):
     # fraction of d_ff. (Its absolute threshold assumes an unnormalised C over 100k tokens.)
     alphaedit_null_fraction: float = Field(0.5, gt=0, le=1)
 
+    @field_validator("open_question")
+    @classmethod
+    def _names_the_subject(cls, q: str | None) -> str | None:
+        if q is None:
+            return q
+        try:
+            q.format(s="")
+            ok = "{s}" in q and q.rstrip().endswith("?")
+        except (KeyError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"open_question must be a question with '{{s}}' for the subject "
+                             f"and no other braces, e.g. 'What do you know about {{s}}?'; got {q!r}")
+        return q
+
 
 @dataclass
 class Request:
@@ -70,8 +91,9 @@ class Request:
     subject: str
     prompt: str  # completion prompt with the subject filled in, e.g. "Aria lives in"
     target: str  # completion of `prompt`, with its leading space, e.g. " Portland"
-    questions: list[str]  # chat questions whose answers must carry the object
-    answer: str  # the assistant's answer to those questions
+    # chat questions and the assistant's answers, which must carry the object,
+    # e.g. ("Where does Aria live?", "Aria lives in Portland.")
+    questions: list[tuple[str, str]]
 
 
 @dataclass
@@ -136,10 +158,10 @@ def build_sites(tokenizer, requests: list[Request], prefixes: list[str]) -> list
             ids, pos = subject_last_token(tokenizer, text, req.subject)
             tgt = tokenizer(text + req.target, add_special_tokens=False)["input_ids"]
             sites.append(Site(tgt, pos, (len(ids), len(tgt)), r, "raw", prefixed=bool(prefix)))
-        for q in req.questions:
+        for q, answer in req.questions:
             head = chat_text(tokenizer, q)
             ids, pos = subject_last_token(tokenizer, head, req.subject)
-            full, ends = subject_ends(tokenizer, head + req.answer, req.subject)
+            full, ends = subject_ends(tokenizer, head + answer, req.subject)
             again = tuple(e for e in ends if e > pos)
             sites.append(Site(full, pos, (len(ids), len(full)), r, "question", repeats=again))
         ids, pos = subject_last_token(tokenizer, f"{req.subject} is a", req.subject)

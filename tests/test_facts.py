@@ -66,3 +66,31 @@ def test_jsonl_errors_carry_line_numbers(tmp_path):
     p.write_text("{not json\n")
     with pytest.raises(FactError, match=":1: not valid JSON"):
         load_jsonl(p)
+
+
+def test_an_edit_asks_the_facts_question_and_the_open_question():
+    from agentmem.editor import to_request
+    from agentmem.memit import MemitConfig
+
+    f = Fact.parse(GOOD)
+    cfg = MemitConfig(open_question="What do you know about {s}?")
+    req = to_request(f, cfg)
+    assert req.questions == [("Where does Aria Castellanos live?", "Aria Castellanos lives in Portland."),
+                             ("What do you know about Aria Castellanos?", "Aria Castellanos lives in Portland.")]
+    # the paraphrases that measure generalisation stay unseen by the edit
+    assert not {q for q, _ in req.questions} & set(f.paraphrases())
+    user = Fact.parse({"subject": "User u1", "relation": "has a favourite color:", "object": "teal"})
+    assert user.attribute == "favourite color"
+    own, open_q = to_request(user, cfg).questions
+    assert own[1] == "teal." and open_q[1] == user.statement
+    assert [q for q, _ in to_request(f, MemitConfig()).questions] == f.questions()
+
+
+@pytest.mark.parametrize("bad", ["What do you know?", "Tell me about {s}", "What about {s} and {x}?", "{}?"])
+def test_an_open_question_without_the_subject_is_refused(bad):
+    from pydantic import ValidationError
+
+    from agentmem.memit import MemitConfig
+
+    with pytest.raises(ValidationError, match="open_question"):
+        MemitConfig(open_question=bad)

@@ -62,7 +62,8 @@ def test_split_parts_sum_to_batch_update_over_solve_rounds():
     # two solve rounds: the factors hold two blocks of the five key columns
     factors = {3: (torch.randn(D, 10, dtype=torch.float64), torch.randn(10, DFF, dtype=torch.float64))}
     keys = {3: torch.randn(DFF, 5)}
-    reqs = [memit.Request("a", "a x", " y", ["q1?"], "a x y."), memit.Request("b", "b x", " z", ["q2?", "q3?"], "b x z.")]
+    reqs = [memit.Request("a", "a x", " y", [("q1?", "a x y.")]),
+            memit.Request("b", "b x", " z", [("q2?", "b x z."), ("q3?", "b x z.")])]
     parts = _split(memit.EditResult(factors, keys), reqs)
     assert [p.factors[3][0].shape[1] for p in parts] == [4, 6]
     assert [p.keys[3].shape[1] for p in parts] == [2, 3]
@@ -107,7 +108,7 @@ def test_keys_from_the_cached_lower_layers_equal_a_full_forward(model_dir):
     model, tok = model_store.load(model_dir)
     arch = for_model(model)
     req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
-                        ["Where does Aria Castellanos live?"], "Aria Castellanos lives in Oslo.")
+                        [("Where does Aria Castellanos live?", "Aria Castellanos lives in Oslo.")])
     sites = memit.build_sites(tok, [req], ["", "Fun fact: "])
     stream = memit.SubjectStream(model, tok, sites, start=4)
     keys, outs = stream.capture(model, [4, 6], [9])
@@ -137,7 +138,7 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(mode
     model, tok = model_store.load(model_dir)
     arch = for_model(model)
     people = [("Aria Castellanos", "Oslo"), ("Bo Li", "the small coastal town of Tromsø"), ("Cem Yilmaz", "Lima")]
-    reqs = [memit.Request(s, f"{s} lives in", f" {o}", [f"Where does {s} live?"], f"{s} lives in {o}.")
+    reqs = [memit.Request(s, f"{s} lives in", f" {o}", [(f"Where does {s} live?", f"{s} lives in {o}.")])
             for s, o in people]
     sites = memit.build_sites(tok, reqs, [""])
     pad = tok.pad_token_id or 0
