@@ -11,6 +11,16 @@ torch.manual_seed(0)
 D, DFF = 12, 40
 
 
+@pytest.fixture(scope="module")
+def base_model(model_dir):
+    """The unedited model, loaded once for the tests here that only read it."""
+    from agentmem import model_store
+    from agentmem.arch import for_model
+
+    model, tok = model_store.load(model_dir)
+    return model, tok, for_model(model)
+
+
 def _cov(n=400):
     X = torch.randn(n, DFF, dtype=torch.float64) * torch.linspace(0.2, 2, DFF, dtype=torch.float64)
     return X.T @ X / n
@@ -99,14 +109,10 @@ def test_an_answer_that_names_the_subject_again_is_found():
         memit.subject_ends(_Words(), text, "Bo Kim")
 
 
-def test_keys_from_the_cached_lower_layers_equal_a_full_forward(model_dir):
+def test_keys_from_the_cached_lower_layers_equal_a_full_forward(base_model):
     # The stream runs layers below the edit once, on sequences cut after the subject;
     # the keys and outputs must be those of the whole sequence run from the embeddings.
-    from agentmem import model_store
-    from agentmem.arch import for_model
-
-    model, tok = model_store.load(model_dir)
-    arch = for_model(model)
+    model, tok, arch = base_model
     req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
                         [("Where does Aria Castellanos live?", "Aria Castellanos lives in Oslo.")])
     sites = memit.build_sites(tok, [req], ["", "Fun fact: "])
@@ -129,14 +135,10 @@ def test_keys_from_the_cached_lower_layers_equal_a_full_forward(model_dir):
         stream.capture(model, [3], [9])
 
 
-def test_a_group_without_finished_requests_runs_like_one_built_without_them(model_dir):
+def test_a_group_without_finished_requests_runs_like_one_built_without_them(base_model):
     # compute_z drops the sequences of requests that reached their targets by slicing its cached
     # tensors; the slice must compute what a group built from the remaining sequences computes.
-    from agentmem import model_store
-    from agentmem.arch import for_model
-
-    model, tok = model_store.load(model_dir)
-    arch = for_model(model)
+    model, tok, arch = base_model
     people = [("Aria Castellanos", "Oslo"), ("Bo Li", "the small coastal town of Tromsø"), ("Cem Yilmaz", "Lima")]
     reqs = [memit.Request(s, f"{s} lives in", f" {o}", [(f"Where does {s} live?", f"{s} lives in {o}.")])
             for s, o in people]
