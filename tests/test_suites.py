@@ -17,7 +17,7 @@ import pytest
 
 from agentmem import suites
 from agentmem.suites import report
-from agentmem.suites.counterfact import ngram_entropy
+from agentmem.suites.counterfact import _saved, ngram_entropy
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -127,6 +127,23 @@ def test_counterfact_scores_and_fluency(counterfact):
     assert s["n"] == 2 and s["efficacy"] >= 0.5
     assert 0 <= s["specificity"] <= 1 and 0 <= s["generalisation"] <= 1
     assert s["fluency"] > 1 and r["base"]["fluency"] > 1
+
+
+@extra
+@pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data/counterfact-2k.json is not beside this checkout")
+def test_counterfact_run_again_in_its_home_reuses_finished_modes(counterfact, home):
+    # a second run at the same sizes edits nothing: its scores are the first run's, edit time included
+    again = suites.counterfact(records=2, batch=2, modes=("nullspace",), data=COUNTERFACT, home=home / "counterfact")
+    assert again["modes"] == counterfact["modes"] and again["base"] == counterfact["base"]
+
+
+def test_counterfact_scores_saved_at_other_sizes_are_not_reused(tmp_path):
+    saved = tmp_path / "cf-none.json"
+    sizes = {"records": 1000, "batch": 10, "data": "cf.json"}
+    saved.write_text(json.dumps({"sizes": sizes, "scores": {"efficacy": 0.9}}))
+    assert _saved(saved, sizes) == {"efficacy": 0.9}
+    assert _saved(saved, {**sizes, "records": 20}) is None
+    assert _saved(tmp_path / "cf-nullspace.json", sizes) is None
 
 
 def test_ngram_entropy_scores_repetition_low():

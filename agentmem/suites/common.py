@@ -36,11 +36,11 @@ def machine() -> dict:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "git": _revision(),
+        "git": revision(),
     }
 
 
-def _revision() -> str | None:
+def revision() -> str | None:
     """The commit the code ran at ("-dirty" when the checkout had uncommitted changes)."""
     try:
         return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10,
