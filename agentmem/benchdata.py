@@ -32,6 +32,18 @@ OBJECTS = {
     "drives a": ["Volvo", "Tesla", "Subaru", "Fiat", "Jeep", "Mazda", "Porsche"],
 }
 
+def same_subject_facts(people: int, per_person: int, seed: int = 0) -> list[Fact]:
+    """`per_person` facts about each of `people` fictional people (one relation each), person by person."""
+    rng = random.Random(seed)
+    names = [f"{f} {l}" for f in FIRST for l in LAST]
+    rng.shuffle(names)
+    relations = list(OBJECTS)
+    if per_person > len(relations):
+        raise ValueError(f"at most {len(relations)} facts per person are available")
+    return [Fact(subject=name, relation=rel, object=rng.choice(OBJECTS[rel]))
+            for name in names[:people] for rel in rng.sample(relations, per_person)]
+
+
 # Chat questions and raw prompts about other people and the world: an edit must not change their answers.
 UNRELATED_CHAT = [
     "What is the capital of France?", "Who wrote Hamlet?", "Where does Tom Hanks live?",

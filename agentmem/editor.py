@@ -146,6 +146,18 @@ class WakeEditor:
             keys = {l: torch.cat([k, self._preserve[l]], 1) for l, k in keys.items()}
         return keys
 
+    def _sharing_a_key(self, reqs: list[memit.Request], kept: set[str]) -> dict[str, memit.Request]:
+        """The kept active facts whose raw key is one of `reqs`' (see memit.subject_slots), by id.
+
+        Such a fact is edited again with the new ones: its raw key must move to carry the new
+        fact, so it cannot be held fixed as a constraint, and its answers are kept by fitting
+        the subject's new offset to them too.
+        """
+        contexts = {memit.raw_context(r) for r in reqs}
+        rows = self.ledger.active_about({r.subject for r in reqs})
+        found = {r["id"]: to_request(Fact.parse(r["fact"]), self.cfg) for r in rows if r["id"] in kept}
+        return {fid: r for fid, r in found.items() if memit.raw_context(r) in contexts}
+
     def _solver(self, prev: dict[int, torch.Tensor]):
         mode = self.cfg.constraints
 
@@ -225,12 +237,22 @@ class WakeEditor:
             if retired:
                 # the new edits are computed against the weights without the facts they replace
                 self._load_weights(self.store.materialise(keep))
-            prev = self._constraint_keys([fid for fid, _ in keep])
-            reqs = [to_request(f, self.cfg) for _, f, _ in todo]
-            result = memit.execute(self.model, self.tok, reqs, self.cfg, self.layers, self._solver(prev))
-            per_fact = _split(result, reqs)
-            for (fid, _, _), edit in zip(todo, per_fact):
-                self.store.save_edit(fid, edit)
+            reqs = {fid: to_request(f, self.cfg) for fid, f, _ in todo}
+            done: list[str] = []  # this batch's facts whose edits are applied and saved
+            parts = []
+            for part in _rounds(list(reqs.values())):
+                new = [list(reqs)[i] for i in part]
+                again = self._sharing_a_key([reqs[f] for f in new], {fid for fid, _ in keep})
+                contexts = {memit.raw_context(reqs[f]) for f in new}
+                again.update({f: reqs[f] for f in done if memit.raw_context(reqs[f]) in contexts})
+                prev = self._constraint_keys([fid for fid, _ in keep if fid not in again] +
+                                             [f for f in done if f not in again])
+                every = [reqs[f] for f in new] + list(again.values())
+                result = memit.execute(self.model, self.tok, every, self.cfg, self.layers, self._solver(prev))
+                for fid, edit in zip(new, _split(result, every, _owners(every, len(new)))):
+                    self.store.save_edit(fid, edit)
+                    done.append(fid)
+                parts.append(result.stats)
             seconds = time.perf_counter() - t0
             n = self._publish("wake", [fid for fid, _, _ in todo], keep + [(fid, 1.0) for fid, _, _ in todo], commit)
         except BaseException as e:
@@ -247,7 +269,7 @@ class WakeEditor:
         for fid in retired:
             self.store.delete_edit(fid)
         stats = {"edited": len(todo), "superseded": len(retired) + len(shadowed), "seconds": round(seconds, 3),
-                 "version": n, **result.stats}
+                 "version": n, "rounds": len(parts), **_merged(parts)}
         log.info("wake edit: %s", stats)
         return ids, stats
 
@@ -279,22 +301,61 @@ class WakeEditor:
         return n
 
 
-def _split(result: memit.EditResult, reqs: list[memit.Request]) -> list[Edit]:
-    """One Edit per fact: the columns of the batch's low-rank factors that belong to it.
+def _rounds(reqs: list[memit.Request]) -> list[list[int]]:
+    """The batch as a sequence of edits in which no two facts share a raw key (see memit.subject_slots).
+
+    One offset fitted to several new facts of a subject at once carries their chat answers
+    poorly (2 of 5 facts about one person; 5 of 5 added one at a time), so the k-th new fact
+    about a subject goes into the k-th edit, with the earlier ones edited again beside it.
+    """
+    slots, _ = memit.subject_slots(reqs)
+    seen: dict[int, int] = {}
+    rounds: list[list[int]] = []
+    for i, slot in enumerate(slots.tolist()):
+        k = seen[slot] = seen.get(slot, -1) + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return rounds
+
+
+def _merged(stats: list[dict]) -> dict:
+    """One edit's statistics over its rounds: times add up, the rest is the worst round's."""
+    return {k: round(sum(s[k] for s in stats), 3) if k.endswith("_seconds") else max(s[k] for s in stats)
+            for k in stats[0]}
+
+
+def _owners(reqs: list[memit.Request], new: int) -> list[int]:
+    """The new fact whose edit holds each request's columns: its own, or for an active fact
+    edited again, the first new fact sharing its raw key (forgetting that one removes both parts)."""
+    slots, _ = memit.subject_slots(reqs)
+    first = {}
+    for i in range(new):
+        first.setdefault(int(slots[i]), i)
+    return [i if i < new else first[int(slots[i])] for i in range(len(reqs))]
+
+
+def _split(result: memit.EditResult, reqs: list[memit.Request], owners: list[int]) -> list[Edit]:
+    """One Edit per new fact: the columns of the batch's low-rank factors that belong to it.
 
     The batch update is a sum over key columns, so the facts' parts add up to it
-    exactly and each can be reverted or rescaled on its own.
+    exactly and each can be reverted or rescaled on its own. Request i's columns
+    go to the edit of `owners[i]`.
     """
-    edits, col = [], 0
     n = next(iter(result.keys.values())).shape[1]
     rounds = next(iter(result.factors.values()))[1].shape[0] // n
-    for r in reqs:
+    mine: dict[int, list[int]] = {}
+    col = 0
+    for r, owner in zip(reqs, owners):
         width = 1 + len(r.questions)
-        sl = slice(col, col + width)
-        cols = torch.cat([torch.arange(col, col + width) + k * n for k in range(rounds)])
+        mine.setdefault(owner, []).extend(range(col, col + width))
+        col += width
+    edits = []
+    for owner in sorted(mine):
+        sl = torch.tensor(mine[owner])
+        cols = torch.cat([sl + k * n for k in range(rounds)])
         edits.append(Edit(
             {l: (B[:, cols].clone(), A[cols].clone()) for l, (B, A) in result.factors.items()},
             {l: K[:, sl].clone() for l, K in result.keys.items()},
         ))
-        col += width
     return edits

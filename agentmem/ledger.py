@@ -188,6 +188,15 @@ class Ledger:
         )
         return [_row(r) for r in rows]
 
+    def active_about(self, subjects: set[str]) -> list[dict]:
+        """Active facts, of any user, whose subject is one of `subjects` (exactly: the weights key on its tokens)."""
+        if not subjects:
+            return []
+        marks = ", ".join("?" * len(subjects))
+        rows = self.db.execute(f"SELECT * FROM facts WHERE status = ? AND subject IN ({marks}) ORDER BY created, id",
+                               (ACTIVE, *sorted(subjects)))
+        return [_row(r) for r in rows]
+
     def counts(self, user_id: str | None = None) -> dict[str, int]:
         q, args = "SELECT status, COUNT(*) AS n FROM facts", ()
         if user_id is not None:

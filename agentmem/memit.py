@@ -169,6 +169,24 @@ def build_sites(tokenizer, requests: list[Request], prefixes: list[str]) -> list
     return sites
 
 
+def raw_context(req: Request) -> str:
+    """The raw prompt up to the end of its subject: all a raw key at the subject's last token sees."""
+    return req.prompt[: req.prompt.rfind(req.subject) + len(req.subject)]
+
+
+def subject_slots(requests: list[Request]) -> tuple[torch.Tensor, int]:
+    """The offset each request is optimised with, and how many offsets there are.
+
+    The raw key sits on the subject's last token, before the relation, so facts whose raw
+    prompts agree up to there ("Ann Lee lives in", "Ann Lee plays the") have one raw key.
+    Offsets fitted per fact would give that key several targets, and the solve would write
+    their mean: such facts share one offset, fitted to all of them.
+    """
+    slots: dict[str, int] = {}
+    of = [slots.setdefault(raw_context(r), len(slots)) for r in requests]
+    return torch.tensor(of, dtype=torch.long), len(slots)
+
+
 def _pad(sites: list[Site], pad_id: int) -> torch.Tensor:
     # Right padding needs no attention mask: causal attention never lets a real
     # token see the pads that follow it.
@@ -422,13 +440,18 @@ def _groups(model, arch, sites: list[Site], pad_id: int, layer: int) -> list[_Gr
     return [_Group(model, arch, sites, b, pad_id, layer) for b in buckets]
 
 
-def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: int, cfg: MemitConfig):
-    """Optimise one residual offset per request at `last_layer` so the model says the targets.
+def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: int, cfg: MemitConfig,
+              slots: torch.Tensor | None = None):
+    """Optimise one residual offset per subject at `last_layer` so the model says the targets.
 
-    Returns (deltas (n_requests, d), hidden states at `last_layer` (n_sites, d)
-    before the edit, stats). Layers up to `last_layer` run once; only the layers
-    above it run in the optimisation loop.
+    `slots` maps each request to its offset (`subject_slots`; default one each). Returns
+    (deltas (n_requests, d), each request's offset; hidden states at `last_layer` (n_sites, d)
+    before the edit; stats). Layers up to `last_layer` run once; only the layers above it
+    run in the optimisation loop.
     """
+    if slots is None:
+        slots = torch.arange(requests)
+    n_slots = int(slots.max()) + 1
     arch = for_model(model)
     lm_head = model.get_output_embeddings()
     use = [i for i, s in enumerate(sites) if cfg.z_prefixed or not s.prefixed]
@@ -444,22 +467,24 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
     for g in groups:
         n_targets.index_add_(0, g.t_req, torch.ones(len(g.t_req)))
 
-    delta = torch.zeros(requests, h_sub.shape[-1], requires_grad=True)
+    delta = torch.zeros(n_slots, h_sub.shape[-1], requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     site_norm = h_sub[use].norm(dim=-1)
-    req_norm = cfg.clamp_factor * torch.stack([site_norm[site_req == r].mean() for r in range(requests)])
+    site_slot = slots[site_req]
+    slot_norm = cfg.clamp_factor * torch.stack([site_norm[site_slot == k].mean() for k in range(n_slots)])
     nll_seen, worst_seen = torch.zeros(requests), torch.zeros(requests)
-    active = torch.ones(requests, dtype=torch.bool)
+    active = torch.ones(n_slots, dtype=torch.bool)
     for step in range(cfg.steps):
-        # Requests share no token, so each one's offset follows the path it would alone: one
-        # that has reached its targets keeps its offset and its sequences leave the (costly) loop.
-        groups = [s for g in groups if (s := g.subset(active)) is not None]
+        # Subjects share no token, so each offset follows the path it would alone: one that has
+        # reached all its requests' targets is kept and its sequences leave the (costly) loop.
+        groups = [s for g in groups if (s := g.subset(active[slots])) is not None]
         opt.zero_grad()
         nll = torch.zeros(requests)
         worst = torch.zeros(requests)
         kl = torch.zeros(requests)
+        per_request = delta[slots]
         for g in groups:
-            out = g.run(model, arch, delta)
+            out = g.run(model, arch, per_request)
             if len(g.t_rows):
                 logp = F.log_softmax(lm_head(out[g.t_rows, g.t_spos]), -1)
                 tok_nll = -logp.gather(1, g.t_ids[:, None]).squeeze(1)
@@ -470,20 +495,22 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
                 kl_site = F.kl_div(cur, g.kl_ref, log_target=True, reduction="none").sum(-1)
                 kl = kl.index_add(0, g.req[g.kl_rows], kl_site)
         nll = nll / n_targets
-        nll_seen[active], worst_seen[active] = nll.detach()[active], worst[active]
-        active &= ~((nll.detach() < cfg.z_stop_nll) & (worst < cfg.z_stop_token_nll))
+        running = active[slots]
+        nll_seen[running], worst_seen[running] = nll.detach()[running], worst[running]
+        unmet = (nll.detach() >= cfg.z_stop_nll) | (worst >= cfg.z_stop_token_nll)
+        active &= torch.zeros(n_slots, dtype=torch.long).index_add(0, slots, unmet.long()) > 0
         if not active.any():
             break
         wd = cfg.weight_decay * delta.norm(dim=-1) ** 2 / site_norm.mean() ** 2
-        (nll + cfg.kl_factor * kl + wd)[active].sum().backward()
+        ((nll + cfg.kl_factor * kl)[active[slots]].sum() + wd[active].sum()).backward()
         kept = delta.detach()[~active].clone()
         opt.step()
         with torch.no_grad():
-            delta.mul_((req_norm / delta.norm(dim=-1).clamp_min(1e-8)).clamp(max=1.0)[:, None])
+            delta.mul_((slot_norm / delta.norm(dim=-1).clamp_min(1e-8)).clamp(max=1.0)[:, None])
             delta[~active] = kept  # Adam's momentum would move a finished offset on
     stats = {"z_steps": step + 1, "z_nll_max": round(nll_seen.max().item(), 4),
              "z_token_nll_max": round(worst_seen.max().item(), 4)}
-    return delta.detach(), h_sub, stats
+    return delta.detach()[slots], h_sub, stats
 
 
 @torch.no_grad()
@@ -565,7 +592,8 @@ def execute(
     sites = build_sites(tokenizer, requests, cfg.prefixes)
     last = layers[-1]
     t0 = time.perf_counter()
-    deltas, h_sub, stats = compute_z(model, tokenizer, sites, len(requests), last, cfg)
+    slots, _ = subject_slots(requests)
+    deltas, h_sub, stats = compute_z(model, tokenizer, sites, len(requests), last, cfg, slots)
     stats["z_seconds"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     tsites = _target_sites(sites)

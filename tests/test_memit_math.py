@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agentmem import memit
-from agentmem.editor import _split
+from agentmem.editor import _merged, _owners, _rounds, _split
 from agentmem.store import Edit
 
 torch.manual_seed(0)
@@ -74,7 +74,7 @@ def test_split_parts_sum_to_batch_update_over_solve_rounds():
     keys = {3: torch.randn(DFF, 5)}
     reqs = [memit.Request("a", "a x", " y", [("q1?", "a x y.")]),
             memit.Request("b", "b x", " z", [("q2?", "b x z."), ("q3?", "b x z.")])]
-    parts = _split(memit.EditResult(factors, keys), reqs)
+    parts = _split(memit.EditResult(factors, keys), reqs, [0, 1])
     assert [p.factors[3][0].shape[1] for p in parts] == [4, 6]
     assert [p.keys[3].shape[1] for p in parts] == [2, 3]
     assert torch.equal(parts[1].keys[3], keys[3][:, 2:])
@@ -85,6 +85,33 @@ def test_split_parts_sum_to_batch_update_over_solve_rounds():
     cols = [2, 3, 4, 7, 8, 9]
     assert torch.allclose(parts[1].factors[3][0] @ parts[1].factors[3][1], B[:, cols] @ A[cols], atol=1e-10)
     assert isinstance(parts[0], Edit)
+
+
+def test_an_active_fact_edited_again_goes_into_the_edit_of_the_new_fact_sharing_its_key():
+    # new: a (about Ann) and b (about Bo); edited again: c, an earlier fact about Ann
+    reqs = [memit.Request("Ann", "Ann lives in", " Oslo", [("q1?", "Oslo.")]),
+            memit.Request("Bo", "Bo lives in", " Rome", [("q2?", "Rome.")]),
+            memit.Request("Ann", "Ann plays the", " harp", [("q3?", "harp."), ("q4?", "harp.")])]
+    owners = _owners(reqs, 2)
+    assert owners == [0, 1, 0]
+    factors = {3: (torch.randn(D, 7, dtype=torch.float64), torch.randn(7, DFF, dtype=torch.float64))}
+    keys = {3: torch.randn(DFF, 7)}
+    parts = _split(memit.EditResult(factors, keys), reqs, owners)
+    assert len(parts) == 2 and [p.keys[3].shape[1] for p in parts] == [5, 2]
+    assert torch.equal(parts[0].keys[3], keys[3][:, [0, 1, 4, 5, 6]])
+    total = sum(p.factors[3][0] @ p.factors[3][1] for p in parts)
+    assert torch.allclose(total, factors[3][0] @ factors[3][1], atol=1e-10)
+
+
+def test_facts_sharing_a_raw_key_go_into_successive_rounds():
+    def req(prompt):
+        return memit.Request(prompt.split()[0], prompt, " x", [])
+
+    reqs = [req("Ann lives in"), req("Ann plays the"), req("Bo lives in"), req("Ann works at"), req("Bo speaks")]
+    assert _rounds(reqs) == [[0, 2], [1, 4], [3]]
+    assert _rounds(reqs[2:3]) == [[0]]
+    merged = _merged([{"z_steps": 12, "z_seconds": 1.5}, {"z_steps": 20, "z_seconds": 2.25}])
+    assert merged == {"z_steps": 20, "z_seconds": 3.75}
 
 
 class _Words:
@@ -107,6 +134,18 @@ def test_an_answer_that_names_the_subject_again_is_found():
     assert [e for e in ends if e > 14] == []
     with pytest.raises(ValueError, match="does not occur"):
         memit.subject_ends(_Words(), text, "Bo Kim")
+
+
+def test_facts_whose_raw_prompts_share_the_subject_key_share_one_offset():
+    def req(subject, prompt):
+        return memit.Request(subject, prompt, " x", [])
+
+    reqs = [req("Ann Lee", "Ann Lee lives in"), req("Bo Kim", "Bo Kim lives in"), req("Ann Lee", "Ann Lee plays the"),
+            req("User u1", "The home city of User u1 is"), req("User u1", "The employer of User u1 is")]
+    slots, n = memit.subject_slots(reqs)
+    # Ann Lee's raw prompts agree up to her name; the user's attribute prompts differ before it
+    assert slots.tolist() == [0, 1, 0, 2, 3] and n == 4
+    assert memit.raw_context(reqs[3]) == "The home city of User u1"
 
 
 def test_keys_from_the_cached_lower_layers_equal_a_full_forward(base_model):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from agentmem import Fact, FactError, Memory
-from agentmem.benchdata import fictional_facts
+from agentmem.benchdata import fictional_facts, same_subject_facts
 from agentmem.evaluate import probe_answers, recall, specificity
 from agentmem.ledger import ACTIVE, PENDING
 
@@ -135,3 +135,17 @@ def test_crash_mid_edit_is_recovered_and_the_fact_applied_once(tmp_path, open_me
     expect = again.editor.store.materialise(again.editor.active())
     assert all(torch.equal(expect[l], w) for l, w in _edited_weights(again).items())
     assert facts[1].object.lower() in again.ask(facts[1].questions()[0]).lower()
+
+
+def test_several_facts_about_one_person_are_all_recalled(open_memory):
+    # every raw prompt about a person shares the key at the end of the name: two facts in one
+    # batch, then a third in a later one, must each keep their own object
+    mem = open_memory("person")
+    facts = same_subject_facts(1, 3, seed=3)
+    assert len({f.subject for f in facts}) == 1 and len({f.object for f in facts}) == 3
+    mem.remember(facts[:2])
+    first = recall(mem.model, mem.tokenizer, facts[:2])
+    assert first["raw"] == 1.0 and first["chat"] == 1.0, first["misses"]
+    mem.remember(facts[2:])
+    after = recall(mem.model, mem.tokenizer, facts)
+    assert after["raw"] == 1.0 and after["chat"] == 1.0, after["misses"]
