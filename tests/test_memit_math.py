@@ -201,6 +201,17 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(base
     assert whole.subset(torch.zeros(3, dtype=torch.bool)) is None
 
 
+def test_compute_z_in_bfloat16_still_reaches_the_target(base_model):
+    model, tok, arch = base_model
+    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
+                        [("Where does Aria Castellanos live?", "Aria Castellanos lives in Oslo.")])
+    cfg = memit.MemitConfig(z_dtype="bfloat16", steps=40)
+    delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [req], [""]), 1, 9, cfg)
+    # stopped early: every target token's NLL went under the thresholds
+    assert stats["z_steps"] < cfg.steps and stats["z_token_nll_max"] < cfg.z_stop_token_nll, stats
+    assert delta.dtype == torch.float32 and delta.norm() > 0
+
+
 def test_shrinkage_raises_the_small_eigenvalues_and_keeps_directions_and_trace():
     from agentmem.covariance import shrink
 
