@@ -41,8 +41,8 @@ class MemitConfig(BaseModel):
     # recall from 0.62 to 0.86 and chat recall from 0.88 to 0.92, but cut raw recall from 0.96 to 0.86
     # and costs about 60 % more time per edit (one more sequence per fact in compute_z): off by default.
     open_question: str | None = None
-    # Precision of the layers run in compute_z's loop (the offset and the loss stay float32). On a
-    # CPU with avx512_bf16, bfloat16 edited 30 facts (batches of 10, one thread) at 2.31 s/fact against
+    # Precision of the layers run in compute_z's loop (the offset and the loss stay float32). On an
+    # AMD EPYC with avx512_bf16, bfloat16 edited 30 facts (batches of 10, one thread) at 2.31 s/fact against
     # 3.05, with recall 0.97 / 0.90 / 0.60 against 0.97 / 0.97 / 0.63: off until more facts and seeds
     # say whether the lost chat answer is noise. CPUs without bf16 instructions may run it slower.
     z_dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
