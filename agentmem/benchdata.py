@@ -35,8 +35,7 @@ OBJECTS = {
 def same_subject_facts(people: int, per_person: int, seed: int = 0) -> list[Fact]:
     """`per_person` facts about each of `people` fictional people (one relation each), person by person."""
     rng = random.Random(seed)
-    names = [f"{f} {l}" for f in FIRST for l in LAST]
-    rng.shuffle(names)
+    names = _people(rng)
     relations = list(OBJECTS)
     if per_person > len(relations):
         raise ValueError(f"at most {len(relations)} facts per person are available")
@@ -78,11 +77,17 @@ HELDOUT = [
 ]
 
 
+def _people(rng: random.Random) -> list[str]:
+    """Every fictional full name, in an order drawn from `rng`."""
+    names = [f"{f} {l}" for f in FIRST for l in LAST]
+    rng.shuffle(names)
+    return names
+
+
 def fictional_facts(n: int, seed: int = 0, user_id: str = "default") -> list[Fact]:
     """`n` facts about distinct fictional people, each with a relation that has paraphrases."""
     rng = random.Random(seed)
-    names = [f"{f} {l}" for f in FIRST for l in LAST]
-    rng.shuffle(names)
+    names = _people(rng)
     if n > len(names):
         raise ValueError(f"at most {len(names)} fictional people are available")
     relations = list(OBJECTS)

@@ -146,8 +146,10 @@ class WakeEditor:
             keys = {l: torch.cat([k, self._preserve[l]], 1) for l, k in keys.items()}
         return keys
 
-    def _sharing_a_key(self, reqs: list[memit.Request], kept: set[str]) -> dict[str, memit.Request]:
-        """The kept active facts whose raw key is one of `reqs`' (see memit.subject_slots), by id.
+    def _sharing_a_key(self, reqs: list[memit.Request], kept: set[str],
+                       earlier: dict[str, memit.Request]) -> dict[str, memit.Request]:
+        """The kept active facts, and the `earlier` facts of this batch, whose raw key is one of
+        `reqs`' (see memit.subject_slots), by id.
 
         Such a fact is edited again with the new ones: its raw key must move to carry the new
         fact, so it cannot be held fixed as a constraint, and its answers are kept by fitting
@@ -156,6 +158,7 @@ class WakeEditor:
         contexts = {memit.raw_context(r) for r in reqs}
         rows = self.ledger.active_about({r.subject for r in reqs})
         found = {r["id"]: to_request(Fact.parse(r["fact"]), self.cfg) for r in rows if r["id"] in kept}
+        found.update(earlier)
         return {fid: r for fid, r in found.items() if memit.raw_context(r) in contexts}
 
     def _solver(self, prev: dict[int, torch.Tensor]):
@@ -238,13 +241,13 @@ class WakeEditor:
                 # the new edits are computed against the weights without the facts they replace
                 self._load_weights(self.store.materialise(keep))
             reqs = {fid: to_request(f, self.cfg) for fid, f, _ in todo}
+            order = list(reqs)
             done: list[str] = []  # this batch's facts whose edits are applied and saved
             parts = []
             for part in _rounds(list(reqs.values())):
-                new = [list(reqs)[i] for i in part]
-                again = self._sharing_a_key([reqs[f] for f in new], {fid for fid, _ in keep})
-                contexts = {memit.raw_context(reqs[f]) for f in new}
-                again.update({f: reqs[f] for f in done if memit.raw_context(reqs[f]) in contexts})
+                new = [order[i] for i in part]
+                again = self._sharing_a_key([reqs[f] for f in new], {fid for fid, _ in keep},
+                                            {f: reqs[f] for f in done})
                 prev = self._constraint_keys([fid for fid, _ in keep if fid not in again] +
                                              [f for f in done if f not in again])
                 every = [reqs[f] for f in new] + list(again.values())
