@@ -5,8 +5,9 @@ fixture per suite, shared by its tests). CI's time allows retrieval, capacity
 and the ablation (without its night) on every run; retention, sweeps and
 CounterFact run with AGENTMEM_TEST_FULL=1 (each adds 30-60 s on 2 cores),
 and their RESULTS.md sections are rendered from the committed docs/results
-JSON otherwise. No night runs here (one takes minutes on 2 cores): test_sleep
-covers nights, and the page test renders a hand-made day of the week.
+JSON otherwise. The week's one day of two facts and its night (minutes on 2
+cores) also waits for AGENTMEM_TEST_FULL=1: test_sleep covers nights on every
+run, and the page test renders a hand-made day of the week.
 """
 
 import json
@@ -72,6 +73,13 @@ def counterfact(home):
 
 
 @pytest.fixture(scope="module")
+def week(home):
+    if not ALL:
+        return None
+    return suites.week(days=1, facts_per_day=2, home=home / "week")
+
+
+@pytest.fixture(scope="module")
 def results(retrieval, capacity, retention, ablation, sweeps, counterfact):
     found = {"retrieval": retrieval, "capacity": capacity, "retention": retention, "ablation": ablation,
              "sweeps": sweeps, "counterfact": counterfact}
@@ -117,6 +125,15 @@ def test_sweep_reports_recall_probes_and_perplexity(sweeps):
     row = sweeps["lambda"][0]
     assert row["lambda"] == 1000.0 and row["recall"]["chat"] == 1.0
     assert 0 <= row["probes_unchanged"] <= 1 and abs(row["perplexity_vs_base"]) < 0.2
+
+
+@extra
+def test_week_recalls_the_days_facts_after_its_night(week):
+    assert week["suite"] == "week" and week["command"].startswith("agentmem eval week ")
+    day = week["days"][0]
+    assert day["night"] == "published" and day["facts_so_far"] == 2, day
+    assert day["chat_recall"] == 1.0 and 0 <= day["dissolved"] <= 1, day
+    assert abs(day["perplexity_vs_base"]) < 0.05 and day["night_seconds"] > 0, day
 
 
 @extra
