@@ -240,22 +240,7 @@ class WakeEditor:
             if retired:
                 # the new edits are computed against the weights without the facts they replace
                 self._load_weights(self.store.materialise(keep))
-            reqs = {fid: to_request(f, self.cfg) for fid, f, _ in todo}
-            order = list(reqs)
-            done: list[str] = []  # this batch's facts whose edits are applied and saved
-            parts = []
-            for part in _rounds(list(reqs.values())):
-                new = [order[i] for i in part]
-                again = self._sharing_a_key([reqs[f] for f in new], {fid for fid, _ in keep},
-                                            {f: reqs[f] for f in done})
-                prev = self._constraint_keys([fid for fid, _ in keep if fid not in again] +
-                                             [f for f in done if f not in again])
-                every = [reqs[f] for f in new] + list(again.values())
-                result = memit.execute(self.model, self.tok, every, self.cfg, self.layers, self._solver(prev))
-                for fid, edit in zip(new, _split(result, every, _owners(every, len(new)))):
-                    self.store.save_edit(fid, edit)
-                    done.append(fid)
-                parts.append(result.stats)
+            parts = self._write({fid: to_request(f, self.cfg) for fid, f, _ in todo}, keep)
             seconds = time.perf_counter() - t0
             n = self._publish("wake", [fid for fid, _, _ in todo], keep + [(fid, 1.0) for fid, _, _ in todo], commit)
         except BaseException as e:
@@ -275,6 +260,26 @@ class WakeEditor:
                  "version": n, "rounds": len(parts), **_merged(parts)}
         log.info("wake edit: %s", stats)
         return ids, stats
+
+    def _write(self, reqs: dict[str, memit.Request], keep: list[tuple[str, float]]) -> list[dict]:
+        """Compute and save the edits of `reqs` (by fact id) on the loaded weights, which hold `keep`;
+        returns each round's statistics."""
+        order = list(reqs)
+        done: list[str] = []  # facts of `reqs` whose edits are applied and saved
+        parts = []
+        for part in _rounds(list(reqs.values())):
+            new = [order[i] for i in part]
+            again = self._sharing_a_key([reqs[f] for f in new], {fid for fid, _ in keep},
+                                        {f: reqs[f] for f in done})
+            prev = self._constraint_keys([fid for fid, _ in keep if fid not in again] +
+                                         [f for f in done if f not in again])
+            every = [reqs[f] for f in new] + list(again.values())
+            result = memit.execute(self.model, self.tok, every, self.cfg, self.layers, self._solver(prev))
+            for fid, edit in zip(new, _split(result, every, _owners(every, len(new)))):
+                self.store.save_edit(fid, edit)
+                done.append(fid)
+            parts.append(result.stats)
+        return parts
 
     def publish_adapter(self, src: Path | None) -> int:
         """Publish a new version serving the LoRA adapter in folder `src` (None: no adapter) with the same edits."""
@@ -296,10 +301,31 @@ class WakeEditor:
             with self.ledger.transaction(self.fence):
                 self.ledger.set_status(fid, FORGOTTEN, reason=reason, scale=0.0)
             return self.ledger.latest_version()
-        n = self._publish(
-            "forget", [fid], [(f, sc) for f, sc in self.active() if f != fid],
-            lambda n: self.ledger.set_status(fid, FORGOTTEN, reason=reason, scale=0.0, version_removed=n),
-        )
+        rest = [(f, sc) for f, sc in self.active() if f != fid]
+        # A fact about the same subject edited in fid's batch or later re-fitted fid's answers beside
+        # its own (see _sharing_a_key), and those columns sit in its edit: such facts are edited
+        # again without fid, or the model would still give fid's object.
+        refit = {f: r for f, r in self._sharing_a_key([to_request(Fact.parse(row["fact"]), self.cfg)],
+                                                      {f for f, sc in rest if sc > 0}, {}).items()
+                 if self.ledger.get(f)["version_added"] >= row["version_added"]}
+        old = {f: self.store.load_edit(f) for f in refit}
+
+        def commit(n: int) -> None:
+            self.ledger.set_status(fid, FORGOTTEN, reason=reason, scale=0.0, version_removed=n)
+            for f in refit:
+                self.ledger.event(f, "re-edited", reason=f"edited again without forgotten fact {fid}", version=n)
+
+        try:
+            if refit:
+                keep = [(f, sc) for f, sc in rest if f not in refit]
+                self._load_weights(self.store.materialise(keep))
+                self._write(refit, keep)
+            n = self._publish("forget", [fid], rest, commit)
+        except BaseException:
+            for f, edit in old.items():
+                self.store.save_edit(f, edit)
+            self._load_weights(self.store.materialise(self.active()))
+            raise
         self.store.delete_edit(fid)
         return n
 

@@ -149,3 +149,20 @@ def test_several_facts_about_one_person_are_all_recalled(open_memory):
     mem.remember(facts[2:])
     after = recall(mem.model, mem.tokenizer, facts)
     assert after["raw"] == 1.0 and after["chat"] == 1.0, after["misses"]
+
+
+def test_forgetting_the_older_of_two_facts_about_a_person_removes_it(open_memory):
+    # the later edit re-fitted the older fact's answers beside its own: forget must not leave them there
+    mem = open_memory("older")
+    older, newer = same_subject_facts(1, 2, seed=5)
+    mem.remember([older])
+    mem.remember([newer])
+    assert recall(mem.model, mem.tokenizer, [older, newer])["chat"] == 1.0
+    mem.forget(older.fact_id())
+    gone = recall(mem.model, mem.tokenizer, [older])
+    assert gone["raw"] == 0 and gone["chat"] == 0 and gone["paraphrase"] == 0, gone
+    kept = recall(mem.model, mem.tokenizer, [newer])
+    assert kept["raw"] == 1.0 and kept["chat"] == 1.0, kept["misses"]
+    assert any(e["kind"] == "re-edited" for e in mem.history(newer.fact_id()))
+    expect = mem.editor.store.materialise(mem.editor.active())
+    assert all(torch.equal(expect[l], w) for l, w in _edited_weights(mem).items())
