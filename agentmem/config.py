@@ -39,9 +39,10 @@ class Settings(BaseSettings):
     extractor: str = Field("rules", pattern="^(rules|llm)$")
     extractor_url: str | None = None
     extractor_model: str | None = None
-    # wake batches: up to this many facts, waiting at most this long for more
+    # wake batches: up to this many facts, waiting at most this long for more. Facts that come while
+    # an edit runs (seconds) join the next batch anyway, so the wait only delays a lone fact.
     batch_max_facts: int = Field(16, ge=1, le=256)
-    batch_max_wait_ms: int = Field(200, ge=0, le=60_000)
+    batch_max_wait_ms: int = Field(50, ge=0, le=60_000)
     # writer lock time to live: a dead worker blocks the others at most this long
     lock_ttl_ms: int = Field(30_000, ge=1_000)
     # the nightly sleep, as a crontab line (minute hour day-of-month month day-of-week)

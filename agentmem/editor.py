@@ -57,9 +57,13 @@ class WakeEditor:
         )
         self._chol: dict[int, torch.Tensor] = {}
         self._proj: dict[int, torch.Tensor] = {}
+        self._fixed: dict[int, memit.FixedRows | None] = {}
         self._preserve = self._preservation_keys(cache_dir) if cfg.preserve_names else None
         # The writer lock's token (see writer_lock.py): every commit is fenced with it.
         self.fence = fence
+        # The version whose weights the model holds as this editor left them (None: unknown, or
+        # changed since): recover() skips rebuilding them when no other writer has published since.
+        self._synced: int | None = None
         self.recover()
 
     # -- state -----------------------------------------------------------
@@ -77,6 +81,7 @@ class WakeEditor:
         return cached_preservation_keys(cache_dir, self.fingerprint, self.layers, compute)
 
     def _load_weights(self, tensors: dict[int, torch.Tensor]) -> None:
+        self._synced = None
         with torch.no_grad():
             for l, w in tensors.items():
                 self.arch.down_proj(self.model, l).weight.copy_(w)
@@ -97,11 +102,13 @@ class WakeEditor:
         if latest == 0 or not self.store.version_dir(latest).exists():
             self._publish("recover", [])
             return
-        active = self.active()
-        tensors = self.store.materialise(active)
-        self._load_weights(tensors)
-        if self.store.training_active() != [tuple(a) for a in active]:
-            self.store.write_training(tensors, active)
+        if latest != self._synced:
+            active = self.active()
+            tensors = self.store.materialise(active)
+            self._load_weights(tensors)
+            if self.store.training_active() != [tuple(a) for a in active]:
+                self.store.write_training(tensors, active)
+            self._synced = latest
         self.follow_adapter()
 
     def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None,
@@ -127,6 +134,7 @@ class WakeEditor:
             self.ledger.add_version(n, kind, facts=fids, active=len(active), adapter=adapter and adapter["name"])
             if commit is not None:
                 commit(n)
+        self._synced = n
         self.store.prune_versions(keep=5)
         self.follow_adapter()
         return n
@@ -139,12 +147,10 @@ class WakeEditor:
     # -- solving ---------------------------------------------------------
 
     def _constraint_keys(self, active: list[str]) -> dict[int, torch.Tensor]:
-        """Zero-residual rows: the given active edits (unless constraints are off) and preserved names."""
+        """Zero-residual rows of the given active edits (none when constraints are off); the solver adds
+        the preserved names'."""
         fids = active if self.cfg.constraints != "none" else []
-        keys = {l: self.cfg.constraint_weight * k for l, k in self.store.constraint_keys(fids).items()}
-        if self._preserve is not None:
-            keys = {l: torch.cat([k, self._preserve[l]], 1) for l, k in keys.items()}
-        return keys
+        return {l: self.cfg.constraint_weight * k for l, k in self.store.constraint_keys(fids).items()}
 
     def _sharing_a_key(self, reqs: list[memit.Request], kept: set[str],
                        earlier: dict[str, memit.Request]) -> dict[str, memit.Request]:
@@ -165,16 +171,20 @@ class WakeEditor:
         mode = self.cfg.constraints
 
         def solve(layer, keys, resid):
+            held = None if self._preserve is None else self._preserve[layer]
             if mode == "alphaedit":
                 if layer not in self._proj:
                     self._proj[layer] = memit.null_space_projector(self.cov[layer], self.cfg.alphaedit_null_fraction)
-                return memit.alphaedit_update(self._proj[layer], keys, prev[layer], resid)
+                rows = prev[layer] if held is None else torch.cat([prev[layer], held], 1)
+                return memit.alphaedit_update(self._proj[layer], keys, rows, resid)
             if layer not in self._chol:
                 A = self.cfg.lam * shrink(self.cov[layer], self.cfg.cov_shrinkage)
                 A = A + 1e-6 * A.diagonal().mean() * torch.eye(A.shape[0], dtype=A.dtype)
                 self._chol[layer] = torch.linalg.cholesky(A)
+                # the preserved names are in every solve: their part of the system is solved once
+                self._fixed[layer] = held if held is None else memit.FixedRows.solve(self._chol[layer], held)
             allk = torch.cat([keys, prev[layer].to(keys.dtype)], 1)
-            return memit.woodbury_update(self._chol[layer], allk, resid, keys.shape[1])
+            return memit.woodbury_update(self._chol[layer], allk, resid, keys.shape[1], self._fixed[layer])
 
         return solve
 

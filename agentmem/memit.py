@@ -537,21 +537,40 @@ def _hidden_at(model, arch: Architecture, ids: torch.Tensor, layer: int) -> torc
     return _layers_between(model, arch, arch.embed(model)(ids), 0, layer)
 
 
+@dataclass(frozen=True)
+class FixedRows:
+    """Zero-residual key columns that every solve of a layer shares (the preserved names), with
+    their part of the Woodbury system, A^-1 K and K^T A^-1 K, computed once."""
+
+    ainv: torch.Tensor
+    gram: torch.Tensor
+
+    @classmethod
+    def solve(cls, chol: torch.Tensor, keys: torch.Tensor) -> "FixedRows":
+        ainv = torch.cholesky_solve(keys.double(), chol)
+        return cls(ainv, keys.double().T @ ainv)
+
+
 def woodbury_update(
-    chol: torch.Tensor, keys: torch.Tensor, resid: torch.Tensor, n_new: int
+    chol: torch.Tensor, keys: torch.Tensor, resid: torch.Tensor, n_new: int, fixed: FixedRows | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Low-rank factors of dW = R K^T (A + K K^T)^-1 with A = L L^T given by its Cholesky factor.
 
     `keys` is (d_ff, n) with the new keys first, `resid` is (d, n_new): the
-    remaining columns are constraints whose target residual is zero. By
-    Woodbury, (A + K K^T)^-1 K = A^-1 K (I + K^T A^-1 K)^-1, so only an n x n
-    system is solved. Returns (B, A) with dW = B @ A, B (d, n_new), A (n_new, d_ff).
+    remaining columns, then those of `fixed`, are constraints whose target residual
+    is zero. By Woodbury, (A + K K^T)^-1 K = A^-1 K (I + K^T A^-1 K)^-1, so only an
+    n x n system is solved. Returns (B, A) with dW = B @ A, B (d, n_new), A (n_new, d_ff).
     """
     K = keys.double()
     Ainv_K = torch.cholesky_solve(K, chol)  # (d_ff, n)
-    S = torch.eye(K.shape[1], dtype=torch.float64) + K.T @ Ainv_K
+    G = K.T @ Ainv_K
+    if fixed is not None:
+        cross = K.T @ fixed.ainv
+        G = torch.cat([torch.cat([G, cross], 1), torch.cat([cross.T, fixed.gram], 1)], 0)
+        Ainv_K = torch.cat([Ainv_K, fixed.ainv], 1)
+    S = torch.eye(G.shape[0], dtype=torch.float64) + G
     # rows of S^-1 for the new columns only: the zero residuals drop out
-    Sinv_rows = torch.linalg.solve(S, torch.eye(K.shape[1], dtype=torch.float64)[:, :n_new]).T
+    Sinv_rows = torch.linalg.solve(S, torch.eye(G.shape[0], dtype=torch.float64)[:, :n_new]).T
     return resid.double(), Sinv_rows @ Ainv_K.T
 
 

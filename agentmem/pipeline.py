@@ -26,7 +26,7 @@ TRANSIENT = (OSError, MemoryError, FencedOut, redis.RedisError)
 @dataclass
 class Batching:
     max_facts: int = 16
-    max_wait_ms: int = 200
+    max_wait_ms: int = 50
 
 
 @dataclass

@@ -52,6 +52,18 @@ def test_zero_residual_rows_keep_old_outputs():
     assert B.shape == (D, 3) and A.shape == (3, DFF)
 
 
+def test_fixed_rows_solved_once_give_the_same_update_as_concatenated_keys():
+    C = _cov()
+    chol = torch.linalg.cholesky(2.0 * C)
+    K_new, K_old, K_fixed = (torch.randn(DFF, n, dtype=torch.float64) for n in (3, 4, 7))
+    R = torch.randn(D, 3, dtype=torch.float64)
+    B, A = memit.woodbury_update(chol, torch.cat([K_new, K_old, K_fixed], 1), R, 3)
+    Bf, Af = memit.woodbury_update(chol, torch.cat([K_new, K_old], 1), R, 3, memit.FixedRows.solve(chol, K_fixed))
+    assert torch.allclose(B @ A, Bf @ Af, atol=1e-10)
+    Bo, Ao = memit.woodbury_update(chol, K_new, R, 3, memit.FixedRows.solve(chol, K_fixed))
+    assert (B @ A - Bo @ Ao).abs().max() > 1e-3  # the old keys' rows still count
+
+
 def test_alphaedit_matches_formula_and_respects_null_space():
     C = _cov()
     P = memit.null_space_projector(C, 0.5)
