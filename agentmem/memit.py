@@ -42,9 +42,9 @@ class MemitConfig(BaseModel):
     # and costs about 60 % more time per edit (one more sequence per fact in compute_z): off by default.
     open_question: str | None = None
     # Precision of the layers run in compute_z's loop (the offset and the loss stay float32). On an
-    # AMD EPYC with avx512_bf16, bfloat16 edited 30 facts (batches of 10, one thread) at 2.31 s/fact against
-    # 3.05, with recall 0.97 / 0.90 / 0.60 against 0.97 / 0.97 / 0.63: off until more facts and seeds
-    # say whether the lost chat answer is noise. CPUs without bf16 instructions may run it slower.
+    # AMD EPYC with avx512_bf16, 100 facts in batches of 10, two seeds: bfloat16 was 11-21 % faster and
+    # recalled as well, but drifted 1.8-3.3 points more in perplexity (docs/results/notes.md): off.
+    # CPUs without bf16 instructions may run it slower.
     z_dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
     lr: float = 1.0
     kl_factor: float = 0.0625
