@@ -195,9 +195,15 @@ class Memory:
             for f in self.extractor.extract(text, user_id):
                 found.pop(f.key, None)  # a later statement replaces an earlier one
                 found[f.key] = (f, turn_reason)
-        with self._lock:
-            self._sync()
-            screened = [(f, why or self.policy.screen_fact(f, self.model, self.tokenizer)) for f, why in found.values()]
+        screened = [(f, why or self.policy.screen_fact(f)) for f, why in found.values()]
+        world = [i for i, (f, why) in enumerate(screened) if why is None and self.policy.checks_world(f)]
+        if world:
+            # the model is consistent only between edits: just claims about the world wait for one to end
+            with self._lock:
+                self._sync()
+                for i in world:
+                    f = screened[i][0]
+                    screened[i] = (f, self.policy.world_conflict(f, self.model, self.tokenizer))
         out, send = [], []
         with self.ledger.transaction():
             for why in secrets:

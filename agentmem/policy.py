@@ -105,8 +105,8 @@ class Policy:
             return why
         return None
 
-    def screen_fact(self, fact: Fact, model=None, tokenizer=None) -> str | None:
-        """A reason to refuse this fact, or None. The model, when given, checks world knowledge."""
+    def screen_fact(self, fact: Fact) -> str | None:
+        """A reason the rules refuse this fact, or None; a fact that `checks_world` then goes to `world_conflict`."""
         text = f"{fact.subject} {fact.relation} {fact.object}"
         if self.cfg.secrets and (why := secret_in(text)):
             return why
@@ -116,9 +116,11 @@ class Policy:
             return None
         if self.cfg.user_world_only:
             return "not about the user or the user's world"
-        if self.cfg.world_knowledge and model is not None:
-            return self.world_conflict(fact, model, tokenizer)
         return None
+
+    def checks_world(self, fact: Fact) -> bool:
+        """Whether this fact, if the rules accept it, must also agree with the model's world knowledge."""
+        return self.cfg.world_knowledge and not about_user(fact)
 
     @torch.no_grad()
     def world_conflict(self, fact: Fact, model, tokenizer) -> str | None:

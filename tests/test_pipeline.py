@@ -3,6 +3,8 @@
 observe -> policy -> in-process queue -> wake editor -> ask in a fresh conversation.
 """
 
+import threading
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -91,3 +93,39 @@ def test_hostile_input_never_crashes_the_hook(mem):
         mem.observe(said("I live in Rome."), user_id="")
     assert mem.wait(timeout=300)
     assert all(r["status"] in (ACTIVE, REJECTED) for r in mem.facts(user_id="u3"))
+
+
+def test_a_users_statement_is_queued_while_an_edit_holds_the_model(mem):
+    # the embedded worker holds the Memory's lock for a whole edit; the hook must not wait for it
+    # unless a claim about the world needs the model
+    held, release = threading.Event(), threading.Event()
+
+    def editing():
+        with mem._lock:
+            held.set()
+            release.wait(60)
+
+    def observe(text, into):
+        into.extend(mem.observe(said(text), user_id="u4"))
+
+    writer = threading.Thread(target=editing)
+    writer.start()
+    assert held.wait(10)
+    mine, world = [], []
+    users = threading.Thread(target=observe, args=("My cat is called Miso.", mine))
+    claim = threading.Thread(target=observe, args=("The capital of Italy is Madrid.", world))
+    try:
+        users.start()
+        claim.start()
+        users.join(20)
+        claim.join(2)
+        assert not users.is_alive() and [f.status for f in mine] == [QUEUED]
+        assert claim.is_alive()  # the world claim waits for the model
+    finally:
+        release.set()
+        writer.join()
+        users.join()
+        claim.join()
+    assert [f.status for f in world] == [REJECTED]
+    assert mem.wait([f.id for f in mine], timeout=300)
+    assert "miso" in mem.ask("What is my cat called?", user_id="u4").lower()
