@@ -57,7 +57,7 @@ class WakeEditor:
         )
         self._chol: dict[int, torch.Tensor] = {}
         self._proj: dict[int, torch.Tensor] = {}
-        self._fixed: dict[int, memit.FixedRows | None] = {}
+        self._fixed: dict[int, memit.FixedRows] = {}
         self._preserve = self._preservation_keys(cache_dir) if cfg.preserve_names else None
         # The writer lock's token (see writer_lock.py): every commit is fenced with it.
         self.fence = fence
@@ -181,10 +181,11 @@ class WakeEditor:
                 A = self.cfg.lam * shrink(self.cov[layer], self.cfg.cov_shrinkage)
                 A = A + 1e-6 * A.diagonal().mean() * torch.eye(A.shape[0], dtype=A.dtype)
                 self._chol[layer] = torch.linalg.cholesky(A)
-                # the preserved names are in every solve: their part of the system is solved once
-                self._fixed[layer] = held if held is None else memit.FixedRows.solve(self._chol[layer], held)
+                if held is not None:
+                    # the preserved names are in every solve: their part of the system is solved once
+                    self._fixed[layer] = memit.FixedRows.solve(self._chol[layer], held)
             allk = torch.cat([keys, prev[layer].to(keys.dtype)], 1)
-            return memit.woodbury_update(self._chol[layer], allk, resid, keys.shape[1], self._fixed[layer])
+            return memit.woodbury_update(self._chol[layer], allk, resid, keys.shape[1], self._fixed.get(layer))
 
         return solve
 

@@ -25,8 +25,10 @@ TRANSIENT = (OSError, MemoryError, FencedOut, redis.RedisError)
 
 @dataclass
 class Batching:
-    max_facts: int = 16
-    max_wait_ms: int = 50
+    """Up to `max_facts` per batch, waiting at most `max_wait_ms` for more (defaults: Settings)."""
+
+    max_facts: int
+    max_wait_ms: int
 
 
 @dataclass
