@@ -215,8 +215,9 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(base
 
 def test_compute_z_in_bfloat16_still_reaches_the_target(base_model):
     model, tok, arch = base_model
+    # the short answer halves the time on CPUs that emulate bfloat16 (98 -> 55 s on an AVX2 EPYC)
     req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
-                        [("Where does Aria Castellanos live?", "Aria Castellanos lives in Oslo.")])
+                        [("Where does Aria Castellanos live?", "Oslo.")])
     cfg = memit.MemitConfig(z_dtype="bfloat16", steps=40)
     delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [req], [""]), 1, 9, cfg)
     # stopped early: every target token's NLL went under the thresholds
