@@ -37,11 +37,10 @@ class MemitConfig(BaseModel):
     answer: str = Field("auto", pattern="^(auto|statement|object)$")
     # An open question about the subject ({s}, e.g. "What do you know about {s}?"), edited beside the
     # fact's own and answered with the whole statement: an offset fitted to one phrasing of the
-    # question carries poorly to others. After 50 facts (batches of 10) it raised held-out paraphrase
-    # recall from 0.62 to 0.86 and chat recall from 0.88 to 0.92, but cut raw recall from 0.96 to 0.86.
-    # After 100 facts paraphrase recall gains less (0.54-0.57 -> 0.68-0.70) and perplexity drifts more
-    # (+6.3 and +14.5 % against +5.5 and +7.5 %, two seeds), and every edit takes about 60 % longer
-    # (one more sequence per fact in compute_z): off by default (docs/results/notes.md).
+    # question carries poorly to others. After 100 facts (batches of 10, two seeds) it raised held-out
+    # paraphrase recall from 0.54-0.57 to 0.68-0.70, but perplexity drifted more (+6.3 and +14.5 %
+    # against +5.5 and +8.2 %) and every edit took about 60 % longer (one more sequence per fact in
+    # compute_z): off by default. Its 50-fact gains did not hold (docs/results/notes.md).
     open_question: str | None = None
     # Precision of the layers run in compute_z's loop (the offset and the loss stay float32). On an
     # AMD EPYC with avx512_bf16, 100 facts in batches of 10, two seeds: bfloat16 was 11-21 % faster and
