@@ -118,7 +118,7 @@ ANCHORS = ("replay", "unlearn", "text")
 
 @torch.no_grad()
 def base_logprobs(model, rows: list[tuple[torch.Tensor, int]], pad: int, batch: int = 8) -> list[torch.Tensor]:
-    """The untrained model's next-token log-probabilities at every position of each row but its last.
+    """The base model's (no adapter) next-token log-probabilities at every position of each row but its last.
 
     Computed once per night rather than at every step of every epoch (where they cost about a quarter
     of a step); float16 keeps them at about 100 KB per token on SmolLM2's vocabulary.
