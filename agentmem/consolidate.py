@@ -165,7 +165,8 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     rows = [_encode(tok, ex) for ex in examples]
-    anchored = [i for i, ex in enumerate(examples) if ex.kind in ANCHORS]
+    is_anchor = [ex.kind in ANCHORS for ex in examples]
+    anchored = [i for i, a in enumerate(is_anchor) if a]
     teacher = dict(zip(anchored, base_logprobs(model, [rows[i] for i in anchored], tok.pad_token_id)
                        if cfg.kl_weight > 0 else []))
     if start_from is not None:
@@ -189,7 +190,7 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
         for b in range(0, len(order), cfg.batch_size):
             chosen = order[b: b + cfg.batch_size]
             ids, mask, labels = _batch([rows[i] for i in chosen], tok.pad_token_id)
-            anchor = torch.tensor([examples[i].kind in ANCHORS for i in chosen])
+            anchor = torch.tensor([is_anchor[i] for i in chosen])
             loss = _loss(peft, ids, mask, labels, anchor, [teacher[i] for i in chosen if i in teacher],
                          cfg.kl_weight)
             loss.backward()
