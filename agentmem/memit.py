@@ -47,6 +47,15 @@ class MemitConfig(BaseModel):
     # recalled as well, but drifted 1.8-3.3 points more in perplexity (docs/results/notes.md): off.
     # CPUs without bf16 instructions may run it slower.
     z_dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
+    # How the offsets are optimised. "normalized": each step moves an offset along its own gradient
+    # by a length that starts at `z_step` times its subject's hidden norm, grows 1.2x while the
+    # offset's loss falls and halves when it rises. Adam ("adam", MEMIT's classic, at `lr`) moves every
+    # coordinate by about lr from zero, so its offsets grow along sign vectors and reach the targets
+    # later. 100 facts in batches of 10, four seeds (docs/results/notes.md): 23 % less time per fact
+    # (1.11 against 1.43 s), raw and chat recall 0.955 / 0.92 against 0.92 / 0.89, paraphrase 0.52
+    # against 0.53; perplexity drift +9.3 % against +7.5 % on average, worse for two seeds, better for two.
+    z_optimizer: str = Field("normalized", pattern="^(normalized|adam)$")
+    z_step: float = Field(0.17, gt=0)
     lr: float = 1.0
     kl_factor: float = 0.0625
     weight_decay: float = 0.5
@@ -250,6 +259,8 @@ class SubjectStream:
     A key or output at the subject token depends only on the tokens up to it,
     and the layers below the edit never change during one, so an edit runs
     those layers once and each later capture only the layers from `start` up.
+    The stream entering each higher layer is kept too, until `edited` says a
+    layer below it changed: a capture starts from the highest one still valid.
     """
 
     @torch.no_grad()
@@ -261,7 +272,13 @@ class SubjectStream:
         for idx in _buckets(cut, lambda s: len(s.ids)):
             chosen = [cut[i] for i in idx]
             hidden = _hidden_at(model, self.arch, _pad(chosen, tokenizer.pad_token_id or 0), start - 1)
-            self.buckets.append((idx, hidden, torch.tensor([s.pos for s in chosen])))
+            self.buckets.append((idx, {start: hidden}, torch.tensor([s.pos for s in chosen])))
+
+    def edited(self, layer: int) -> None:
+        """Layer `layer`'s weights changed: the streams entering the layers above it are stale."""
+        for _, entering, _ in self.buckets:
+            for l in [l for l in entering if l > layer]:
+                del entering[l]
 
     @torch.no_grad()
     def capture(self, model, key_layers: list[int], out_layers: list[int]):
@@ -274,10 +291,12 @@ class SubjectStream:
         depth = max(key_layers + out_layers)
         keys = {l: None for l in key_layers}
         outs = {l: None for l in out_layers}
-        for idx, hidden, pos in self.buckets:
+        lowest = min(key_layers + out_layers)
+        for idx, entering, pos in self.buckets:
+            begin = max(l for l in entering if l <= lowest)
             cap = _Capture(model, self.arch, key_layers, out_layers)
             try:
-                _layers_between(model, self.arch, hidden, self.start, depth)
+                _layers_between(model, self.arch, entering[begin], begin, depth, entering)
             finally:
                 cap.close()
             rows = torch.arange(len(idx))
@@ -446,6 +465,36 @@ def _groups(model, arch, sites: list[Site], pad_id: int, layer: int) -> list[_Gr
     return [_Group(model, arch, sites, b, pad_id, layer) for b in buckets]
 
 
+class _NormalizedDescent:
+    """Gradient descent on each offset (row of `delta`) with a step of fixed length along its
+    gradient's direction: the length grows while that offset's loss falls and halves when it rises.
+
+    Each offset's loss depends on that offset alone, so each keeps its own step length.
+    """
+
+    grow, shrink = 1.2, 0.5
+
+    def __init__(self, delta: torch.Tensor, length: torch.Tensor):
+        self.delta, self.length, self.last = delta, length.clone(), None
+
+    def zero_grad(self):
+        self.delta.grad = None
+
+    @torch.no_grad()
+    def step(self, loss: torch.Tensor):
+        """Move every offset; `loss` (one per offset) is the loss the gradient was taken at."""
+        if self.last is not None:
+            self.length = torch.where(loss < self.last, self.length * self.grow, self.length * self.shrink)
+        self.last = loss.clone()
+        g = self.delta.grad
+        self.delta -= self.length[:, None] * g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+class _Adam(torch.optim.Adam):
+    def step(self, loss=None):  # Adam needs no loss; the signature matches _NormalizedDescent's
+        return super().step()
+
+
 def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: int, cfg: MemitConfig,
               slots: torch.Tensor | None = None):
     """Optimise one residual offset per subject at `last_layer` so the model says the targets.
@@ -474,10 +523,14 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
         n_targets.index_add_(0, g.t_req, torch.ones(len(g.t_req)))
 
     delta = torch.zeros(n_slots, h_sub.shape[-1], requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
     site_norm = h_sub[use].norm(dim=-1)
     site_slot = slots[site_req]
-    slot_norm = cfg.clamp_factor * torch.stack([site_norm[site_slot == k].mean() for k in range(n_slots)])
+    h_norm = torch.stack([site_norm[site_slot == k].mean() for k in range(n_slots)])
+    slot_norm = cfg.clamp_factor * h_norm
+    if cfg.z_optimizer == "adam":
+        opt = _Adam([delta], lr=cfg.lr)
+    else:
+        opt = _NormalizedDescent(delta, cfg.z_step * h_norm)
     nll_seen, worst_seen = torch.zeros(requests), torch.zeros(requests)
     active = torch.ones(n_slots, dtype=torch.bool)
     for step in range(cfg.steps):
@@ -510,9 +563,10 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
         if not active.any():
             break
         wd = cfg.weight_decay * delta.norm(dim=-1) ** 2 / site_norm.mean() ** 2
-        ((nll + cfg.kl_factor * kl)[active[slots]].sum() + wd[active].sum()).backward()
+        per_slot = torch.zeros(n_slots).index_add(0, slots, nll + cfg.kl_factor * kl) + wd
+        per_slot[active].sum().backward()
         kept = delta.detach()[~active].clone()
-        opt.step()
+        opt.step(per_slot.detach())
         with torch.no_grad():
             delta.mul_((slot_norm / delta.norm(dim=-1).clamp_min(1e-8)).clamp(max=1.0)[:, None])
             delta[~active] = kept  # Adam's momentum would move a finished offset on
@@ -522,11 +576,17 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
 
 
 @torch.no_grad()
-def _layers_between(model, arch: Architecture, hidden: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Residual stream after decoder layer `stop`, given the stream entering layer `start` (right-padded, causal)."""
+def _layers_between(model, arch: Architecture, hidden: torch.Tensor, start: int, stop: int,
+                    entering: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Residual stream after decoder layer `stop`, given the stream entering layer `start` (right-padded, causal).
+
+    `entering`, if given, receives the stream entering each layer from `start` to `stop`.
+    """
     positions = torch.arange(hidden.shape[1]).unsqueeze(0).expand(hidden.shape[0], -1)
     pe = arch.rotary(model)(hidden, positions)
-    for blk in arch.layers(model)[start : stop + 1]:
+    for l, blk in enumerate(arch.layers(model)[start : stop + 1], start):
+        if entering is not None:
+            entering[l] = hidden
         out = blk(hidden, attention_mask=None, position_ids=positions, position_embeddings=pe)
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
@@ -644,6 +704,7 @@ def execute(
             B, A = solver(layer, keys, resid)
             with torch.no_grad():
                 arch.down_proj(model, layer).weight += (B @ A).to(torch.float32)
+            stream.edited(layer)
             parts[layer].append((B.float(), A.float()))
             written.setdefault(layer, keys.float())
     # each round's columns follow the previous round's, in the same key order (see EditResult)

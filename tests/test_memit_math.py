@@ -186,6 +186,48 @@ def test_keys_from_the_cached_lower_layers_equal_a_full_forward(base_model):
         stream.capture(model, [3], [9])
 
 
+def test_a_capture_after_an_edited_layer_equals_one_from_a_fresh_stream(base_model):
+    # The stream keeps what enters each layer and restarts from the highest entry still valid;
+    # after a layer's weights change, what it captures must be what a new stream captures.
+    model, tok, arch = base_model
+    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
+                        [("Where does Aria Castellanos live?", "Aria Castellanos lives in Oslo.")])
+    sites = memit.build_sites(tok, [req], ["", "Fun fact: "])
+    stream = memit.SubjectStream(model, tok, sites, start=4)
+    _, before = stream.capture(model, [4], [9])
+    w = arch.down_proj(model, 6).weight
+    saved = w.detach().clone()
+    try:
+        with torch.no_grad():
+            w += 0.05 * torch.randn_like(w)
+        stream.edited(6)
+        keys, outs = stream.capture(model, [7], [9])
+        fresh_keys, fresh_outs = memit.SubjectStream(model, tok, sites, start=4).capture(model, [7], [9])
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    assert not torch.allclose(outs[9], before[9])
+    torch.testing.assert_close(keys[7], fresh_keys[7])
+    torch.testing.assert_close(outs[9], fresh_outs[9])
+
+
+def test_normalized_descent_moves_each_offset_by_its_own_step_length():
+    target = torch.tensor([[3.0, 4.0], [0.0, -1.0]])
+    delta = torch.zeros(2, 2, requires_grad=True)
+    opt = memit._NormalizedDescent(delta, torch.tensor([1.0, 0.25]))
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = ((delta - target) ** 2).sum(-1)
+        loss.sum().backward()
+        opt.step(loss.detach())
+        losses.append(loss.detach())
+    # the first step has each offset's own length, along its gradient
+    assert torch.allclose(losses[1], torch.tensor([16.0, 0.5625]))
+    # lengths grow while a loss falls and halve when it overshoots, so both settle on their targets
+    torch.testing.assert_close(delta.detach(), target, atol=1e-2, rtol=0)
+
+
 def test_a_group_without_finished_requests_runs_like_one_built_without_them(base_model):
     # compute_z drops the sequences of requests that reached their targets by slicing its cached
     # tensors; the slice must compute what a group built from the remaining sequences computes.
