@@ -267,6 +267,16 @@ def test_compute_z_in_bfloat16_still_reaches_the_target(base_model):
     assert delta.dtype == torch.float32 and delta.norm() > 0
 
 
+def test_compute_z_with_normalized_steps_reaches_the_target(base_model):
+    model, tok, arch = base_model
+    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
+                        [("Where does Aria Castellanos live?", "Oslo.")])
+    cfg = memit.MemitConfig(z_optimizer="normalized", steps=40)
+    delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [req], [""]), 1, 9, cfg)
+    assert stats["z_steps"] < cfg.steps and stats["z_token_nll_max"] < cfg.z_stop_token_nll, stats
+    assert delta.norm() > 0
+
+
 def test_shrinkage_raises_the_small_eigenvalues_and_keeps_directions_and_trace():
     from agentmem.covariance import shrink
 
