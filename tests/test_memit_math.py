@@ -160,14 +160,22 @@ def test_facts_whose_raw_prompts_share_the_subject_key_share_one_offset():
     assert memit.raw_context(reqs[3]) == "The home city of User u1"
 
 
+def _aria(answer: str = "Aria Castellanos lives in Oslo.") -> memit.Request:
+    return memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
+                         [("Where does Aria Castellanos live?", answer)])
+
+
+def _aria_stream(model, tok) -> tuple[list[memit.Site], memit.SubjectStream]:
+    """Her raw prompt (plain and prefixed) and chat question, streamed from layer 4."""
+    sites = memit.build_sites(tok, [_aria()], ["", "Fun fact: "])
+    return sites, memit.SubjectStream(model, tok, sites, start=4)
+
+
 def test_keys_from_the_cached_lower_layers_equal_a_full_forward(base_model):
     # The stream runs layers below the edit once, on sequences cut after the subject;
     # the keys and outputs must be those of the whole sequence run from the embeddings.
     model, tok, arch = base_model
-    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
-                        [("Where does Aria Castellanos live?", "Aria Castellanos lives in Oslo.")])
-    sites = memit.build_sites(tok, [req], ["", "Fun fact: "])
-    stream = memit.SubjectStream(model, tok, sites, start=4)
+    sites, stream = _aria_stream(model, tok)
     keys, outs = stream.capture(model, [4, 6], [9])
     for i, s in enumerate(sites):
         got = {}
@@ -190,10 +198,7 @@ def test_a_capture_after_an_edited_layer_equals_one_from_a_fresh_stream(base_mod
     # The stream keeps what enters each layer and restarts from the highest entry still valid;
     # after a layer's weights change, what it captures must be what a new stream captures.
     model, tok, arch = base_model
-    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
-                        [("Where does Aria Castellanos live?", "Aria Castellanos lives in Oslo.")])
-    sites = memit.build_sites(tok, [req], ["", "Fun fact: "])
-    stream = memit.SubjectStream(model, tok, sites, start=4)
+    sites, stream = _aria_stream(model, tok)
     _, before = stream.capture(model, [4], [9])
     w = arch.down_proj(model, 6).weight
     saved = w.detach().clone()
@@ -255,26 +260,15 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(base
     assert whole.subset(torch.zeros(3, dtype=torch.bool)) is None
 
 
-def test_compute_z_in_bfloat16_still_reaches_the_target(base_model):
+@pytest.mark.parametrize("over", [{"z_dtype": "bfloat16"}, {"z_optimizer": "normalized"}])
+def test_compute_z_reaches_the_target(base_model, over):
     model, tok, arch = base_model
     # the short answer halves the time on CPUs that emulate bfloat16 (98 -> 55 s on an AVX2 EPYC)
-    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
-                        [("Where does Aria Castellanos live?", "Oslo.")])
-    cfg = memit.MemitConfig(z_dtype="bfloat16", steps=40)
-    delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [req], [""]), 1, 9, cfg)
+    cfg = memit.MemitConfig(**over, steps=40)
+    delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [_aria("Oslo.")], [""]), 1, 9, cfg)
     # stopped early: every target token's NLL went under the thresholds
     assert stats["z_steps"] < cfg.steps and stats["z_token_nll_max"] < cfg.z_stop_token_nll, stats
     assert delta.dtype == torch.float32 and delta.norm() > 0
-
-
-def test_compute_z_with_normalized_steps_reaches_the_target(base_model):
-    model, tok, arch = base_model
-    req = memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
-                        [("Where does Aria Castellanos live?", "Oslo.")])
-    cfg = memit.MemitConfig(z_optimizer="normalized", steps=40)
-    delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [req], [""]), 1, 9, cfg)
-    assert stats["z_steps"] < cfg.steps and stats["z_token_nll_max"] < cfg.z_stop_token_nll, stats
-    assert delta.norm() > 0
 
 
 def test_shrinkage_raises_the_small_eigenvalues_and_keeps_directions_and_trace():
