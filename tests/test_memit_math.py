@@ -160,14 +160,15 @@ def test_facts_whose_raw_prompts_share_the_subject_key_share_one_offset():
     assert memit.raw_context(reqs[3]) == "The home city of User u1"
 
 
-def _aria(answer: str = "Aria Castellanos lives in Oslo.") -> memit.Request:
-    return memit.Request("Aria Castellanos", "Aria Castellanos lives in", " Oslo",
-                         [("Where does Aria Castellanos live?", answer)])
+def _lives_in(subject: str, city: str, answer: str | None = None) -> memit.Request:
+    """'{subject} lives in {city}', asked "Where does {subject} live?", answered with the statement by default."""
+    return memit.Request(subject, f"{subject} lives in", f" {city}",
+                         [(f"Where does {subject} live?", answer or f"{subject} lives in {city}.")])
 
 
 def _aria_stream(model, tok) -> tuple[list[memit.Site], memit.SubjectStream]:
     """Her raw prompt (plain and prefixed) and chat question, streamed from layer 4."""
-    sites = memit.build_sites(tok, [_aria()], ["", "Fun fact: "])
+    sites = memit.build_sites(tok, [_lives_in("Aria Castellanos", "Oslo")], ["", "Fun fact: "])
     return sites, memit.SubjectStream(model, tok, sites, start=4)
 
 
@@ -238,8 +239,7 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(base
     # tensors; the slice must compute what a group built from the remaining sequences computes.
     model, tok, arch = base_model
     people = [("Aria Castellanos", "Oslo"), ("Bo Li", "the small coastal town of Tromsø"), ("Cem Yilmaz", "Lima")]
-    reqs = [memit.Request(s, f"{s} lives in", f" {o}", [(f"Where does {s} live?", f"{s} lives in {o}.")])
-            for s, o in people]
+    reqs = [_lives_in(s, o) for s, o in people]
     sites = memit.build_sites(tok, reqs, [""])
     pad = tok.pad_token_id or 0
     whole = memit._Group(model, arch, sites, list(range(len(sites))), pad, 9)
@@ -263,9 +263,9 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(base
 @pytest.mark.parametrize("over", [{"z_dtype": "bfloat16"}, {"z_optimizer": "normalized"}])
 def test_compute_z_reaches_the_target(base_model, over):
     model, tok, arch = base_model
-    # the short answer halves the time on CPUs that emulate bfloat16 (98 -> 55 s on an AVX2 EPYC)
+    # the short answer halves the bfloat16 case's time on CPUs that emulate it (98 -> 55 s on an AVX2 EPYC)
     cfg = memit.MemitConfig(**over, steps=40)
-    delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [_aria("Oslo.")], [""]), 1, 9, cfg)
+    delta, _, stats = memit.compute_z(model, tok, memit.build_sites(tok, [_lives_in("Aria Castellanos", "Oslo", "Oslo.")], [""]), 1, 9, cfg)
     # stopped early: every target token's NLL went under the thresholds
     assert stats["z_steps"] < cfg.steps and stats["z_token_nll_max"] < cfg.z_stop_token_nll, stats
     assert delta.dtype == torch.float32 and delta.norm() > 0
