@@ -6,6 +6,7 @@ editor, the covariance collector and the weight store never spell them out.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from torch import nn
@@ -47,6 +48,16 @@ class Architecture:
 
     def embed(self, model: nn.Module) -> nn.Module:
         return self._get(model, self.embed_attr)
+
+    def eager_copy(self, module: nn.Module, dtype) -> nn.Module:
+        """A copy of `module` in `dtype` whose attention runs eagerly: for the short sequences
+        compute_z runs, eager attention's backward is faster on CPU than SDPA's (0.09 s against
+        0.14 s through SmolLM2's 20 upper layers in bfloat16). It takes an additive mask."""
+        clone = copy.deepcopy(module).to(dtype)
+        for m in clone.modules():
+            if hasattr(getattr(m, "config", None), "_attn_implementation"):
+                m.config._attn_implementation = "eager"
+        return clone
 
     def down_proj_weight_name(self, index: int) -> str:
         """The tensor's name in the checkpoint (and in vLLM's weight loader)."""

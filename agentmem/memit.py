@@ -42,10 +42,11 @@ class MemitConfig(BaseModel):
     # against +5.5 and +8.2 %) and every edit took about 60 % longer (one more sequence per fact in
     # compute_z): off by default. Its 50-fact gains did not hold (docs/results/notes.md).
     open_question: str | None = None
-    # Precision of the layers run in compute_z's loop (the offset and the loss stay float32). On an
-    # AMD EPYC with avx512_bf16, 100 facts in batches of 10, two seeds: bfloat16 was 11-21 % faster and
-    # recalled as well, but drifted 1.8-3.3 points more in perplexity (docs/results/notes.md): off.
-    # CPUs without bf16 instructions may run it slower.
+    # Precision of the layers above the edit in compute_z's loop. "bfloat16" runs bfloat16 copies of
+    # them (the LM head and the loss stay float32), then judges every offset again in float32 and
+    # finishes it there if need be. On an AMD EPYC with avx512_bf16 (2 threads) it cut a batch of 10
+    # from 1.75 to 1.1-1.2 s per fact, but 100 facts drifted +12.6 to +14.2 % against +7.4 to +9.7 %
+    # in float32 (seed 2, docs/results/notes.md): off. CPUs without bf16 instructions run it slower.
     z_dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
     # How the offsets are optimised. "adam": MEMIT's classic, at `lr`. "normalized": each step moves an
     # offset along its own gradient by a length that starts at `z_step` times its subject's hidden norm,
@@ -353,15 +354,35 @@ class _KV:
             self.seen[layer_idx] = (k, v)
             return k, v
         pk, pv = self.prefix[layer_idx]
-        return torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+        return torch.cat([pk.to(k.dtype), k], 2), torch.cat([pv.to(v.dtype), v], 2)
 
 
-def _run_layers(model, arch, hidden, start, positions, mask=None, kv=None):
-    pe = arch.rotary(model)(hidden, positions)
-    for layer in arch.layers(model)[start:]:
-        out = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=pe, past_key_values=kv)
-        hidden = out[0] if isinstance(out, tuple) else out
-    return arch.final_norm(model)(hidden)
+class _Upper:
+    """The decoder layers from `start` up and the final norm, as compute_z's loop runs them.
+
+    In float32 they are the model's own. In bfloat16 they are copies with eager
+    attention (the model's weights stay float32): on CPUs with bfloat16 matrix
+    instructions the loop runs about 3x faster. Outputs come back in float32, so
+    the LM head and the loss stay float32 either way.
+    """
+
+    def __init__(self, model, arch: Architecture, start: int, dtype: torch.dtype = torch.float32):
+        self.dtype, self.rotary = dtype, arch.rotary(model)
+        self.layers, self.norm = list(arch.layers(model)[start:]), arch.final_norm(model)
+        self.eager = dtype != torch.float32
+        if self.eager:
+            self.layers = [arch.eager_copy(l, dtype) for l in self.layers]
+            self.norm = arch.eager_copy(self.norm, dtype)
+
+    def __call__(self, hidden, positions, mask=None, kv=None) -> torch.Tensor:
+        hidden = hidden.to(self.dtype)
+        if self.eager and mask is not None:
+            mask = torch.zeros(mask.shape, dtype=self.dtype).masked_fill(~mask, torch.finfo(self.dtype).min)
+        pe = self.rotary(hidden, positions)
+        for layer in self.layers:
+            out = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=pe, past_key_values=kv)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return self.norm(hidden).float()
 
 
 class _Group:
@@ -378,7 +399,7 @@ class _Group:
         hidden = _hidden_at(model, arch, ids, layer)
         rec = _KV()
         with torch.no_grad():
-            base_out = _run_layers(model, arch, hidden, layer + 1, full_pos, kv=rec)
+            base_out = _Upper(model, arch, layer + 1)(hidden, full_pos, kv=rec)
         pos = [s.pos for s in chosen]
         lens = [len(s.ids) for s in chosen]
         P, S = max(pos), max(l - p for l, p in zip(lens, pos))
@@ -422,7 +443,7 @@ class _Group:
         with torch.no_grad():
             head = model.get_output_embeddings()
             self.kl_ref = F.log_softmax(head(base_out[self.kl_rows, kl_pos]), -1)
-        self.layer = layer
+        self.refs = {torch.float32: self.kl_ref}
 
     def subset(self, active: torch.Tensor) -> "_Group | None":
         """This group without the sequences of requests no longer `active` (a bool per request);
@@ -450,14 +471,23 @@ class _Group:
                 setattr(g, name, getattr(self, name)[sel])
         return g
 
-    def run(self, model, arch, delta: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def anchor(self, upper: _Upper, head) -> None:
+        """Take the KL anchors' reference distribution from `upper`'s own arithmetic, at a zero offset.
+        Against a float32 reference, bfloat16's rounding alone is a KL that the offset would learn to undo."""
+        if upper.dtype not in self.refs:
+            out = self.run(upper, self.suffix.new_zeros(int(self.req.max()) + 1, self.suffix.shape[-1]))
+            self.refs[upper.dtype] = F.log_softmax(head(out[self.kl_rows, self.kl_spos]), -1)
+        self.kl_ref = self.refs[upper.dtype]
+
+    def run(self, upper: _Upper, delta: torch.Tensor) -> torch.Tensor:
         """Final-norm outputs of the suffix tokens with `delta` added at each subject token."""
         h = self.suffix.clone()
         h[:, 0] = h[:, 0] + delta[self.req]
         # the weights change wherever the subject ends, so an answer that names it again gets the
         # offset there too; optimised without it, the edit can break the answer's next word
         h[self.again_rows, self.again_spos] = h[self.again_rows, self.again_spos] + delta[self.req[self.again_rows]]
-        return _run_layers(model, arch, h, self.layer + 1, self.positions, self.mask, _KV(self.prefix))
+        return upper(h, self.positions, self.mask, _KV(self.prefix))
 
 
 def _groups(model, arch, sites: list[Site], pad_id: int, layer: int) -> list[_Group]:
@@ -533,19 +563,24 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
         opt = _NormalizedDescent(delta, cfg.z_step * h_norm)
     nll_seen, worst_seen = torch.zeros(requests), torch.zeros(requests)
     active = torch.ones(n_slots, dtype=torch.bool)
-    for step in range(cfg.steps):
+    # bfloat16 steps are fast but see slightly different outputs: each offset is judged again, and
+    # finished if need be, in float32, so what stops the loop is always the float32 model's answer
+    uppers = [_Upper(model, arch, last_layer + 1, dt) for dt in
+              ((torch.bfloat16,) if cfg.z_dtype == "bfloat16" else ()) + (torch.float32,)]
+    upper, every, step, float32_from = uppers.pop(0), groups, 0, None
+    for g in every:
+        g.anchor(upper, lm_head)
+    while True:
         # Subjects share no token, so each offset follows the path it would alone: one that has
         # reached all its requests' targets is kept and its sequences leave the (costly) loop.
-        groups = [s for g in groups if (s := g.subset(active[slots])) is not None]
+        groups = [s for g in every if (s := g.subset(active[slots])) is not None]
         opt.zero_grad()
         nll = torch.zeros(requests)
         worst = torch.zeros(requests)
         kl = torch.zeros(requests)
         per_request = delta[slots]
         for g in groups:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.z_dtype == "bfloat16"):
-                out = g.run(model, arch, per_request)
-            out = out.float()
+            out = g.run(upper, per_request)
             if len(g.t_rows):
                 logp = F.log_softmax(lm_head(out[g.t_rows, g.t_spos]), -1)
                 tok_nll = -logp.gather(1, g.t_ids[:, None]).squeeze(1)
@@ -560,18 +595,27 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
         nll_seen[running], worst_seen[running] = nll.detach()[running], worst[running]
         unmet = (nll.detach() >= cfg.z_stop_nll) | (worst >= cfg.z_stop_token_nll)
         active &= torch.zeros(n_slots, dtype=torch.long).index_add(0, slots, unmet.long()) > 0
-        if not active.any():
-            break
+        if not active.any() or step == cfg.steps:
+            if not uppers:
+                break
+            upper, float32_from = uppers.pop(0), step
+            for g in every:
+                g.anchor(upper, lm_head)
+            active[:] = True
+            continue
         wd = cfg.weight_decay * delta.norm(dim=-1) ** 2 / site_norm.mean() ** 2
         per_slot = torch.zeros(n_slots).index_add(0, slots, nll + cfg.kl_factor * kl) + wd
         per_slot[active].sum().backward()
         kept = delta.detach()[~active].clone()
         opt.step(per_slot.detach())
+        step += 1
         with torch.no_grad():
             delta.mul_((slot_norm / delta.norm(dim=-1).clamp_min(1e-8)).clamp(max=1.0)[:, None])
             delta[~active] = kept  # Adam's momentum would move a finished offset on
-    stats = {"z_steps": step + 1, "z_nll_max": round(nll_seen.max().item(), 4),
+    stats = {"z_steps": step, "z_nll_max": round(nll_seen.max().item(), 4),
              "z_token_nll_max": round(worst_seen.max().item(), 4)}
+    if float32_from is not None:
+        stats["z_float32_steps"] = step - float32_from
     return delta.detach()[slots], h_sub, stats
 
 
