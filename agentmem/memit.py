@@ -45,8 +45,8 @@ class MemitConfig(BaseModel):
     # Precision of the layers above the edit in compute_z's loop. "bfloat16" runs bfloat16 copies of
     # them (the LM head and the loss stay float32), then judges every offset again in float32 and
     # finishes it there if need be. On an AMD EPYC with avx512_bf16 (2 threads) it cut a batch of 10
-    # from 1.75 to 1.1-1.2 s per fact, but 100 facts drifted +12.6 to +14.2 % against +7.4 to +9.7 %
-    # in float32 (seed 2, docs/results/notes.md): off. CPUs without bf16 instructions run it slower.
+    # from 1.75 to 1.1-1.2 s per fact, but 100 facts drifted more: +12.6 % against +7.5 % (seed 2),
+    # +11.1 % against +8.6 % (seed 3; docs/results/notes.md): off. CPUs without bf16 instructions run it slower.
     z_dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
     # How the offsets are optimised. "adam": MEMIT's classic, at `lr`. "normalized": each step moves an
     # offset along its own gradient by a length that starts at `z_step` times its subject's hidden norm,
