@@ -442,8 +442,8 @@ class _Group:
         self.kl_spos = kl_pos - torch.tensor([chosen[j].pos for j in kl], dtype=torch.long)
         with torch.no_grad():
             head = model.get_output_embeddings()
-            self.kl_ref = F.log_softmax(head(base_out[self.kl_rows, kl_pos]), -1)
-        self.refs = {torch.float32: self.kl_ref}
+            # per precision of the loop (see `anchor`); float32's comes free from the run above
+            self.kl_ref = {torch.float32: F.log_softmax(head(base_out[self.kl_rows, kl_pos]), -1)}
 
     def subset(self, active: torch.Tensor) -> "_Group | None":
         """This group without the sequences of requests no longer `active` (a bool per request);
@@ -463,22 +463,22 @@ class _Group:
         g.h_sub, g.req = self.h_sub[rows], self.req[rows]
         for row_name, names in (("again_rows", ("again_spos",)),
                                 ("t_rows", ("t_spos", "t_ids", "t_req")),
-                                ("kl_rows", ("kl_spos", "kl_ref"))):
+                                ("kl_rows", ("kl_spos",))):
             old = getattr(self, row_name)
             sel = keep[old]
             setattr(g, row_name, renum[old[sel]])
             for name in names:
                 setattr(g, name, getattr(self, name)[sel])
+        g.kl_ref = {dt: ref[keep[self.kl_rows]] for dt, ref in self.kl_ref.items()}
         return g
 
     @torch.no_grad()
     def anchor(self, upper: _Upper, head) -> None:
-        """Take the KL anchors' reference distribution from `upper`'s own arithmetic, at a zero offset.
+        """Compute the KL anchors' reference distribution in `upper`'s own arithmetic, at a zero offset.
         Against a float32 reference, bfloat16's rounding alone is a KL that the offset would learn to undo."""
-        if upper.dtype not in self.refs:
+        if upper.dtype not in self.kl_ref:
             out = self.run(upper, self.suffix.new_zeros(int(self.req.max()) + 1, self.suffix.shape[-1]))
-            self.refs[upper.dtype] = F.log_softmax(head(out[self.kl_rows, self.kl_spos]), -1)
-        self.kl_ref = self.refs[upper.dtype]
+            self.kl_ref[upper.dtype] = F.log_softmax(head(out[self.kl_rows, self.kl_spos]), -1)
 
     def run(self, upper: _Upper, delta: torch.Tensor) -> torch.Tensor:
         """Final-norm outputs of the suffix tokens with `delta` added at each subject token."""
@@ -565,9 +565,8 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
     active = torch.ones(n_slots, dtype=torch.bool)
     # bfloat16 steps are fast but see slightly different outputs: each offset is judged again, and
     # finished if need be, in float32, so what stops the loop is always the float32 model's answer
-    uppers = [_Upper(model, arch, last_layer + 1, dt) for dt in
-              ((torch.bfloat16,) if cfg.z_dtype == "bfloat16" else ()) + (torch.float32,)]
-    upper, every, step, float32_from = uppers.pop(0), groups, 0, None
+    upper = _Upper(model, arch, last_layer + 1, getattr(torch, cfg.z_dtype))
+    every, step, float32_from = groups, 0, None
     for g in every:
         g.anchor(upper, lm_head)
     while True:
@@ -588,7 +587,7 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
                 worst = worst.scatter_reduce(0, g.t_req, tok_nll.detach(), "amax")
             if len(g.kl_rows):
                 cur = F.log_softmax(lm_head(out[g.kl_rows, g.kl_spos]), -1)
-                kl_site = F.kl_div(cur, g.kl_ref, log_target=True, reduction="none").sum(-1)
+                kl_site = F.kl_div(cur, g.kl_ref[upper.dtype], log_target=True, reduction="none").sum(-1)
                 kl = kl.index_add(0, g.req[g.kl_rows], kl_site)
         nll = nll / n_targets
         running = active[slots]
@@ -596,11 +595,9 @@ def compute_z(model, tokenizer, sites: list[Site], requests: int, last_layer: in
         unmet = (nll.detach() >= cfg.z_stop_nll) | (worst >= cfg.z_stop_token_nll)
         active &= torch.zeros(n_slots, dtype=torch.long).index_add(0, slots, unmet.long()) > 0
         if not active.any() or step == cfg.steps:
-            if not uppers:
+            if upper.dtype == torch.float32:
                 break
-            upper, float32_from = uppers.pop(0), step
-            for g in every:
-                g.anchor(upper, lm_head)
+            upper, float32_from = _Upper(model, arch, last_layer + 1), step
             active[:] = True
             continue
         wd = cfg.weight_decay * delta.norm(dim=-1) ** 2 / site_norm.mean() ** 2
