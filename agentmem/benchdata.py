@@ -6,6 +6,7 @@ Shared by the tests and `agentmem eval` so that both measure the same thing.
 from __future__ import annotations
 
 import random
+from importlib.resources import files
 
 from .facts import Fact
 
@@ -56,25 +57,10 @@ UNRELATED_RAW = [
     "Anna Kowalski lives in", "John Smith works at", "The official language of Japan is", "Paris is the capital of",
 ]
 
-# Held-out text for perplexity: never used for covariance (which is model-sampled) or editing.
-HELDOUT = [
-    "The river wound through the valley, past orchards and old stone farmhouses, before it reached the sea.",
-    "Photosynthesis converts light energy into chemical energy, storing it in the bonds of sugar molecules.",
-    "She opened the letter slowly, unsure whether the news inside would change everything or nothing at all.",
-    "Most modern computers store information as binary digits, which are either zero or one.",
-    "The museum's new exhibition brings together paintings from three centuries of European art.",
-    "To make a simple bread, mix flour, water, salt and yeast, then let the dough rise for an hour.",
-    "The committee agreed to postpone the vote until every member had read the full report.",
-    "Mountains form over millions of years as tectonic plates collide and push the crust upward.",
-    "He trained every morning before sunrise, running along the empty beach while the town slept.",
-    "Vaccines teach the immune system to recognise a pathogen without causing the disease itself.",
-    "The library stays open late during exam season so that students have a quiet place to study.",
-    "Trade routes across the desert carried salt, gold and ideas between distant kingdoms.",
-    "A good night's sleep improves memory, mood and the ability to concentrate during the day.",
-    "The orchestra tuned their instruments as the audience settled into their seats.",
-    "Engineers tested the bridge by driving heavily loaded trucks across it before it opened.",
-    "In autumn the leaves turn red and gold, and the air smells of wood smoke and rain.",
-]
+# Held-out text for perplexity: never used for covariance (which is model-sampled) or editing. One text a
+# line; the first 16 were the whole set until 2026-12-02. 166 texts (2,714 tokens) because a drift of a few
+# per cent is within what 16 sentences' sampling error allows (see evaluate.drift).
+HELDOUT = (files("agentmem") / "data" / "heldout.txt").read_text().splitlines()
 
 
 def _people(rng: random.Random) -> list[str]:

@@ -4,8 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from agentmem.evaluate import edit_benchmark
+from agentmem.benchdata import HELDOUT
+from agentmem.evaluate import drift, edit_benchmark
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
 
@@ -20,7 +22,38 @@ def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     for key in ("raw", "chat", "paraphrase"):
         assert 0 <= out["recall_batch"][key] <= 1
     assert out["recall_batch"]["chat"] >= 0.5
-    assert out["perplexity"]["before"] > 1 and out["perplexity"]["after"] > 1
+    ppl = out["perplexity"]
+    assert ppl["before"] > 1 and ppl["after"] > 1
+    assert abs(ppl["drift"] - (ppl["after"] / ppl["before"] - 1)) < 1e-3
+    assert ppl["interval_95"][0] <= ppl["drift"] <= ppl["interval_95"][1]
+    assert ppl["texts"] == len(HELDOUT)
     cf = out["counterfact"]
     assert set(cf) == {"nullspace", "alphaedit"}
     assert cf["nullspace"]["n"] == 6 and cf["nullspace"]["efficacy"] >= 0.5
+
+
+def test_drift_interval_says_how_much_text_the_estimate_rests_on():
+    gen = torch.Generator().manual_seed(1)
+
+    def texts(n):
+        # each text's NLL moves by its own amount: 0.01 nats per token on average, 0.1 apart
+        change = 0.01 + 0.1 * torch.randn(n, generator=gen)
+        return [(30.0, 20)] * n, [(30.0 + 20 * c.item(), 20) for c in change]
+
+    small, large = drift(*texts(16)), drift(*texts(160))
+    for d in (small, large):
+        lo, hi = d["interval_95"]
+        assert lo < d["drift"] < hi
+    width = lambda d: d["interval_95"][1] - d["interval_95"][0]
+    assert 2 < width(small) / width(large) < 5  # about sqrt(10)
+    assert width(small) > 0.04  # 16 texts cannot tell a +1 % drift from none
+    same = drift(*[[(30.0, 20)] * 16] * 2)
+    assert same["drift"] == 0 and same["interval_95"] == [0, 0]
+    before, after = texts(16)
+    with pytest.raises(ValueError, match="same texts"):
+        drift(before, after[:-1])
+
+
+def test_heldout_text_is_distinct_and_large_enough_to_measure_a_small_drift():
+    assert len(HELDOUT) == len(set(HELDOUT)) >= 150
+    assert all(t.strip() == t and len(t.split()) >= 8 for t in HELDOUT)
