@@ -401,7 +401,8 @@ class _Group:
         with torch.no_grad():
             base_out = _Upper(model, arch, layer + 1)(hidden, full_pos, kv=rec)
         pos = [s.pos for s in chosen]
-        lens = [len(s.ids) for s in chosen]
+        # the last token of a target is only ever predicted, never read: the loop leaves it out
+        lens = [len(s.ids) - (s.target_span is not None and s.target_span[1] == len(s.ids)) for s in chosen]
         P, S = max(pos), max(l - p for l, p in zip(lens, pos))
         self.prefix = {}
         for li, (k, v) in rec.seen.items():
@@ -423,7 +424,7 @@ class _Group:
         self.mask = mask
         self.h_sub = hidden[torch.arange(n), torch.tensor(pos)]
         self.req = torch.tensor([s.request for s in chosen])
-        again = [(j, t - s.pos) for j, s in enumerate(chosen) for t in s.repeats]
+        again = [(j, t - s.pos) for j, s in enumerate(chosen) for t in s.repeats if t < lens[j]]
         self.again_rows = torch.tensor([j for j, _ in again], dtype=torch.long)
         self.again_spos = torch.tensor([t for _, t in again], dtype=torch.long)
         # each target token is predicted from the token before it; positions count from the subject

@@ -261,6 +261,37 @@ def test_a_group_without_finished_requests_runs_like_one_built_without_them(base
     assert whole.subset(torch.zeros(3, dtype=torch.bool)) is None
 
 
+def test_the_loop_predicts_each_target_token_as_a_full_forward_with_the_offset_does(base_model):
+    # compute_z's loop runs only the tokens from the subject on, above the edited layer, without each
+    # target's last token; its predictions must be the whole model's with the offset added at the
+    # subject (and wherever an answer names the subject again)
+    model, tok, arch = base_model
+    sites = memit.build_sites(tok, [_lives_in("Aria Castellanos", "Oslo"), _lives_in("Bo Li", "Lima")], [""])
+    group = memit._Group(model, arch, sites, list(range(len(sites))), tok.pad_token_id or 0, 9)
+    delta = torch.randn(2, model.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 3
+    with torch.no_grad():
+        looped = model.get_output_embeddings()(group.run(memit._Upper(model, arch, 10), delta))
+    assert len(group.again_rows) > 0
+    for j, i in enumerate(group.idx):
+        site = sites[i]
+
+        def add(module, inputs, out, site=site):
+            h = out[0] if isinstance(out, tuple) else out
+            for t in (site.pos, *site.repeats):
+                h[0, t] += delta[site.request]
+
+        hook = arch.layer(model, 9).register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                full = model(input_ids=torch.tensor([site.ids]), use_cache=False).logits[0]
+        finally:
+            hook.remove()
+        rows = group.t_rows == j
+        got = looped[j, group.t_spos[rows]]
+        want = full[group.t_spos[rows] + site.pos]
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
 def test_bfloat16_upper_layers_are_copies_that_compute_what_the_model_computes(base_model):
     model, tok, arch = base_model
     sites = memit.build_sites(tok, [_lives_in("Aria Castellanos", "Oslo")], [""])
