@@ -167,9 +167,13 @@ def _lives_in(subject: str, city: str, answer: str | None = None) -> memit.Reque
 
 
 def _aria_stream(model, tok) -> tuple[list[memit.Site], memit.SubjectStream]:
-    """Her raw prompt (plain and prefixed) and chat question, streamed from layer 4."""
-    sites = memit.build_sites(tok, [_lives_in("Aria Castellanos", "Oslo")], ["", "Fun fact: "])
-    return sites, memit.SubjectStream(model, tok, sites, start=4)
+    """Raw prompts (plain and prefixed) and chat questions of three people, streamed from layer 4."""
+    people = [("Aria Castellanos", "Oslo"), ("Bo Li", "Lima"), ("Cem Yilmaz", "Quito")]
+    sites = memit.build_sites(tok, [_lives_in(s, c) for s, c in people], ["", "Fun fact: "])
+    stream = memit.SubjectStream(model, tok, sites, start=4)
+    # the chat questions begin with the same template opening, run once per layer: that path is covered
+    assert any(b.opening and all(sites[i].kind == "question" for i in b.idx) for b in stream.buckets)
+    return sites, stream
 
 
 def test_keys_from_the_cached_lower_layers_equal_a_full_forward(base_model):
