@@ -151,6 +151,10 @@ class LocalFactQueue:
         with self._cond:
             return len(self._items) + len(self._taken)
 
+    def fact_ids(self) -> set[str]:
+        with self._cond:
+            return {e.fact_id for e in (*self._items, *self._taken.values())}
+
     def wait_empty(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:

@@ -45,8 +45,10 @@ class MemitConfig(BaseModel):
     # Precision of the layers above the edit in compute_z's loop. "bfloat16" runs bfloat16 copies of
     # them (the LM head and the loss stay float32), then judges every offset again in float32 and
     # finishes it there if need be. On an AMD EPYC with avx512_bf16 (2 threads) it cut a batch of 10
-    # from 1.75 to 1.1-1.2 s per fact, but 100 facts drifted more: +12.6 % against +7.5 % (seed 2),
-    # +11.1 % against +8.6 % (seed 3; docs/results/notes.md): off. CPUs without bf16 instructions run it slower.
+    # from 1.75 to 1.1-1.2 s per fact. Judged on the 166 held-out texts (2026-12-03, 100 facts, seeds 2
+    # and 3), it drifts +2.1 and +0.0 points more than float32; with z_optimizer "normalized" it is 43 %
+    # faster than float32 and drifts -2.3 and +0.2 points, but paraphrase recall falls 0.03-0.07
+    # (docs/results/notes.md): off. CPUs without bf16 instructions run it slower.
     z_dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
     # How the offsets are optimised. "adam": MEMIT's classic, at `lr`. "normalized": each step moves an
     # offset along its own gradient by a length that starts at `z_step` times its subject's hidden norm,

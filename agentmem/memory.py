@@ -271,16 +271,28 @@ class Memory:
             log.warning("could not wake a worker (%s); the periodic sweep will pick the facts up", e)
 
     def wait(self, ids: Iterable[str] | None = None, timeout: float = 60.0) -> bool:
-        """Block until the given facts (default: all) have left the queue; False on timeout."""
+        """Block until the given facts (default: all) have left the queue; False on timeout.
+
+        A writer settles a fact in the ledger before it acknowledges the fact's queue entry (a crash
+        between the two re-delivers an entry the ledger already settled), so both are waited on.
+        """
         ids = None if ids is None else set(ids)
         deadline = time.monotonic() + timeout
         while True:
             waiting = [f for f in self.ledger.facts(status=(*WAITING, PENDING)) if ids is None or f["id"] in ids]
-            if not waiting:
+            if not waiting and not self._still_queued(ids):
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.1)
+
+    def _still_queued(self, ids: set[str] | None) -> bool:
+        """Whether the queue still holds an entry of these facts (default: of any fact in the ledger)."""
+        try:
+            held = self.queue.fact_ids()
+        except redis.RedisError:
+            return True  # unconfirmed until the queue answers
+        return bool(held & ids) if ids is not None else any(self.ledger.get(i) for i in held)
 
     def sleep(self) -> dict:
         """Consolidate every active fact into the LoRA adapter now (what the nightly task runs); returns the report.

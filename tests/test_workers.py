@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from agentmem import Memory
 from agentmem.arch import for_model, num_layers
 from agentmem.fact_queue import namespace_for
+from agentmem.facts import Fact
 from agentmem.ledger import ACTIVE, PENDING, REJECTED, SPOOLED
 from agentmem.store import WeightStore
 
@@ -187,6 +188,21 @@ def test_redis_unreachable_spools_locally_and_nothing_is_lost(workers, observer)
     mem = observer()
     assert mem.wait([out[0].id], timeout=120), workers.logs()[-3000:]
     assert "utrecht" in mem.ask("Where do I live?", user_id="di").lower()
+
+
+def test_wait_returns_only_once_the_queue_let_go_of_the_fact(observer):
+    # a writer settles a fact in the ledger just before it acknowledges the queue entry: a wait that
+    # trusted the ledger alone returned while the entry was still on the stream
+    mem = observer()
+    fact = Fact(subject="Ivo Brandt", relation="lives in", object="Lisbon", prompt="{subject} lives in",
+                question="Where does Ivo Brandt live?")
+    mem.ledger.add_fact("f_settled", fact, ACTIVE)
+    mem.queue.put([("f_settled", fact)])
+    assert not mem.wait(["f_settled"], timeout=0.5)
+    assert not mem.wait(timeout=0.5)
+    mem.queue.ack(mem.queue.read("test", 10))
+    assert mem.wait(["f_settled"], timeout=5) and mem.wait(timeout=5)
+    assert mem.queue.backlog() == 0
 
 
 def test_hostile_input_is_refused_and_never_crashes_a_worker(workers, observer, client, home):
