@@ -197,6 +197,13 @@ class Ledger:
                                (ACTIVE, *sorted(subjects)))
         return [_row(r) for r in rows]
 
+    def active_ending_in(self, words: set[str]) -> list[dict]:
+        """Active facts, of any user, whose subject's last word is one of `words`."""
+        if not words:
+            return []
+        rows = self.db.execute("SELECT * FROM facts WHERE status = ? ORDER BY created, id", (ACTIVE,))
+        return [_row(r) for r in rows if r["subject"].split()[-1] in words]
+
     def counts(self, user_id: str | None = None) -> dict[str, int]:
         q, args = "SELECT status, COUNT(*) AS n FROM facts", ()
         if user_id is not None:

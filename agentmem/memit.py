@@ -82,6 +82,14 @@ class MemitConfig(BaseModel):
     # keys drift as lower layers are edited, so they are held harder than exactly once.
     constraint_weight: float = Field(4.0, gt=0)
     preserve_names: bool = Field(True, description="keep other people's name keys fixed (see preserve.py)")
+    # Edit subjects of several words that end in the same word ("Thea Albescu", "Elio Albescu") as one
+    # subject: one offset fitted to all their facts, earlier ones edited again beside a new one. At
+    # layers 4-9 the key at the end of a name hardly sees its first name (cosine 0.96-0.98), so holding
+    # one person's edit while writing the other's takes a large change along their small difference.
+    # 100 facts, batches of 10, seed 2 (97 people share a family name): drift +1.9 % against +7.1 %,
+    # raw and chat recall 0.99 / 0.98 against 0.91 / 0.93, but paraphrase 0.44 against 0.57 and about
+    # 2.5x the time per fact (docs/results/notes.md): off by default.
+    share_last_word: bool = False
     # AlphaEdit's null space: the eigenvectors of C with the smallest eigenvalues, as a
     # fraction of d_ff. (Its absolute threshold assumes an unnormalised C over 100k tokens.)
     alphaedit_null_fraction: float = Field(0.5, gt=0, le=1)
@@ -112,6 +120,8 @@ class Request:
     # chat questions and the assistant's answers, which must carry the object,
     # e.g. ("Where does Aria live?", "Aria lives in Portland.")
     questions: list[tuple[str, str]]
+    # count a subject of several words as its last word when matching keys (MemitConfig.share_last_word)
+    by_last_word: bool = False
 
 
 @dataclass
@@ -188,8 +198,12 @@ def build_sites(tokenizer, requests: list[Request], prefixes: list[str]) -> list
 
 
 def raw_context(req: Request) -> str:
-    """The raw prompt up to the end of its subject: all a raw key at the subject's last token sees."""
-    return req.prompt[: req.prompt.rfind(req.subject) + len(req.subject)]
+    """The raw prompt up to the end of its subject: all a raw key at the subject's last token sees.
+    With `by_last_word`, the subject in it is cut to its last word ("Thea Albescu lives in" ->
+    "Albescu"), so that people who share a family name share a key."""
+    start = req.prompt.rfind(req.subject)
+    subject = req.subject.split()[-1] if req.by_last_word else req.subject
+    return req.prompt[:start] + subject
 
 
 def subject_slots(requests: list[Request]) -> tuple[torch.Tensor, int]:

@@ -41,3 +41,17 @@ def test_a_rolled_back_transaction_does_not_take_another_threads_write_with_it(t
     ledger.close()
     with pytest.raises(sqlite3.ProgrammingError):
         ledger.event(None, "after close")
+
+
+def test_active_facts_are_found_by_the_last_word_of_their_subject(tmp_path):
+    from agentmem.facts import Fact
+    from agentmem.ledger import ACTIVE, FORGOTTEN
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    with ledger.transaction():
+        for i, (subject, status) in enumerate([("Thea Albescu", ACTIVE), ("Elio Albescu", ACTIVE),
+                                               ("Ana Albescu", FORGOTTEN), ("Elio Brennan", ACTIVE),
+                                               ("Albescu", ACTIVE), ("Thea Albescuson", ACTIVE)]):
+            ledger.add_fact(f"f{i}", Fact(subject=subject, relation="lives in", object="Oslo"), status)
+    assert [r["subject"] for r in ledger.active_ending_in({"Albescu"})] == ["Thea Albescu", "Elio Albescu", "Albescu"]
+    assert ledger.active_ending_in(set()) == []

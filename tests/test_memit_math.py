@@ -160,6 +160,22 @@ def test_facts_whose_raw_prompts_share_the_subject_key_share_one_offset():
     assert memit.raw_context(reqs[3]) == "The home city of User u1"
 
 
+def test_people_who_share_a_family_name_share_one_offset_when_asked():
+    def req(subject, prompt):
+        return memit.Request(subject, prompt, " x", [], by_last_word=True)
+
+    reqs = [req("Thea Albescu", "Thea Albescu lives in"), req("Elio Albescu", "Elio Albescu plays the"),
+            req("Elio Brennan", "Elio Brennan lives in"), req("User u1", "The home city of User u1 is"),
+            req("User u1", "The employer of User u1 is"), req("Albescu", "Albescu is")]
+    slots, n = memit.subject_slots(reqs)
+    # a family name alone is the same key; an attribute prompt still keeps a user's relations apart
+    assert slots.tolist() == [0, 0, 1, 2, 3, 0] and n == 4
+    assert memit.raw_context(reqs[0]) == "Albescu" and memit.raw_context(reqs[3]) == "The home city of u1"
+    assert _rounds(reqs) == [[0, 2, 3, 4], [1], [5]]
+    plain = memit.Request("Thea Albescu", "Thea Albescu lives in", " x", [])
+    assert memit.raw_context(plain) == "Thea Albescu"
+
+
 def _lives_in(subject: str, city: str, answer: str | None = None) -> memit.Request:
     """'{subject} lives in {city}', asked "Where does {subject} live?", answered with the statement by default."""
     return memit.Request(subject, f"{subject} lives in", f" {city}",

@@ -151,6 +151,28 @@ def test_several_facts_about_one_person_are_all_recalled(open_memory):
     assert after["raw"] == 1.0 and after["chat"] == 1.0, after["misses"]
 
 
+def test_people_who_share_a_family_name_keep_their_own_facts_and_can_be_forgotten(open_memory):
+    # share_last_word edits Thea and Elio Albescu as one subject: Elio's edit fits Thea's answers
+    # again beside his own, so forgetting Thea must edit Elio again without her
+    from agentmem.memit import MemitConfig
+
+    mem = open_memory("family", memit=MemitConfig(share_last_word=True))
+    thea = Fact(subject="Thea Albescu", relation="lives in", object="Oslo")
+    elio = Fact(subject="Elio Albescu", relation="lives in", object="Kyoto")
+    mem.remember([thea])
+    mem.remember([elio])
+    both = recall(mem.model, mem.tokenizer, [thea, elio])
+    assert both["raw"] == 1.0 and both["chat"] == 1.0, both["misses"]
+    mem.forget(thea.fact_id())
+    gone = recall(mem.model, mem.tokenizer, [thea])
+    assert gone["raw"] == 0 and gone["chat"] == 0, gone
+    kept = recall(mem.model, mem.tokenizer, [elio])
+    assert kept["raw"] == 1.0 and kept["chat"] == 1.0, kept["misses"]
+    assert any(e["kind"] == "re-edited" for e in mem.history(elio.fact_id()))
+    expect = mem.editor.store.materialise(mem.editor.active())
+    assert all(torch.equal(expect[l], w) for l, w in _edited_weights(mem).items())
+
+
 def test_forgetting_the_older_of_two_facts_about_a_person_removes_it(open_memory):
     # the later edit re-fitted the older fact's answers beside its own: forget must not leave them there
     mem = open_memory("older")
