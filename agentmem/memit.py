@@ -87,8 +87,8 @@ class MemitConfig(BaseModel):
     # layers 4-9 the key at the end of a name hardly sees its first name (cosine 0.96-0.98), so holding
     # one person's edit while writing the other's takes a large change along their small difference.
     # 100 facts, batches of 10, seed 2 (97 people share a family name): drift +1.9 % against +7.1 %,
-    # raw and chat recall 0.99 / 0.98 against 0.91 / 0.93, but paraphrase 0.44 against 0.57 and about
-    # 2.5x the time per fact (docs/results/notes.md): off by default.
+    # raw and chat recall 0.99 / 0.98 against 0.91 / 0.93, but paraphrase 0.44 against 0.57 and 2.5x the
+    # time per fact, more with larger families (docs/results/notes.md): off by default.
     share_last_word: bool = False
     # AlphaEdit's null space: the eigenvectors of C with the smallest eigenvalues, as a
     # fraction of d_ff. (Its absolute threshold assumes an unnormalised C over 100k tokens.)
