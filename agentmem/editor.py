@@ -162,10 +162,7 @@ class WakeEditor:
         the subject's new offset to them too.
         """
         contexts = {memit.raw_context(r) for r in reqs}
-        if self.cfg.share_last_word:
-            rows = self.ledger.active_ending_in({r.subject.split()[-1] for r in reqs})
-        else:
-            rows = self.ledger.active_about({r.subject for r in reqs})
+        rows = self.ledger.active_about({r.subject for r in reqs}, by_last_word=self.cfg.share_last_word)
         found = {r["id"]: to_request(Fact.parse(r["fact"]), self.cfg) for r in rows if r["id"] in kept}
         found.update(earlier)
         return {fid: r for fid, r in found.items() if memit.raw_context(r) in contexts}

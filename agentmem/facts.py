@@ -103,6 +103,12 @@ ATTRIBUTES: dict[str, str] = {
 }
 
 
+def last_word(subject: str) -> str:
+    """The word a subject's last token belongs to ("Thea Albescu" -> "Albescu"): all that the key at
+    the end of a multi-word name sees of it, nearly (see MemitConfig.share_last_word)."""
+    return subject.split()[-1]
+
+
 def attribute_of(relation: str) -> str | None:
     """The relation as a noun phrase ("lives in" -> "home city"), if it has one."""
     r = relation.strip().lower()

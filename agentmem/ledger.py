@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .facts import Fact
+from .facts import Fact, last_word
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS facts (
@@ -188,21 +188,19 @@ class Ledger:
         )
         return [_row(r) for r in rows]
 
-    def active_about(self, subjects: set[str]) -> list[dict]:
-        """Active facts, of any user, whose subject is one of `subjects` (exactly: the weights key on its tokens)."""
+    def active_about(self, subjects: set[str], by_last_word: bool = False) -> list[dict]:
+        """Active facts, of any user, whose subject is one of `subjects` (exactly: the weights key on its
+        tokens), or with `by_last_word` ends in the same word as one of them (see facts.last_word)."""
         if not subjects:
             return []
+        if by_last_word:
+            words = {last_word(s) for s in subjects}
+            rows = self.db.execute("SELECT * FROM facts WHERE status = ? ORDER BY created, id", (ACTIVE,))
+            return [_row(r) for r in rows if last_word(r["subject"]) in words]
         marks = ", ".join("?" * len(subjects))
         rows = self.db.execute(f"SELECT * FROM facts WHERE status = ? AND subject IN ({marks}) ORDER BY created, id",
                                (ACTIVE, *sorted(subjects)))
         return [_row(r) for r in rows]
-
-    def active_ending_in(self, words: set[str]) -> list[dict]:
-        """Active facts, of any user, whose subject's last word is one of `words`."""
-        if not words:
-            return []
-        rows = self.db.execute("SELECT * FROM facts WHERE status = ? ORDER BY created, id", (ACTIVE,))
-        return [_row(r) for r in rows if r["subject"].split()[-1] in words]
 
     def counts(self, user_id: str | None = None) -> dict[str, int]:
         q, args = "SELECT status, COUNT(*) AS n FROM facts", ()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field, field_validator
 
 from .arch import Architecture, for_model
+from .facts import last_word
 
 
 class MemitConfig(BaseModel):
@@ -202,7 +203,7 @@ def raw_context(req: Request) -> str:
     With `by_last_word`, the subject in it is cut to its last word ("Thea Albescu lives in" ->
     "Albescu"), so that people who share a family name share a key."""
     start = req.prompt.rfind(req.subject)
-    subject = req.subject.split()[-1] if req.by_last_word else req.subject
+    subject = last_word(req.subject) if req.by_last_word else req.subject
     return req.prompt[:start] + subject
 
 

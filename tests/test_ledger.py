@@ -53,5 +53,6 @@ def test_active_facts_are_found_by_the_last_word_of_their_subject(tmp_path):
                                                ("Ana Albescu", FORGOTTEN), ("Elio Brennan", ACTIVE),
                                                ("Albescu", ACTIVE), ("Thea Albescuson", ACTIVE)]):
             ledger.add_fact(f"f{i}", Fact(subject=subject, relation="lives in", object="Oslo"), status)
-    assert [r["subject"] for r in ledger.active_ending_in({"Albescu"})] == ["Thea Albescu", "Elio Albescu", "Albescu"]
-    assert ledger.active_ending_in(set()) == []
+    found = ledger.active_about({"Albescu"}, by_last_word=True)
+    assert [r["subject"] for r in found] == ["Thea Albescu", "Elio Albescu", "Albescu"]
+    assert ledger.active_about(set(), by_last_word=True) == []
