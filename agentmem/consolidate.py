@@ -99,7 +99,8 @@ def _encode(tok, ex: Example) -> tuple[torch.Tensor, int]:
     return torch.cat([prompt, answer]), len(prompt)
 
 
-def _batch(rows: list[tuple[torch.Tensor, int]], pad: int):
+def pad_rows(rows: list[tuple[torch.Tensor, int]], pad: int):
+    """Right-padded ids, attention mask and labels (-100 before each row's start and on padding)."""
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), pad)
     labels = torch.full((len(rows), width), -100)
@@ -126,7 +127,7 @@ def base_logprobs(model, rows: list[tuple[torch.Tensor, int]], pad: int, batch: 
     out = []
     for b in range(0, len(rows), batch):
         chosen = rows[b: b + batch]
-        ids, mask, _ = _batch(chosen, pad)
+        ids, mask, _ = pad_rows(chosen, pad)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         out += [F.log_softmax(logits[i, : len(row) - 1].float(), -1).half() for i, (row, _) in enumerate(chosen)]
     return out
@@ -189,7 +190,7 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
             chosen = order[b: b + cfg.batch_size]
-            ids, mask, labels = _batch([rows[i] for i in chosen], tok.pad_token_id)
+            ids, mask, labels = pad_rows([rows[i] for i in chosen], tok.pad_token_id)
             anchor = torch.tensor([is_anchor[i] for i in chosen])
             loss = _loss(peft, ids, mask, labels, anchor, [teacher[i] for i in chosen if i in teacher],
                          cfg.kl_weight)

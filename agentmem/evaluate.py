@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from . import generate
 from .benchdata import HELDOUT, UNRELATED_CHAT, UNRELATED_RAW, fictional_facts
+from .consolidate import pad_rows
 from .facts import Fact
 
 
@@ -65,19 +66,14 @@ def text_nll(model, tok, texts: list[str] = HELDOUT, batch: int = 16) -> list[tu
     Texts of about the same length run together (right-padded, masked): the held-out texts are short,
     and one forward pass each spent most of its time outside the arithmetic.
     """
-    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    rows = [torch.tensor(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for b in range(0, len(order), batch):
         idx = order[b: b + batch]
-        width = max(len(rows[i]) for i in idx)
-        ids = torch.full((len(idx), width), tok.pad_token_id or 0)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            ids[r, : len(rows[i])] = torch.tensor(rows[i])
-            mask[r, : len(rows[i])] = 1
+        ids, mask, labels = pad_rows([(rows[i], 0) for i in idx], tok.pad_token_id or 0)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none") * mask[:, 1:]
+        nll = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none")  # padding: -100, 0 here
         for r, i in enumerate(idx):
             out[i] = (nll[r].sum().item(), len(rows[i]) - 1)
     return out

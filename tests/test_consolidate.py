@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from agentmem import model_store
 from agentmem.benchdata import fictional_facts
-from agentmem.consolidate import (ANCHORS, Example, SleepConfig, _batch, _encode, _loss, base_logprobs,
+from agentmem.consolidate import (ANCHORS, Example, SleepConfig, pad_rows, _encode, _loss, base_logprobs,
                                   fact_examples)
 
 
@@ -27,7 +27,7 @@ def test_loss_matches_full_logits_and_a_base_forward_per_step(model_dir):
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)
-    ids, mask, labels = _batch(rows, tok.pad_token_id)
+    ids, mask, labels = pad_rows(rows, tok.pad_token_id)
 
     logits = peft(input_ids=ids, attention_mask=mask).logits[:, :-1]
     target = labels[:, 1:]
