@@ -44,7 +44,8 @@ class ChatApp:
         self.sessions = 0
         self.history = self._new_history()
         self.pending: dict[str, Fact] = {}
-        self._print_lock = threading.Lock()
+        # re-entrant: a streamed answer holds it from first to last chunk (see turn)
+        self._print_lock = threading.RLock()
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="agentmem-chat-watch", daemon=True)
 
@@ -123,16 +124,16 @@ class ChatApp:
         before = len(self.history.observed)
         self.history.add_user_message(text)
         self._noted(self.history.observed[before:])
+        parts = []
+        # a fact learned meanwhile is announced after the answer, not in the middle of it
         with self._print_lock:
             self.out.write("assistant> ")
             self.out.flush()
-        parts = []
-        for chunk in self.llm.stream(self.history.messages):
-            parts.append(chunk.content)
-            with self._print_lock:
+            for chunk in self.llm.stream(self.history.messages):
+                parts.append(chunk.content)
                 self.out.write(chunk.content)
                 self.out.flush()
-        self.say("")
+            self.say("")
         answer = "".join(parts).strip()
         self.history.add_ai_message(answer)
         return answer

@@ -96,6 +96,34 @@ def test_history_is_a_langchain_history_and_rejects_a_blank_user(mem):
         AgentMemChatHistory(memory=mem, user_id=" ")
 
 
+def test_a_note_that_comes_while_an_answer_streams_waits_for_its_end(mem):
+    # The terminal test below runs the real stream; this one makes the race certain: a stream
+    # that pauses mid-answer while the learning watcher has a note to print.
+    import io
+    import threading
+    import time
+
+    from langchain_core.messages import AIMessageChunk
+
+    from agentmem.chat import ChatApp
+
+    out = io.StringIO()
+    app = ChatApp(mem, out=out)
+    noted = threading.Thread(target=app.say, args=("(learned: a note)",), kwargs={"prompt_again": True})
+
+    class Pausing:
+        def stream(self, messages):
+            yield AIMessageChunk(content="Lis")
+            noted.start()
+            time.sleep(0.3)
+            yield AIMessageChunk(content="bon.")
+
+    app.llm = Pausing()
+    assert app.turn("Where do I live?") == "Lisbon."
+    noted.join(5)
+    assert out.getvalue().endswith("assistant> Lisbon.\n\n(learned: a note)\nyou> "), out.getvalue()
+
+
 def test_agentmem_chat_learns_in_a_terminal(tmp_path):
     child = pexpect.spawn(sys.executable, ["-m", "agentmem", "chat", "--home", str(tmp_path / "home")],
                           encoding="utf-8", timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"})
