@@ -1,17 +1,21 @@
 """The assistant that learns: the LangChain components and `agentmem chat` in a pseudo-terminal."""
 
+import io
 import os
 import socket
 import sys
+import threading
+import time
 
 import pexpect
 import pytest
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from agentmem.adapters.langchain import AgentMemChatHistory, ChatAgentMem
+from agentmem.chat import ChatApp
 
 
 @pytest.fixture(autouse=True)
@@ -99,14 +103,6 @@ def test_history_is_a_langchain_history_and_rejects_a_blank_user(mem):
 def test_a_note_that_comes_while_an_answer_streams_waits_for_its_end(mem):
     # The terminal test below runs the real stream; this one makes the race certain: a stream
     # that pauses mid-answer while the learning watcher has a note to print.
-    import io
-    import threading
-    import time
-
-    from langchain_core.messages import AIMessageChunk
-
-    from agentmem.chat import ChatApp
-
     out = io.StringIO()
     app = ChatApp(mem, out=out)
     noted = threading.Thread(target=app.say, args=("(learned: a note)",), kwargs={"prompt_again": True})
