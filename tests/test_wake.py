@@ -26,6 +26,8 @@ def wake(tmp_path_factory):
 
 
 def test_ten_facts_are_recalled_in_chat_raw_and_paraphrase(wake):
+    # The 9 of 10 holds for these facts (seed 7); over seeds 1, 3-6 and 8 paraphrase recall of a
+    # fresh batch of 10 was 0.4-0.9, mean 0.72 (README, "Status and measured numbers").
     r = recall(wake["mem"].model, wake["mem"].tokenizer, wake["facts"])
     assert r["raw"] >= 0.9, r["misses"]
     assert r["chat"] >= 0.9, r["misses"]
