@@ -56,6 +56,15 @@ UNRELATED_RAW = [
     "The largest ocean on Earth is the", "Water is made of hydrogen and", "Michael Jordan played",
     "Anna Kowalski lives in", "John Smith works at", "The official language of Japan is", "Paris is the capital of",
 ]
+# What a right answer to each probe names (any of), in the order probe_answers gives them; None where the
+# person is unknown or made up. Exact answers flip on near-ties (several probes' greedy paths have a token
+# whose runner-up is within 0.01 nats), so whether a right answer stays right is measured beside them.
+PROBE_TRUTHS: list[tuple[str, ...] | None] = [
+    ("Paris",), ("Shakespeare",), None, ("Jupiter",), ("Leonardo", "da Vinci"), ("Portuguese",),
+    ("Ulm", "Germany"), ("100",), None, ("cello",),
+    ("Paris",), ("Paris",), ("Hawaii", "Honolulu"), ("Pacific",), ("oxygen",), ("basketball",), None, None,
+    ("Japanese",), ("France",),
+]
 
 # Held-out text for perplexity: never used for covariance (which is model-sampled) or editing. One text a
 # line; the first 16 were the whole set until 2026-12-02. 166 texts (2,714 tokens) because a drift of a few

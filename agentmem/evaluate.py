@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import generate
-from .benchdata import HELDOUT, UNRELATED_CHAT, UNRELATED_RAW, fictional_facts
+from .benchdata import HELDOUT, PROBE_TRUTHS, UNRELATED_CHAT, UNRELATED_RAW, fictional_facts
 from .consolidate import pad_rows
 from .facts import Fact
 
@@ -46,17 +46,29 @@ def _opening(text: str, words: int = 8) -> str:
     return " ".join(text.split()[:words])
 
 
-def specificity(before: list[str], after: list[str]) -> dict:
-    """How many probe answers stayed the same: whole (20 greedy tokens) and in their opening words.
+def _right(answer: str, truth: tuple[str, ...]) -> bool:
+    return any(contains(answer, t) for t in truth)
+
+
+def specificity(before: list[str], after: list[str], truths: list[tuple[str, ...] | None] = PROBE_TRUTHS) -> dict:
+    """How many probe answers stayed the same: whole (20 greedy tokens) and in their opening words;
+    and of those the unedited model answered right, how many are still right.
 
     Exact equality over 20 greedy tokens flips on tiny logit changes late in an
-    answer; the opening (first 8 words) is what carries the answer a user reads.
+    answer; the opening (first 8 words) is what carries the answer a user reads,
+    and a right answer turned wrong is the damage a user notices.
     """
+    if len(before) != len(after) or len(before) != len(truths):
+        raise ValueError(f"{len(before)} answers before, {len(after)} after and {len(truths)} truths: "
+                         "they must be the same probes in the same order")
     same = sum(a == b for a, b in zip(before, after))
     same_open = sum(_opening(a) == _opening(b) for a, b in zip(before, after))
     changed = [{"before": a, "after": b} for a, b in zip(before, after) if a != b]
+    right = [i for i, t in enumerate(truths) if t and _right(before[i], t)]
+    lost = [{"before": before[i], "after": after[i]} for i in right if not _right(after[i], truths[i])]
     return {"unchanged": same / len(before), "opening_unchanged": same_open / len(before),
-            "n": len(before), "changed": changed}
+            "right_before": len(right), "right_kept": (len(right) - len(lost)) / max(len(right), 1),
+            "n": len(before), "changed": changed, "right_lost": lost}
 
 
 @torch.no_grad()

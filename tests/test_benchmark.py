@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agentmem.benchdata import HELDOUT
-from agentmem.evaluate import drift, edit_benchmark, text_nll
+from agentmem.benchdata import HELDOUT, PROBE_TRUTHS, UNRELATED_CHAT, UNRELATED_RAW
+from agentmem.evaluate import drift, edit_benchmark, specificity, text_nll
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
 
@@ -52,6 +52,18 @@ def test_drift_interval_says_how_much_text_the_estimate_rests_on():
     before, after = texts(16)
     with pytest.raises(ValueError, match="same texts"):
         drift(before, after[:-1])
+
+
+def test_specificity_counts_right_answers_lost_not_reworded():
+    truths = [("Paris",), None, ("Shakespeare",), ("Jupiter",)]
+    before = ["The capital of France is Paris.", "He lives in Ohio.", "William Shakespeare wrote it.", "Neptune."]
+    after = ["Paris is the capital of France.", "He lives in Utah.", "L'Etoile, la France", "Jupiter."]
+    s = specificity(before, after, truths)
+    assert s["unchanged"] == 0 and s["right_before"] == 2 and s["right_kept"] == 0.5
+    assert s["right_lost"] == [{"before": before[2], "after": after[2]}]
+    with pytest.raises(ValueError, match="same probes"):
+        specificity(before, after[:-1], truths)
+    assert len(PROBE_TRUTHS) == len(UNRELATED_CHAT) + len(UNRELATED_RAW)
 
 
 def test_heldout_text_is_distinct_and_large_enough_to_measure_a_small_drift():
