@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.dependencies.utils import get_flat_dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -236,6 +238,19 @@ _RESPONSES = {400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": P
               503: {"model": Problem}}
 
 
+def declared_query_only(request: Request) -> None:
+    """Refuse a query parameter the route does not declare, as pydantic refuses an unknown body field.
+
+    A misspelt filter (`?stauts=active`) would otherwise be ignored and answer a wider listing than asked for.
+    """
+    route = request.scope.get("route")
+    known = {p.alias for p in get_flat_dependant(route.dependant).query_params} if route else set()
+    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in known]
+    if unknown:
+        raise RequestValidationError([{"type": "extra_forbidden", "loc": ("query", k), "input": request.query_params[k],
+                                       "msg": "Extra inputs are not permitted"} for k in unknown])
+
+
 def create_app(mem, dev: bool = False) -> FastAPI:
     """The API over an open `Memory`. Without tokens in its settings it refuses to build unless `dev`."""
     tokens = Tokens(mem.settings.api_tokens, dev)
@@ -243,6 +258,7 @@ def create_app(mem, dev: bool = False) -> FastAPI:
     lock = threading.Lock()
     collector = MemoryCollector(mem.ledger, mem.backlog, mem.home / "sleep")
     app = FastAPI(title="agentmem memory API", version="1", responses=_RESPONSES,
+                  dependencies=[Depends(declared_query_only)],
                   description=__doc__.split("\n", 2)[2].strip())
     # added first, so it runs inside the access log: refused bodies are logged too
     app.add_middleware(BodyLimit, max_bytes=mem.settings.api_max_body_bytes)
