@@ -209,7 +209,7 @@ def serve(
     setup(settings.log_format, loglevel)
     home_dir = Path(settings.home).expanduser()
     model_dir = resolve(settings.model, settings.cache_dir)
-    run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len), host, port)
+    run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device), host, port)
 
 
 @app.command()

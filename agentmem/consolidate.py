@@ -85,7 +85,8 @@ def sample_texts(model, tok, n: int, tokens: int = 64, seed: int = 0) -> list[st
     if n == 0:
         return []
     torch.manual_seed(seed)
-    start = torch.full((n, 1), tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+    start = torch.full((n, 1), tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
+                       device=model.device)
     out = model.generate(input_ids=start, attention_mask=torch.ones_like(start), do_sample=True, top_k=0,
                          top_p=1.0, temperature=1.0, max_new_tokens=tokens, pad_token_id=tok.pad_token_id)
     return [t for t in tok.batch_decode(out[:, 1:], skip_special_tokens=True) if t.strip()]
@@ -128,7 +129,7 @@ def base_logprobs(model, rows: list[tuple[torch.Tensor, int]], pad: int, batch: 
     for b in range(0, len(rows), batch):
         chosen = rows[b: b + batch]
         ids, mask, _ = pad_rows(chosen, pad)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False).logits
         out += [F.log_softmax(logits[i, : len(row) - 1].float(), -1).half() for i, (row, _) in enumerate(chosen)]
     return out
 
@@ -190,8 +191,8 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
             chosen = order[b: b + cfg.batch_size]
-            ids, mask, labels = pad_rows([rows[i] for i in chosen], tok.pad_token_id)
-            anchor = torch.tensor([is_anchor[i] for i in chosen])
+            ids, mask, labels = (t.to(model.device) for t in pad_rows([rows[i] for i in chosen], tok.pad_token_id))
+            anchor = torch.tensor([is_anchor[i] for i in chosen], device=model.device)
             loss = _loss(peft, ids, mask, labels, anchor, [teacher[i] for i in chosen if i in teacher],
                          cfg.kl_weight)
             loss.backward()

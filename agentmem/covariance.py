@@ -37,7 +37,7 @@ def _generate(model, tokenizer, prompts: list[str], new_tokens: int, gen: torch.
         tokenizer.padding_side = "right"
     torch.manual_seed(int(torch.randint(0, 1 << 30, (1,), generator=gen)))
     out = model.generate(
-        **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+        **{k: v.to(model.device) for k, v in enc.items()}, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
         max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
     )
     return [tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
@@ -91,6 +91,7 @@ def second_moments(model, tokenizer, layers: list[int], texts: list[str], batch:
                 texts[i : i + batch], return_tensors="pt", padding=True, truncation=True,
                 max_length=max_len, add_special_tokens=False,
             )
+            enc = {k: v.to(model.device) for k, v in enc.items()}
             mask = enc["attention_mask"].bool()
             model(**enc, use_cache=False)
             count += int(mask.sum())
@@ -100,7 +101,7 @@ def second_moments(model, tokenizer, layers: list[int], texts: list[str], batch:
     finally:
         for h in hooks:
             h.remove()
-    return {l: s / count for l, s in sums.items()}, count
+    return {l: (s / count).cpu() for l, s in sums.items()}, count
 
 
 def shrink(cov: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -114,7 +115,8 @@ def shrink(cov: torch.Tensor, alpha: float) -> torch.Tensor:
     """
     if alpha == 0:
         return cov
-    return (1 - alpha) * cov + alpha * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
+    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    return (1 - alpha) * cov + alpha * cov.diagonal().mean() * eye
 
 
 def fingerprint(model_dir: Path) -> str:

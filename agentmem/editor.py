@@ -171,20 +171,23 @@ class WakeEditor:
         mode = self.cfg.constraints
 
         def solve(layer, keys, resid):
+            # C, the stored keys and the preserved names live on the CPU; the solve runs where the keys are
             held = None if self._preserve is None else self._preserve[layer]
+            earlier = prev[layer].to(keys)
             if mode == "alphaedit":
                 if layer not in self._proj:
-                    self._proj[layer] = memit.null_space_projector(self.cov[layer], self.cfg.alphaedit_null_fraction)
-                rows = prev[layer] if held is None else torch.cat([prev[layer], held], 1)
+                    self._proj[layer] = memit.null_space_projector(self.cov[layer].to(keys.device),
+                                                                   self.cfg.alphaedit_null_fraction)
+                rows = earlier if held is None else torch.cat([earlier, held.to(keys)], 1)
                 return memit.alphaedit_update(self._proj[layer], keys, rows, resid)
             if layer not in self._chol:
-                A = self.cfg.lam * shrink(self.cov[layer], self.cfg.cov_shrinkage)
-                A = A + 1e-6 * A.diagonal().mean() * torch.eye(A.shape[0], dtype=A.dtype)
+                A = self.cfg.lam * shrink(self.cov[layer].to(keys.device), self.cfg.cov_shrinkage)
+                A = A + 1e-6 * A.diagonal().mean() * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
                 self._chol[layer] = torch.linalg.cholesky(A)
                 if held is not None:
                     # the preserved names are in every solve: their part of the system is solved once
-                    self._fixed[layer] = memit.FixedRows.solve(self._chol[layer], held)
-            allk = torch.cat([keys, prev[layer].to(keys.dtype)], 1)
+                    self._fixed[layer] = memit.FixedRows.solve(self._chol[layer], held.to(keys.device))
+            allk = torch.cat([keys, earlier], 1)
             return memit.woodbury_update(self._chol[layer], allk, resid, keys.shape[1], self._fixed.get(layer))
 
         return solve
@@ -394,8 +397,10 @@ def _split(result: memit.EditResult, reqs: list[memit.Request], owners: list[int
     for owner in sorted(mine):
         sl = torch.tensor(mine[owner])
         cols = torch.cat([sl + k * n for k in range(rounds)])
+        # stored edits live on the CPU, wherever the model computed them
         edits.append(Edit(
-            {l: (B[:, cols].clone(), A[cols].clone()) for l, (B, A) in result.factors.items()},
-            {l: K[:, sl].clone() for l, K in result.keys.items()},
+            {l: (B[:, cols].to("cpu", copy=True), A[cols].to("cpu", copy=True))
+             for l, (B, A) in result.factors.items()},
+            {l: K[:, sl].to("cpu", copy=True) for l, K in result.keys.items()},
         ))
     return edits

@@ -108,13 +108,14 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, device: str = "cpu"):
         self.model_dir = Path(model_dir)
+        self.device = device
         self.replica: Replica | None = None
         self._busy = asyncio.Lock()
 
     async def start(self) -> None:
-        self.replica = await asyncio.to_thread(Replica, self.model_dir)
+        self.replica = await asyncio.to_thread(Replica, self.model_dir, self.device)
 
     async def stop(self) -> None:
         self.replica = None

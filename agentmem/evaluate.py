@@ -84,6 +84,7 @@ def text_nll(model, tok, texts: list[str] = HELDOUT, batch: int = 16) -> list[tu
     for b in range(0, len(order), batch):
         idx = order[b: b + batch]
         ids, mask, labels = pad_rows([(rows[i], 0) for i in idx], tok.pad_token_id or 0)
+        ids, mask, labels = ids.to(model.device), mask.to(model.device), labels.to(model.device)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
         nll = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none")  # padding: -100, 0 here
         for r, i in enumerate(idx):
@@ -139,7 +140,7 @@ def counterfact_facts(records: list[dict]) -> list[Fact]:
 def _seq_logprob(model, tok, prompt: str, target: str) -> float:
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     t = tok(" " + target.strip(), add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([p + t])
+    ids = torch.tensor([p + t], device=model.device)
     logp = F.log_softmax(model(input_ids=ids, use_cache=False).logits[0], -1)
     return sum(logp[len(p) + i - 1, t[i]].item() for i in range(len(t))) / len(t)
 
@@ -148,7 +149,7 @@ def _seq_logprob(model, tok, prompt: str, target: str) -> float:
 def _teacher_forced_argmax(model, tok, prompt: str, answer: str) -> list[int]:
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     a = tok(" " + answer.strip(), add_special_tokens=False)["input_ids"]
-    logits = model(input_ids=torch.tensor([p + a]), use_cache=False).logits[0]
+    logits = model(input_ids=torch.tensor([p + a], device=model.device), use_cache=False).logits[0]
     return logits[len(p) - 1 : len(p) + len(a) - 1].argmax(-1).tolist()
 
 

@@ -29,8 +29,9 @@ def greedy_many(model, tokenizer, prompts: list[torch.Tensor], max_new_tokens: i
         for i, p in enumerate(chunk):
             ids[i, width - len(p):] = p
             mask[i, width - len(p):] = 1
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=False,
+                             temperature=None, top_p=None, top_k=None, max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id)
         answers += [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
     return answers
 
@@ -70,6 +71,7 @@ def stream(model, tokenizer, generate_kwargs: dict) -> Iterator[str]:
     to finish, so the caller may change the model as soon as this returns.
     """
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    generate_kwargs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in generate_kwargs.items()}
     worker = threading.Thread(target=lambda: torch.no_grad()(model.generate)(**generate_kwargs, streamer=streamer))
     worker.start()
     finished = False

@@ -744,9 +744,9 @@ def woodbury_update(
         cross = K.T @ fixed.ainv
         G = torch.cat([torch.cat([G, cross], 1), torch.cat([cross.T, fixed.gram], 1)], 0)
         Ainv_K = torch.cat([Ainv_K, fixed.ainv], 1)
-    S = torch.eye(G.shape[0], dtype=torch.float64) + G
+    eye = torch.eye(G.shape[0], dtype=torch.float64, device=G.device)
     # rows of S^-1 for the new columns only: the zero residuals drop out
-    Sinv_rows = torch.linalg.solve(S, torch.eye(G.shape[0], dtype=torch.float64)[:, :n_new]).T
+    Sinv_rows = torch.linalg.solve(eye + G, eye[:, :n_new]).T
     return resid.double(), Sinv_rows @ Ainv_K.T
 
 
@@ -760,7 +760,7 @@ def alphaedit_update(
     """
     P = projector.double()
     K1 = keys_new.double()
-    M = K1 @ K1.T @ P + torch.eye(P.shape[0], dtype=torch.float64)
+    M = K1 @ K1.T @ P + torch.eye(P.shape[0], dtype=torch.float64, device=P.device)
     if keys_prev is not None and keys_prev.shape[1]:
         Kp = keys_prev.double()
         M = M + Kp @ Kp.T @ P
@@ -788,8 +788,14 @@ def execute(
 
     `solver(layer, keys_new, resid)` returns (B, A) for one layer; it closes over
     the covariance and the constraint keys so that this function stays free of
-    storage concerns. The model is left with the update applied.
+    storage concerns. The model is left with the update applied. Every tensor of the edit is made
+    on the model's device; the factors and keys come back there too.
     """
+    with torch.device(model.device):
+        return _execute(model, tokenizer, requests, cfg, layers, solver)
+
+
+def _execute(model, tokenizer, requests: list[Request], cfg: MemitConfig, layers: list[int], solver) -> EditResult:
     arch = for_model(model)
     sites = build_sites(tokenizer, requests, cfg.prefixes)
     last = layers[-1]

@@ -44,7 +44,7 @@ class Memory:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.model_dir = model_store.resolve(settings.model, settings.cache_dir)
-        self.model, self.tokenizer = model_store.load(self.model_dir)
+        self.model, self.tokenizer = model_store.load(self.model_dir, settings.device)
         self.ledger = Ledger(home / "ledger.sqlite")
         self.policy = Policy(settings.policy)
         self.extractor = _extractor(settings)
@@ -357,7 +357,7 @@ class Memory:
             self._sync()
             return self.model
         if self._replica is None:
-            self._replica = Replica(self.model_dir)
+            self._replica = Replica(self.model_dir, self.settings.device)
         if self._replica.version != pub.version:
             self._replica.apply(pub)
         return self._replica.net

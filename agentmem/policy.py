@@ -127,7 +127,7 @@ class Policy:
         """Refuse a claim when the model confidently completes its prompt with something else."""
         prompt = fact.completion_prompt
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        probs = model(ids).logits[0, -1].float().softmax(-1)
+        probs = model(ids.to(model.device)).logits[0, -1].float().softmax(-1)
         top_p, top = probs.max(-1)
         obj = tokenizer(" " + fact.object, add_special_tokens=False)["input_ids"]
         p_obj = probs[obj[0]].item() if obj else 0.0

@@ -56,8 +56,9 @@ def preservation_sites(tokenizer) -> tuple[list[Site], int]:
 def preservation_keys(model, tokenizer, layers: list[int]) -> dict[int, torch.Tensor]:
     """{layer: keys (d_ff, n)} of the names above, on the model as it is now."""
     sites, _ = preservation_sites(tokenizer)
-    keys, _ = run_capture(model, tokenizer, sites, layers, [])
-    return {l: k.T.contiguous() for l, k in keys.items()}
+    with torch.device(model.device):
+        keys, _ = run_capture(model, tokenizer, sites, layers, [])
+    return {l: k.T.contiguous().cpu() for l, k in keys.items()}
 
 
 def cached_preservation_keys(cache_dir: Path, model_fingerprint: str, layers: list[int], compute) -> dict[int, torch.Tensor]:

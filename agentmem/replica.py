@@ -36,8 +36,8 @@ class Output:
 
 
 class Replica:
-    def __init__(self, model_dir: Path):
-        self.model, self.tok = model_store.load(Path(model_dir))
+    def __init__(self, model_dir: Path, device: str = "cpu"):
+        self.model, self.tok = model_store.load(Path(model_dir), device)
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.version = 0
         self.slot = AdapterSlot(self.model)
@@ -83,6 +83,7 @@ class Replica:
         room = self.max_len - ids.shape[1]
         if room < 1:
             raise ValueError(f"the prompt is {ids.shape[1]} tokens long; this model takes at most {self.max_len}")
+        ids = ids.to(self.model.device)
         kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=min(s.max_tokens, room),
                   pad_token_id=self.tok.pad_token_id)
         if s.temperature > 0:

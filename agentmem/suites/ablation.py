@@ -63,7 +63,7 @@ def ablation(facts: int = 10, batch: int = 10, sleep: bool = True, quick: bool =
             say(f"both: {systems['both']}")
             pub = published.newest(mem.home, mem.ledger)
             if pub is not None and pub.adapter_dir is not None:
-                lora = Replica(mem.model_dir)
+                lora = Replica(mem.model_dir, mem.settings.device)
                 lora.set_adapter("lora-only", pub.adapter_dir)
                 train_s = night.get("prepare_seconds", 0) + night["training"]["seconds"]
                 answer_s, ok = _first_answer_seconds(lora.net, tok, data[0])
