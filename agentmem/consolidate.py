@@ -100,8 +100,10 @@ def _encode(tok, ex: Example) -> tuple[torch.Tensor, int]:
     return torch.cat([prompt, answer]), len(prompt)
 
 
-def pad_rows(rows: list[tuple[torch.Tensor, int]], pad: int):
-    """Right-padded ids, attention mask and labels (-100 before each row's start and on padding)."""
+def pad_rows(rows: list[tuple[torch.Tensor, int]], pad: int, device: torch.device | str = "cpu"):
+    """Right-padded ids, attention mask and labels (-100 before each row's start and on padding), on `device`.
+
+    Built on the CPU and moved once: row by row on a GPU would be three small copies a row."""
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), pad)
     labels = torch.full((len(rows), width), -100)
@@ -110,7 +112,7 @@ def pad_rows(rows: list[tuple[torch.Tensor, int]], pad: int):
         ids[i, : len(row)] = row
         labels[i, start: len(row)] = row[start:]  # only the answer is learned
         mask[i, : len(row)] = 1
-    return ids, mask, labels
+    return ids.to(device), mask.to(device), labels.to(device)
 
 
 # Examples that hold behaviour rather than teach: matched to the base model's whole distribution (KL),
@@ -128,8 +130,8 @@ def base_logprobs(model, rows: list[tuple[torch.Tensor, int]], pad: int, batch: 
     out = []
     for b in range(0, len(rows), batch):
         chosen = rows[b: b + batch]
-        ids, mask, _ = pad_rows(chosen, pad)
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=False).logits
+        ids, mask, _ = pad_rows(chosen, pad, model.device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         out += [F.log_softmax(logits[i, : len(row) - 1].float(), -1).half() for i, (row, _) in enumerate(chosen)]
     return out
 
@@ -191,7 +193,7 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
             chosen = order[b: b + cfg.batch_size]
-            ids, mask, labels = (t.to(model.device) for t in pad_rows([rows[i] for i in chosen], tok.pad_token_id))
+            ids, mask, labels = pad_rows([rows[i] for i in chosen], tok.pad_token_id, model.device)
             anchor = torch.tensor([is_anchor[i] for i in chosen], device=model.device)
             loss = _loss(peft, ids, mask, labels, anchor, [teacher[i] for i in chosen if i in teacher],
                          cfg.kl_weight)

@@ -83,8 +83,7 @@ def text_nll(model, tok, texts: list[str] = HELDOUT, batch: int = 16) -> list[tu
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for b in range(0, len(order), batch):
         idx = order[b: b + batch]
-        ids, mask, labels = pad_rows([(rows[i], 0) for i in idx], tok.pad_token_id or 0)
-        ids, mask, labels = ids.to(model.device), mask.to(model.device), labels.to(model.device)
+        ids, mask, labels = pad_rows([(rows[i], 0) for i in idx], tok.pad_token_id or 0, model.device)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
         nll = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none")  # padding: -100, 0 here
         for r, i in enumerate(idx):

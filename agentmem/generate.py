@@ -71,7 +71,6 @@ def stream(model, tokenizer, generate_kwargs: dict) -> Iterator[str]:
     to finish, so the caller may change the model as soon as this returns.
     """
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    generate_kwargs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in generate_kwargs.items()}
     worker = threading.Thread(target=lambda: torch.no_grad()(model.generate)(**generate_kwargs, streamer=streamer))
     worker.start()
     finished = False
@@ -88,6 +87,6 @@ def stream(model, tokenizer, generate_kwargs: dict) -> Iterator[str]:
 
 
 def stream_chat(model, tokenizer, messages: list[dict], max_new_tokens: int = 128) -> Iterator[str]:
-    ids = chat_ids(tokenizer, messages)
+    ids = chat_ids(tokenizer, messages).to(model.device)
     return stream(model, tokenizer, dict(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                          max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id))

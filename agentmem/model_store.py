@@ -66,19 +66,13 @@ def resolve(model: str | os.PathLike | None, cache_dir: Path) -> Path:
     return path
 
 
-def check_device(device: str) -> str:
-    """`device` if this process can run a model there; a ModelError naming what is missing otherwise."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"AGENTMEM_DEVICE is 'cuda' but torch {torch.__version__} sees no CUDA device "
-                         "(a CPU build of torch, or no GPU visible to this process); use 'cpu' here")
-    return device
-
-
 def load(path: Path, device: str = "cpu"):
     """(model, tokenizer) in float32 on `device`, evaluation mode, gradients off."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_device(device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"AGENTMEM_DEVICE is 'cuda' but torch {torch.__version__} sees no CUDA device "
+                         "(a CPU build of torch, or no GPU visible to this process); use 'cpu' here")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").to(device)
     for_model(model)
     model.eval()
