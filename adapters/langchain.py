@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field
 
 from ..facts import Fact
 from ..memory import Memory
-from ..replica import cut_at_stop
+from ..serving.replica import cut_at_stop
 
 
 class AgentMemChatHistory(BaseChatMessageHistory):

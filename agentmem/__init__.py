@@ -1,6 +1,14 @@
 """agentmem: memory for chat assistants, written into the model's weights."""
 
 from .facts import Fact, FactError
-from .memory import Memory
 
 __all__ = ["Fact", "FactError", "Memory"]
+
+
+def __getattr__(name: str):
+    # `Memory` loads torch; importing the package for a Fact, a setting or the ledger should not
+    if name == "Memory":
+        from .memory import Memory
+
+        return Memory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

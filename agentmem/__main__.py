@@ -1,5 +1,14 @@
-"""`python -m agentmem` runs the command line."""
+"""`agentmem` and `python -m agentmem`: the command line, with the benchmarks mounted on it as `agentmem eval`."""
 
-from .cli import main
+from .bench.cli import eval_app
+from .cli import app, run
 
-main()
+app.add_typer(eval_app, name="eval")
+
+
+def main() -> None:
+    run(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .config import ADMIN, USER_ID
 from .facts import FactError
-from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
 from .metrics import MemoryCollector, render
-from .store import ADAPTER_FILES
-from .writer_lock import LockBusy
+from .storage.layout import ADAPTER_FILES
+from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
+from .writer.writer_lock import LockBusy
 
 log = logging.getLogger("agentmem.api")
 
@@ -256,7 +256,7 @@ def create_app(mem, dev: bool = False) -> FastAPI:
     tokens = Tokens(mem.settings.api_tokens, dev)
     # one Memory call at a time: its ledger connection is shared and its transactions must not interleave
     lock = threading.Lock()
-    collector = MemoryCollector(mem.ledger, mem.backlog, mem.home / "sleep")
+    collector = MemoryCollector(mem.ledger, mem.backlog, mem.layout.sleep_reports)
     app = FastAPI(title="agentmem memory API", version="1", responses=_RESPONSES,
                   dependencies=[Depends(declared_query_only)],
                   description=__doc__.split("\n", 2)[2].strip())

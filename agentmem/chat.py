@@ -15,9 +15,9 @@ from typing import Callable, TextIO
 
 from .adapters.langchain import AgentMemChatHistory, ChatAgentMem
 from .facts import Fact
-from .ledger import ACTIVE, FAILED, FORGOTTEN, REJECTED, SUPERSEDED
+from .facts.perspective import user_subject
 from .memory import Memory
-from .perspective import user_subject
+from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, REJECTED, SUPERSEDED
 
 HELP = """commands:
   /new         start a new conversation (empty context; what was learned stays)

@@ -9,9 +9,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .consolidate import SleepConfig
-from .memit import MemitConfig
-from .policy import PolicyConfig
+from .edit.config import MemitConfig
+from .facts.policy import PolicyConfig
+from .sleep.config import SleepConfig
+from .storage.layout import Layout
 
 
 # API user ids: what a token may be bound to, and what a request may name
@@ -88,4 +89,4 @@ class Settings(BaseSettings):
 
     @property
     def cache_dir(self) -> Path:
-        return self.cache or self.home / "cache"
+        return self.cache or Layout(self.home).cache

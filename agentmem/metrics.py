@@ -15,7 +15,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from .ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED, Ledger
+from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED, Ledger
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: one converted model and covariance cache for the whole session."""
+"""Shared fixtures: one converted model and covariance cache for the whole session.
+
+Tests under tests/unit load no model and run in seconds (`bash scripts/test.sh tests/unit`); every other
+test is marked `model`.
+"""
 
 import os
 from pathlib import Path
@@ -11,6 +15,15 @@ os.environ["AGENTMEM_CACHE"] = str(CACHE)
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if UNIT not in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.model)
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return CACHE
@@ -18,7 +31,7 @@ def cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(cache_dir):
-    from agentmem import model_store
+    from agentmem.serving import model_store
 
     return model_store.resolve(None, cache_dir)
 

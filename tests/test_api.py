@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 from agentmem import Memory, cli
 from agentmem.api import Tokens, create_app
 from agentmem.config import Settings
-from agentmem.fact_queue import namespace_for
-from agentmem.ledger import FORGOTTEN, QUEUED
 from agentmem.logs import JsonFormatter
+from agentmem.storage.layout import Layout
+from agentmem.storage.ledger import FORGOTTEN, QUEUED
 
 REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN, ALICE, BOB = "admin-token-0123456789abcdef", "alice-token-0123456789abcdef", "bob-token-0123456789abcdef"
@@ -52,7 +52,7 @@ def mem(tmp_path_factory):
     yield m
     m.close()
     client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(namespace_for(home) + "*"):
+    for key in client.scan_iter(Layout(home).namespace + "*"):
         client.delete(key)
 
 
@@ -146,9 +146,9 @@ def test_one_user_cannot_see_or_forget_another_users_facts(api, mem, two_users):
 
 
 def test_sleep_now_hands_a_night_to_the_workers(api, mem):
-    from agentmem.workers.app import SLEEP_TASK, task_queue
+    from agentmem.writer.dispatch import SLEEP_TASK, task_queue
 
-    queue = task_queue(mem.settings)
+    queue = task_queue(mem.layout.namespace)
     before = mem.redis.llen(queue)
     r = api.post("/v1/sleep", headers=auth(ADMIN))
     assert r.status_code == 202 and r.json() == {"runs_in": "celery"}, r.text
@@ -195,7 +195,7 @@ def adapter(model_dir, tmp_path_factory):
     """A real PEFT LoRA adapter folder (rank 1, untrained) outside every home."""
     from peft import LoraConfig, get_peft_model
 
-    from agentmem import model_store
+    from agentmem.serving import model_store
 
     model, _ = model_store.load(model_dir)
     out = tmp_path_factory.mktemp("outside") / "adapter"
@@ -206,7 +206,7 @@ def adapter(model_dir, tmp_path_factory):
 def test_adapter_paths_that_escape_the_home_are_refused(api, mem, adapter):
     import shutil
 
-    from agentmem import published
+    from agentmem.storage import published
 
     home = mem.home
     (home / "incoming").mkdir()
@@ -225,7 +225,7 @@ def test_adapter_paths_that_escape_the_home_are_refused(api, mem, adapter):
     shutil.copytree(adapter, home / "incoming" / "ok")
     r = api.post("/v1/adapters", json={"path": "incoming/ok"}, headers=auth(ADMIN))
     assert r.status_code == 200, r.text
-    pub = published.newest(home, mem.ledger)
+    pub = published.newest(mem.layout, mem.ledger)
     assert pub.version == r.json()["version"] and pub.adapter_dir.is_relative_to(home / "store" / "adapters")
 
     # a manifest on the shared volume that points an adapter elsewhere is refused by every reader
@@ -234,10 +234,10 @@ def test_adapter_paths_that_escape_the_home_are_refused(api, mem, adapter):
     try:
         manifest.write_text(json.dumps({**json.loads(good), "adapter": {"name": "x", "path": str(adapter)}}))
         with pytest.raises(ValueError, match="outside"):
-            published.newest(home, mem.ledger)
+            published.newest(mem.layout, mem.ledger)
         manifest.write_text(json.dumps({**json.loads(good), "adapter": {"name": "x", "path": "adapters/../../.."}}))
         with pytest.raises(ValueError, match="outside"):
-            published.newest(home, mem.ledger)
+            published.newest(mem.layout, mem.ledger)
     finally:
         manifest.write_text(good)
 

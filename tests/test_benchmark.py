@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agentmem.benchdata import HELDOUT, PROBE_TRUTHS, UNRELATED_CHAT, UNRELATED_RAW
-from agentmem.evaluate import drift, edit_benchmark, specificity, text_nll
+from agentmem.bench.edit import edit_benchmark
+from agentmem.measure import HELDOUT, PROBE_TRUTHS, UNRELATED_CHAT, UNRELATED_RAW, drift, specificity, text_nll
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
 
@@ -72,7 +72,7 @@ def test_heldout_text_is_distinct_and_large_enough_to_measure_a_small_drift():
 
 
 def test_text_nll_in_batches_equals_text_by_text(model_dir):
-    from agentmem import model_store
+    from agentmem.serving import model_store
 
     model, tok = model_store.load(model_dir)
     texts = HELDOUT[:20] + ["Short one.", HELDOUT[0] + " " + HELDOUT[1]]  # lengths differ: rows are padded

@@ -4,10 +4,11 @@ the plain computation (full logits, a second forward of the base model at every 
 import torch
 import torch.nn.functional as F
 
-from agentmem import model_store
-from agentmem.benchdata import fictional_facts
-from agentmem.consolidate import (ANCHORS, Example, SleepConfig, pad_rows, _encode, _loss, base_logprobs,
-                                  fact_examples)
+from agentmem.bench.data import fictional_facts
+from agentmem.serving import model_store
+from agentmem.serving.generate import pad_rows
+from agentmem.sleep.config import SleepConfig
+from agentmem.sleep.train import ANCHORS, Example, _encode, _loss, base_logprobs, fact_examples
 
 
 def test_loss_matches_full_logits_and_a_base_forward_per_step(model_dir):

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from agentmem import Memory
-from agentmem.model_store import ModelError
+from agentmem.serving.model_store import ModelError
 
 FACTS = [
     {"subject": "Thea Albescu", "relation": "lives in", "object": "Oslo"},
@@ -27,7 +27,7 @@ def tiny_model_dir(cache_dir, request):
     """A random Llama checkpoint with the bundled tokenizer, built once into the test cache."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from agentmem.atomic import atomic_path
+    from agentmem.storage.atomic import atomic_path
 
     dest = cache_dir / "models" / "tiny-llama-v1"
     if not (dest / "config.json").exists():
@@ -81,7 +81,7 @@ def test_a_local_checkpoint_folder_edits_publishes_and_reverts_exactly(tmp_path,
         now = mem.model.state_dict()
         changed = {k for k in base if not torch.equal(now[k], base[k])}
         assert changed == set(names.values())
-        published = load_file(str(mem.editor.store.version_dir(mem.version) / "model.safetensors"))
+        published = load_file(str(mem.layout.version_dir(mem.version) / "model.safetensors"))
         assert set(published) == set(names.values())
         assert all(torch.equal(published[names[l]], now[names[l]]) for l in names)
         assert isinstance(mem.complete("Thea Albescu lives in", 4), str) and isinstance(mem.ask("Who is Elio Varga?", 8), str)

@@ -24,12 +24,13 @@ from safetensors.torch import load_file
 
 import test_workers
 from test_workers import Workers, _consistent, said
-from agentmem import Fact, Memory, published, store
-from agentmem.engines import free_port
-from agentmem.ledger import ACTIVE, PENDING, SPOOLED
+from agentmem import Fact, Memory
 from agentmem.metrics import MemoryCollector, render
-from agentmem.serve_process import ServeProcess
-from agentmem.server import MIN_VERSION_HEADER, VERSION_HEADER
+from agentmem.serving.engines import free_port
+from agentmem.serving.gateway import MIN_VERSION_HEADER, VERSION_HEADER
+from agentmem.serving.process import ServeProcess
+from agentmem.storage import published, weights
+from agentmem.storage.ledger import ACTIVE, PENDING, SPOOLED
 
 
 class PrivateRedis:
@@ -119,7 +120,7 @@ def test_redis_crash_and_repeated_worker_kills_lose_nothing_and_apply_each_fact_
         assert edits_started() >= 3  # two batches were interrupted, then one finished
         assert mem.queue.backlog() == 0
         _consistent(mem)  # every fact committed exactly once, training copy = base + their edits
-        served = published.newest(mem.home, mem.ledger).tensors()
+        served = published.newest(mem.layout, mem.ledger).tensors()
         training = load_file(str(home / "store" / "training" / "model.safetensors"))
         assert served.keys() == training.keys() and all(torch.equal(served[k], training[k]) for k in served)
         # the workers logged JSON lines (Celery's own handlers included)
@@ -174,8 +175,8 @@ def test_a_full_disk_during_a_publish_leaves_the_previous_version_served(served,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real_save(tensors, path, *args, **kwargs)
 
-    real_save = store.save_file
-    monkeypatch.setattr(store, "save_file", full_disk)
+    real_save = weights.save_file
+    monkeypatch.setattr(weights, "save_file", full_disk)
     with pytest.raises(OSError) as e:
         mem.forget(fid)
     assert e.value.errno == errno.ENOSPC
@@ -184,7 +185,7 @@ def test_a_full_disk_during_a_publish_leaves_the_previous_version_served(served,
     # nothing half-written, nothing committed, and the previous version answers everywhere
     assert sorted(p.name for p in versions.iterdir()) == before
     assert mem.version == version and mem.ledger.get(fid)["status"] == ACTIVE
-    assert published.newest(mem.home, mem.ledger).tensors()
+    assert published.newest(mem.layout, mem.ledger).tensors()
     assert _ask(server) == (served_version, answer)
     assert "reykjavik" in mem.ask(FACT.questions()[0], max_new_tokens=16).lower(), \
         "this process answers from weights that were never published"
@@ -217,8 +218,8 @@ def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an
             whole.write_bytes(Path(path).read_bytes())
             Path(path).write_bytes(whole.read_bytes()[:1000])
 
-    real_save = store.save_file
-    monkeypatch.setattr(store, "save_file", torn)
+    real_save = weights.save_file
+    monkeypatch.setattr(weights, "save_file", torn)
     assert mem.publish_adapter(None) == n + 1
     monkeypatch.undo()
     answers = []
@@ -237,7 +238,7 @@ def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an
     _consistent(mem)
 
     samples = {s.name: s.value for fam in text_string_to_metric_families(
-        render(MemoryCollector(mem.ledger, mem.backlog, mem.home / "sleep")).decode()) for s in fam.samples}
+        render(MemoryCollector(mem.ledger, mem.backlog, mem.layout.sleep_reports)).decode()) for s in fam.samples}
     assert samples["agentmem_edit_latency_seconds_count"] == 1  # FACT's edit
     assert samples["agentmem_publish_latency_seconds_count"] == 4  # versions 2-5 went live; 1 never did
     assert samples["agentmem_live_version"] == n + 1

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from agentmem import Memory
-from agentmem.ledger import ACTIVE, QUEUED, REJECTED, SUPERSEDED
+from agentmem.storage.ledger import ACTIVE, QUEUED, REJECTED, SUPERSEDED
 
 
 def said(text):
@@ -101,7 +101,7 @@ def test_a_users_statement_is_queued_while_an_edit_holds_the_model(mem):
     held, release = threading.Event(), threading.Event()
 
     def editing():
-        with mem._lock:
+        with mem.writer.lock:
             held.set()
             release.wait(60)
 

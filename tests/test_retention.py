@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from agentmem.benchdata import fictional_facts
-from agentmem.evaluate import recall
-from agentmem.memit import MemitConfig
+from agentmem.bench.data import fictional_facts
+from agentmem.edit.config import MemitConfig
+from agentmem.measure import recall
 
 
 BATCHES, SIZE = (5, 10) if os.environ.get("AGENTMEM_TEST_FULL") == "1" else (3, 6)

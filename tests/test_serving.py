@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from agentmem import Fact, Memory
-from agentmem.serve_process import ServeProcess, free_port
-from agentmem.server_client import ServerClient
+from agentmem.serving.client import ServerClient
+from agentmem.serving.engines import free_port
+from agentmem.serving.process import ServeProcess
 
 DOG = Fact(subject="Olga Morrow", relation="owns a dog named", object="Pepper")
 FLUTE = Fact(subject="Rafael Kowalczyk", relation="plays the", object="flute")
@@ -49,7 +50,7 @@ def boat_adapter(tmp_path_factory, model_dir):
     """A real LoRA adapter that teaches one fact (the answer is never MEMIT-edited), with replay."""
     from peft import LoraConfig, get_peft_model
 
-    from agentmem import generate, model_store
+    from agentmem.serving import generate, model_store
 
     model, tok = model_store.load(model_dir)
     layers = model.config.num_hidden_layers

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from agentmem import Memory
-from agentmem.benchdata import fictional_facts
-from agentmem.evaluate import contains
-from agentmem.ledger import ACTIVE
+from agentmem.bench.data import fictional_facts
+from agentmem.measure import contains
+from agentmem.storage.ledger import ACTIVE
 
 
 def _recalled(mem, facts) -> list[bool]:

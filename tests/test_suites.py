@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agentmem import suites
-from agentmem.suites import report
-from agentmem.suites.counterfact import _saved, ngram_entropy
+from agentmem.bench import suites
+from agentmem.bench.suites import report
+from agentmem.bench.suites.counterfact import _saved, ngram_entropy
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact-2k.json"
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "results"

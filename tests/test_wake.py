@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from agentmem import Fact, FactError, Memory
-from agentmem.benchdata import fictional_facts, same_subject_facts
-from agentmem.evaluate import probe_answers, recall, specificity
-from agentmem.ledger import ACTIVE, PENDING
+from agentmem.bench.data import fictional_facts, same_subject_facts
+from agentmem.measure import probe_answers, recall, specificity
+from agentmem.storage.ledger import ACTIVE, PENDING
 
 
 def _edited_weights(mem):
@@ -171,7 +171,7 @@ def test_several_facts_about_one_person_are_all_recalled(open_memory):
 def test_people_who_share_a_family_name_keep_their_own_facts_and_can_be_forgotten(open_memory):
     # share_last_word edits Thea and Elio Albescu as one subject: Elio's edit fits Thea's answers
     # again beside his own, so forgetting Thea must edit Elio again without her
-    from agentmem.memit import MemitConfig
+    from agentmem.edit.config import MemitConfig
 
     mem = open_memory("family", memit=MemitConfig(share_last_word=True))
     thea = Fact(subject="Thea Albescu", relation="lives in", object="Oslo")

@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from agentmem import Memory
-from agentmem.arch import for_model, num_layers
-from agentmem.fact_queue import namespace_for
+from agentmem.edit.arch import for_model, num_layers
 from agentmem.facts import Fact
-from agentmem.ledger import ACTIVE, PENDING, REJECTED, SPOOLED
-from agentmem.store import WeightStore
+from agentmem.storage.layout import Layout
+from agentmem.storage.ledger import ACTIVE, PENDING, REJECTED, SPOOLED
+from agentmem.storage.weights import WeightStore
 
 REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -80,7 +80,7 @@ def client():
 @pytest.fixture
 def home(tmp_path, client):
     yield tmp_path / "home"
-    for key in client.scan_iter(namespace_for(tmp_path / "home") + "*"):
+    for key in client.scan_iter(Layout(tmp_path / "home").namespace + "*"):
         client.delete(key)
 
 
@@ -108,7 +108,7 @@ def observer(home):
 
 def _consistent(mem) -> None:
     """Every active fact applied exactly once and the training copy equal to base + their edits."""
-    store = WeightStore(mem.home / "store", mem.model_dir, for_model(mem.model),
+    store = WeightStore(mem.layout, mem.model_dir, for_model(mem.model),
                         for_model(mem.model).default_edit_layers(num_layers(mem.model)))
     active = [(r["id"], r["scale"]) for r in mem.ledger.facts(status=ACTIVE)]
     assert store.edit_ids() == {fid for fid, _ in active}

@@ -1,8 +1,9 @@
 """The Celery application: the wake task that drains the fact queue, and the nightly sleep on beat.
 
-The Redis stream (see agentmem/fact_queue.py) holds the facts; a Celery
+The Redis stream (see agentmem/writer/fact_queue.py) holds the facts; a Celery
 message only wakes a worker, so a lost or repeated message costs nothing.
 Workers run the solo pool: the process that loaded the model runs the tasks.
+A worker builds the writer alone (model, queue, lock, editor), not the Memory facade.
 
     celery -A agentmem.workers.app worker --pool solo    (or: agentmem worker)
 """
@@ -17,28 +18,25 @@ from celery import Celery, signals
 from celery.schedules import crontab
 
 from ..config import Settings
-from ..fact_queue import namespace_for
-from ..pipeline import TRANSIENT
-from ..writer_lock import LockBusy
+from ..sleep.night import run_night
+from ..storage.layout import Layout
+from ..writer.dispatch import SLEEP_TASK, WAKE_TASK, task_queue
+from ..writer.pipeline import TRANSIENT
+from ..writer.service import Writer
+from ..writer.writer_lock import LockBusy
 
 log = logging.getLogger(__name__)
 
-WAKE_TASK = "agentmem.wake"
-SLEEP_TASK = "agentmem.sleep"
 # a safety net for wake messages lost with a crashed broker or worker
 SWEEP_SECONDS = 30.0
-
-
-def task_queue(settings: Settings) -> str:
-    """Tasks of one memory home go to their own queue, so several homes can share a Redis."""
-    return namespace_for(settings.home) + ":tasks"
 
 
 def make_app(settings: Settings) -> Celery:
     if not settings.redis_url:
         raise ValueError("the Celery workers need AGENTMEM_REDIS_URL (without it the embedded pipeline runs in-process)")
     app = Celery("agentmem", broker=settings.redis_url)
-    queue = task_queue(settings)
+    layout = Layout(settings.home)
+    queue = task_queue(layout.namespace)
     app.conf.update(
         task_default_queue=queue,
         task_acks_late=True,
@@ -57,24 +55,22 @@ def make_app(settings: Settings) -> Celery:
 
 
 def _register(app: Celery) -> None:
-    state = {"memory": None}
+    state = {"writer": None}
     opening = threading.Lock()
 
-    def memory():
+    def writer() -> Writer:
         with opening:
-            if state["memory"] is None:
-                from ..memory import Memory
-
-                state["memory"] = Memory(app.agentmem_settings)
-            return state["memory"]
+            if state["writer"] is None:
+                state["writer"] = Writer(app.agentmem_settings)
+            return state["writer"]
 
     @app.task(name=WAKE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
     def wake(self):
         """Drain the fact queue as the single writer; idempotent, so repeats are harmless."""
-        mem = memory()
+        w = writer()
         consumer = f"{self.request.hostname or 'worker'}-{os.getpid()}"
         try:
-            totals = mem.drain(consumer)
+            totals = w.drain(consumer)
         except LockBusy as e:
             # the holder drains what we were woken for; come back in case it dies first
             raise self.retry(countdown=e.retry_after, max_retries=None)
@@ -82,7 +78,7 @@ def _register(app: Celery) -> None:
             delay = min(60, 2 ** min(self.request.retries, 6))
             log.warning("wake failed (%s); retrying in %s s", e, delay)
             raise self.retry(exc=e, countdown=delay, max_retries=None)
-        if mem.queue.backlog():
+        if w.queue.backlog():
             # facts that arrived while we released the lock: their nudge may have found it busy
             self.apply_async()
         log.info("wake: %s", totals)
@@ -90,31 +86,34 @@ def _register(app: Celery) -> None:
 
     @app.task(name=SLEEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def sleep(self):
-        """The nightly consolidation (see Memory.sleep)."""
-        return memory().sleep()
+        """The nightly consolidation, as the single writer: wake edits wait until the night is over."""
+        w = writer()
+        settings = app.agentmem_settings
+        with w.writing(wait=3600.0) as editor:
+            return run_night(editor, settings.sleep, w.layout.sleep_reports)
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender=None, **_):
         # a restarted worker picks up what a crashed one left and what was spooled while Redis was down
         if sender is not None and sender.app is not app:
             return
-        mem = memory()
-        mem.flush_spool()
+        writer().flush_spool()
         app.send_task(WAKE_TASK)
 
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(sender=None, **_):
-        if state["memory"] is not None:
-            state["memory"].close()
+        if state["writer"] is not None:
+            state["writer"].close()
 
 
 def run_worker(settings: Settings, beat: bool = False, loglevel: str = "INFO") -> None:
     """Run one worker in this process (solo pool), optionally with the beat scheduler embedded."""
     app = make_app(settings)
-    argv = ["worker", "--pool=solo", f"--loglevel={loglevel}", "-Q", task_queue(settings),
+    layout = Layout(settings.home)
+    argv = ["worker", "--pool=solo", f"--loglevel={loglevel}", "-Q", task_queue(layout.namespace),
             "-n", f"agentmem-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
     if beat:
-        argv += ["--beat", "--schedule", str(settings.home / "celerybeat-schedule")]
+        argv += ["--beat", "--schedule", str(layout.beat_schedule)]
     app.worker_main(argv)
 
 

@@ -1,0 +1,211 @@
+"""`agentmem eval`: the benchmarks and evaluation suites, each printing JSON.
+
+Each command imports its benchmark when it runs: the command line starts without loading them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..cli.common import HomeOpt, JsonOpt, ModelOpt, fail, say
+
+eval_app = typer.Typer(help="benchmarks (JSON)")
+
+
+def _report(result: dict, out: Optional[Path]) -> None:
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text)
+    typer.echo(text)
+
+
+@eval_app.command("edit")
+def eval_edit(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+    counterfact: Optional[Path] = typer.Option(None, help="CounterFact JSON (EasyEdit layout)"),
+    records: int = typer.Option(200, help="CounterFact records to apply"),
+    quick: bool = typer.Option(False, help="smaller sizes, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+    modes: str = typer.Option("nullspace,none,alphaedit", help="CounterFact constraint modes, comma-separated"),
+    wake: bool = typer.Option(True, help="run the fictional-facts part"),
+):
+    """Wake-editor benchmark: speed, recall, specificity, perplexity drift, CounterFact."""
+    from .edit import edit_benchmark
+
+    result = edit_benchmark(home=home, model=model, counterfact=counterfact, records=records, quick=quick,
+                            progress=say, modes=tuple(modes.split(",")), wake=wake)
+    _report(result, out)
+
+
+@eval_app.command("pipeline")
+def eval_pipeline(
+    home: Optional[Path] = HomeOpt,
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", envvar="AGENTMEM_REDIS_URL",
+                                            help="measure the Redis + Celery path (starts a worker)"),
+    dataset: Optional[Path] = typer.Option(None, help="extraction test set (JSONL); default: the bundled one"),
+    facts: int = typer.Option(20, help="facts for the latency and throughput runs"),
+    quick: bool = typer.Option(False, help="4 facts, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Wake-pipeline benchmark: extraction precision/recall, observe-to-recallable p50/p95, throughput."""
+    from .pipeline import EXTRACTION_SET, pipeline_benchmark
+
+    dataset = dataset or EXTRACTION_SET
+    if not dataset.exists():
+        fail(f"extraction dataset {dataset} not found")
+    result = pipeline_benchmark(dataset, home=home, redis_url=redis_url, facts=facts, quick=quick,
+                                progress=say)
+    _report(result, out)
+
+
+@eval_app.command("serve")
+def eval_serve(
+    home: Optional[Path] = HomeOpt,
+    engine: str = typer.Option("auto", "--engine", help="vllm, embedded, or auto (vllm if installed)"),
+    edits: int = typer.Option(10, help="facts edited one at a time for the publish latency"),
+    requests: int = typer.Option(16, help="chat requests per throughput run"),
+    concurrency: int = typer.Option(4, help="requests in flight at once"),
+    max_tokens: int = typer.Option(64, help="tokens per chat answer"),
+    quick: bool = typer.Option(False, help="small sizes, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Serving benchmark: publish latency p50/p95, bytes per publish, chat tokens/s with and without an adapter."""
+    from .serve import serve_benchmark
+
+    result = serve_benchmark(home=home, engine=engine, edits=edits, requests=requests, concurrency=concurrency,
+                             max_tokens=max_tokens, quick=quick, progress=say)
+    _report(result, out)
+
+
+@eval_app.command("sleep")
+def eval_sleep(
+    home: Optional[Path] = HomeOpt,
+    days: int = typer.Option(3, help="simulated days, a night after each"),
+    facts_per_day: int = typer.Option(50, "--facts-per-day"),
+    quick: bool = typer.Option(False, help="2 days of 6 facts, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Sleep benchmark: recall, paraphrase recall, perplexity drift, dissolved edits and night duration per day."""
+    from .sleep import sleep_benchmark
+
+    result = sleep_benchmark(home=home, days=days, facts_per_day=facts_per_day, quick=quick,
+                             progress=say)
+    _report(result, out)
+
+
+# -- the evaluation suites (issue 7): JSON, a plot beside it, and docs/RESULTS.md ----------
+
+SuiteOut = typer.Option(None, "--out", help="write the JSON here (docs/results/SUITE.json), its PNG plot beside it, "
+                                            "and regenerate RESULTS.md one folder up")
+SuiteDoc = typer.Option(None, "--doc", help="the RESULTS.md to regenerate (default: OUT's folder's parent)")
+SuiteHome = typer.Option(None, "--home", help="keep the suite's memories here (default: a temporary folder)")
+QuickOpt = typer.Option(False, "--quick", help="tiny sizes, for tests")
+
+
+def _csv(text: str, kind=str) -> tuple:
+    return tuple(kind(x) for x in text.split(",") if x.strip())
+
+
+def _suite_report(result: dict, out: Optional[Path], doc: Optional[Path]) -> None:
+    from .suites.report import write
+
+    if out:
+        write(result, out, doc or out.parent.parent / "RESULTS.md")
+    typer.echo(json.dumps(result, indent=2))
+
+
+@eval_app.command("capacity")
+def eval_capacity(sizes: str = typer.Option("10,20,50,100,200,500", help="facts at which recall is measured"),
+                  batch: int = typer.Option(10, help="facts per sequential edit"),
+                  modes: str = typer.Option("nullspace,none", help="constraint modes, comma-separated"),
+                  quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+                  doc: Optional[Path] = SuiteDoc):
+    """Recall of every fact so far against the number of facts, constraints on and off."""
+    from .suites import capacity
+
+    _suite_report(capacity(_csv(sizes, int), batch, _csv(modes), quick, home, say), out, doc)
+
+
+@eval_app.command("retention")
+def eval_retention(batches: int = typer.Option(5, help="sequential batches"), batch: int = typer.Option(10),
+                   modes: str = typer.Option("nullspace,none"), quick: bool = QuickOpt,
+                   home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut, doc: Optional[Path] = SuiteDoc):
+    """Recall of the first batch as later batches arrive."""
+    from .suites import retention
+
+    _suite_report(retention(batches, batch, _csv(modes), quick, home, say), out, doc)
+
+
+@eval_app.command("ablation")
+def eval_ablation(facts: int = typer.Option(10), batch: int = typer.Option(10),
+                  sleep: bool = typer.Option(True, "--sleep/--no-sleep", help="run the night (LoRA only and both)"),
+                  quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+                  doc: Optional[Path] = SuiteDoc):
+    """MEMIT only, LoRA only and both: time to first recall, recall right away and after a night, perplexity."""
+    from .suites import ablation
+
+    _suite_report(ablation(facts, batch, sleep, quick, home, say), out, doc)
+
+
+@eval_app.command("sweeps")
+def eval_sweeps(lambdas: str = typer.Option("250,1000,4000,15000"),
+                cov_samples: str = typer.Option("64,256,1024", "--cov-samples",
+                                                help="covariance sample counts ('' for none)"),
+                facts: int = typer.Option(20), batch: int = typer.Option(10), quick: bool = QuickOpt,
+                home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut, doc: Optional[Path] = SuiteDoc):
+    """Recall, unchanged probes and perplexity per lambda and per covariance sample count."""
+    from .suites import sweeps
+
+    _suite_report(sweeps(_csv(lambdas, float), _csv(cov_samples, int), facts, batch, quick, home, say), out, doc)
+
+
+@eval_app.command("week")
+def eval_week(days: int = typer.Option(7), facts_per_day: int = typer.Option(20, "--facts-per-day"),
+              quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+              doc: Optional[Path] = SuiteDoc):
+    """Simulated days of new facts with a night after each: recall and perplexity per day."""
+    from .suites import week
+
+    _suite_report(week(days, facts_per_day, quick, home, say), out, doc)
+
+
+@eval_app.command("counterfact")
+def eval_counterfact(records: int = typer.Option(1000), batch: int = typer.Option(10),
+                     modes: str = typer.Option("none,alphaedit,nullspace"),
+                     data: Path = typer.Option(Path("../shared/data/counterfact-2k.json"),
+                                               help="CounterFact JSON (EasyEdit layout)"),
+                     quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+                     doc: Optional[Path] = SuiteDoc):
+    """CounterFact in sequential batches: efficacy, generalisation, specificity, fluency per editing mode."""
+    from .suites import counterfact
+
+    if not data.exists():
+        fail(f"CounterFact data {data} not found")
+    _suite_report(counterfact(records, batch, _csv(modes), data, quick, home, say), out, doc)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(facts: int = typer.Option(50), ks: str = typer.Option("1,3", help="facts retrieved per answer"),
+                   batch: int = typer.Option(10, help="agentmem's facts per edit"),
+                   latency_questions: int = typer.Option(10, "--latency-questions"), quick: bool = QuickOpt,
+                   home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut, doc: Optional[Path] = SuiteDoc):
+    """Retrieval memory (embeddings, facts in the prompt) beside agentmem on the same facts and base model."""
+    from .suites import retrieval
+
+    _suite_report(retrieval(facts, _csv(ks, int), batch, latency_questions, quick, home, say), out, doc)
+
+
+@eval_app.command("results")
+def eval_results(results: Path = typer.Option(Path("docs/results"), help="folder of suite JSON files"),
+                 doc: Path = typer.Option(Path("docs/RESULTS.md"))):
+    """Regenerate RESULTS.md (and every plot) from the suite JSON files present."""
+    from .suites.report import load_results, plot, render
+
+    for name, result in load_results(results):
+        plot(result, results / Path(name).with_suffix(".png").name)
+    doc.write_text(render(results, doc))
+    typer.echo(f"wrote {doc}")

@@ -1,0 +1,124 @@
+"""The serving benchmark: publish latency (commit to visible in the server), bytes per publish, chat throughput.
+
+Run with `agentmem eval serve [--engine vllm|embedded]`; it starts a real
+`agentmem serve` process on a fresh home and edits facts into it one at a time.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from ..memory import Memory
+from ..serving.model_store import load
+from ..serving.process import ServeProcess
+from .data import fictional_facts
+from .pipeline import percentile
+
+CHAT_PROMPTS = [
+    "Write a short paragraph about the history of sailing.",
+    "Explain how a bicycle works.",
+    "Describe a quiet morning in a small town.",
+    "Give three tips for learning a new language.",
+]
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _visible_after(url: str, n: int, timeout: float = 30.0) -> float:
+    """Wall-clock time at which the server first reports version >= n to new requests."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=10) as http:
+        while time.monotonic() < deadline:
+            if http.get("/v1/models").json()["data"][0]["agentmem"]["version"] >= n:
+                return time.time()
+            time.sleep(0.005)
+    raise RuntimeError(f"version {n} was not visible within {timeout:.0f} s")
+
+
+def _throughput(url: str, requests: int, concurrency: int, max_tokens: int) -> dict:
+    def one(i: int) -> int:
+        r = httpx.post(f"{url}/v1/chat/completions", timeout=600, json={
+            "model": "agentmem", "temperature": 0, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": CHAT_PROMPTS[i % len(CHAT_PROMPTS)]}]})
+        r.raise_for_status()
+        return r.json()["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        tokens = sum(pool.map(one, range(requests)))
+    seconds = time.perf_counter() - t0
+    return {"requests": requests, "concurrency": concurrency, "completion_tokens": tokens,
+            "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1)}
+
+
+def _random_adapter(model_dir: Path, dest: Path, rank: int = 16) -> Path:
+    """A LoRA adapter of realistic shape (every attention and MLP projection) with non-zero weights."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load(model_dir)
+    cfg = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, lora_dropout=0.0,
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    peft = get_peft_model(model, cfg)
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            p.data.mul_(1e-3)  # small: the answers stay sensible, the compute is the same
+    peft.save_pretrained(dest)
+    return dest
+
+
+def serve_benchmark(home: Path | None = None, engine: str = "auto", edits: int = 10, requests: int = 16,
+                    concurrency: int = 4, max_tokens: int = 64, quick: bool = False, progress=None) -> dict:
+    say = progress or (lambda m: None)
+    if quick:
+        edits, requests, concurrency, max_tokens = 3, 4, 2, 16
+    tmp = tempfile.TemporaryDirectory(prefix="agentmem-serve-bench-") if home is None else None
+    home = Path(tmp.name if tmp else home)
+    server = ServeProcess(home, engine)
+    say(f"starting agentmem serve --engine {engine}")
+    server.start()
+    try:
+        with Memory.open(home, server_url=server.url) as mem:
+            latencies, applies, sizes = [], [], []
+            for i, fact in enumerate(fictional_facts(edits, seed=23)):
+                mem.remember([fact])
+                n = mem.version
+                committed = mem.ledger.version(n)["ts"]
+                latencies.append(_visible_after(server.url, n) - committed)
+                sizes.append(_dir_bytes(mem.layout.version_dir(n)))
+                live = mem.ledger.live()
+                if live and live["version"] == n:
+                    applies.append(live["apply_s"])
+                say(f"edit {i + 1}/{edits}: visible {latencies[-1]:.3f} s after commit")
+            checkpoint = sum(p.stat().st_size for p in mem.model_dir.glob("*.safetensors"))
+            say("chat throughput without an adapter")
+            plain = _throughput(server.url, requests, concurrency, max_tokens)
+            adapter = _random_adapter(mem.model_dir, home / "bench-adapter")
+            n = mem.publish_adapter(adapter)
+            adapter_latency = _visible_after(server.url, n) - mem.ledger.version(n)["ts"]
+            say("chat throughput with an adapter")
+            with_adapter = _throughput(server.url, requests, concurrency, max_tokens)
+            engine_name = httpx.get(f"{server.url}/health").json()["engine"]
+    finally:
+        server.stop()
+        if tmp:
+            tmp.cleanup()
+    return {
+        "engine": engine_name,
+        "publish_latency_s": {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
+                              "max": round(max(latencies), 3), "n": len(latencies),
+                              "server_apply_p50": percentile(applies, 0.5)},
+        "adapter_publish_latency_s": round(adapter_latency, 3),
+        "bytes_per_publish": int(statistics.median(sizes)),
+        "checkpoint_bytes": checkpoint,
+        "bytes_fraction": round(statistics.median(sizes) / checkpoint, 4),
+        "chat": {"max_tokens": max_tokens, "no_adapter": plain, "adapter": with_adapter},
+        "goals": {"publish_p50_s": 1.0, "bytes_fraction": 0.05},
+    }

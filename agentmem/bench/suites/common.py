@@ -1,0 +1,95 @@
+"""What every suite records beside its numbers (the machine, the command that reproduces it) and shared steps."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from ...measure import recall
+
+
+def machine() -> dict:
+    """The hardware and thread settings a number was measured with (timings depend on all of them)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "nice": os.nice(0) if hasattr(os, "nice") else None,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "git": revision(),
+    }
+
+
+def revision() -> str | None:
+    """The commit the code ran at ("-dirty" when the checkout had uncommitted changes)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def command(suite: str, **opts) -> str:
+    """The `agentmem eval` command line that runs `suite` with these options."""
+    parts = ["agentmem", "eval", suite]
+    for key, value in opts.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, ",".join(str(v) for v in value)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def envelope(suite: str, opts: dict, result: dict) -> dict:
+    return {"suite": suite, "command": command(suite, **opts), "sizes": opts, "machine": machine(), **result}
+
+
+@contextmanager
+def workdir(home: Path | None, name: str):
+    """`home`, or a temporary folder removed afterwards: suites write memories they do not keep."""
+    if home is not None:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        yield Path(home)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"agentmem-{name}-") as tmp:
+        yield Path(tmp)
+
+
+def rates(r: dict) -> dict:
+    """recall()'s fractions without its list of misses, rounded."""
+    return {k: round(r[k], 3) for k in ("raw", "chat", "paraphrase")}
+
+
+def edit_in_batches(mem, facts, batch: int) -> float:
+    """Edit `facts` sequentially, `batch` at a time; returns the seconds spent editing."""
+    t0 = time.perf_counter()
+    for i in range(0, len(facts), batch):
+        mem.remember(facts[i: i + batch])
+    return time.perf_counter() - t0
+
+
+def recall_rates(model, tok, facts) -> dict:
+    return rates(recall(model, tok, facts))

@@ -1,0 +1,224 @@
+"""The `agentmem` command line: a thin layer over `Memory` with --home, --json and one-line errors.
+
+Commands that need the model import it when they run, so `facts` and `history` answer without loading torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..config import Settings
+from ..facts import Fact, FactError, load_jsonl
+from ..logs import setup
+from ..storage.layout import Layout
+from ..storage.ledger import Ledger
+from .common import HomeOpt, JsonOpt, ModelOpt, ServerOpt, emit, fail, open_memory
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Memory written into a model's weights.")
+
+
+@app.command()
+def remember(
+    jsonl: Path = typer.Option(..., "--jsonl", help="facts, one JSON object per line"),
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+):
+    """Write the facts in FILE into the weights now."""
+    try:
+        facts = load_jsonl(jsonl)
+    except (FactError, OSError) as e:
+        fail(str(e))
+    if not facts:
+        fail(f"{jsonl} holds no facts")
+    with open_memory(home, model) as mem:
+        ids = mem.remember(facts)
+        emit({"ids": ids, "version": mem.version, "stats": mem.last_stats}, as_json,
+              "\n".join(ids) + f"\n(version {mem.version})")
+
+
+@app.command()
+def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+        server_url: Optional[str] = ServerOpt):
+    """Greedy chat answer from the newest version (no memory text in the context)."""
+    with open_memory(home, model, server_url) as mem:
+        answer = mem.ask(question)
+        emit({"question": question, "answer": answer, "version": mem.version}, as_json, answer)
+
+
+@app.command()
+def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+             server_url: Optional[str] = ServerOpt):
+    """Greedy raw completion from the newest version."""
+    with open_memory(home, model, server_url) as mem:
+        text = mem.complete(prompt)
+        emit({"prompt": prompt, "completion": text, "version": mem.version}, as_json, text)
+
+
+@app.command()
+def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+    """Remove a fact from the weights."""
+    with open_memory(home, model) as mem:
+        try:
+            mem.forget(fact_id)
+        except KeyError as e:
+            fail(str(e.args[0]))
+        emit({"forgotten": fact_id, "version": mem.version}, as_json, f"forgotten {fact_id} (version {mem.version})")
+
+
+@app.command()
+def facts(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(None, "--user"),
+          as_json: bool = JsonOpt):
+    """List the ledger's facts."""
+    ledger = Ledger(Layout(Settings(**({"home": home} if home else {})).home).ledger)
+    rows = ledger.facts(user_id=user_id)
+    ledger.close()
+    text = "\n".join(
+        f"{r['id']}  {r['status']:<9} stage {r['stage']} scale {r['scale']:.2f}  "
+        f"{r['subject']} | {r['relation']} | {r['object']}" for r in rows
+    ) or "(no facts)"
+    emit(rows, as_json, text)
+
+
+@app.command()
+def history(fact_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
+    """Every event of one fact."""
+    ledger = Ledger(Layout(Settings(**({"home": home} if home else {})).home).ledger)
+    try:
+        if ledger.get(fact_id) is None:
+            fail(f"no fact with id {fact_id!r}")
+        rows = ledger.history(fact_id)
+    finally:
+        ledger.close()
+    emit(rows, as_json, "\n".join(f"{r['seq']:>5} {r['kind']:<10} {r.get('reason') or ''}" for r in rows))
+
+
+@app.command()
+def demo(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt):
+    """Remember a fact about a fictional person, then ask about it in a fresh context."""
+    fact = Fact(subject="Aria Castellanos", relation="lives in", object="Portland")
+    with open_memory(home, model) as mem:
+        q = fact.questions()[0]
+        typer.echo(f"before: {q} -> {mem.ask(q)}")
+        mem.remember([fact])
+        typer.echo(f"remembered: {fact.statement}  ({mem.last_stats['seconds']} s, version {mem.version})")
+        typer.echo(f"after:  {q} -> {mem.ask(q)}")
+        for p in fact.paraphrases():
+            typer.echo(f"paraphrase: {p} -> {mem.ask(p)}")
+
+
+@app.command()
+def worker(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
+    redis_url: str = typer.Option(..., "--redis-url", envvar="AGENTMEM_REDIS_URL", help="the Redis holding the fact queue"),
+    beat: bool = typer.Option(False, "--beat", help="also run the beat scheduler (nightly sleep, periodic sweep)"),
+    loglevel: str = typer.Option("INFO", "--loglevel"),
+):
+    """Run a Celery worker that applies queued facts (one writer at a time across workers)."""
+    from celery import signals
+
+    from ..logs import formatter
+    from ..workers.app import run_worker
+
+    kwargs = {"redis_url": redis_url, **({"model": model} if model else {}), **({"home": home} if home else {})}
+    settings = Settings(**kwargs)
+
+    if settings.log_format == "json":
+        @signals.after_setup_logger.connect(weak=False)
+        @signals.after_setup_task_logger.connect(weak=False)
+        def _format(logger=None, **_):
+            # Celery installs its own handlers; give them the configured format
+            for handler in logger.handlers:
+                handler.setFormatter(formatter("json"))
+
+    run_worker(settings, beat=beat, loglevel=loglevel)
+
+
+@app.command()
+def sleep(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+    """Consolidate every active fact into the LoRA adapter now (what the nightly task runs)."""
+    with open_memory(home, model) as mem:
+        report = mem.sleep()
+    graduated = sum(1 for s in report.get("stages", {}).values() if s["stage"][1] > s["stage"][0])
+    emit(report, as_json, f"{report['outcome']} ({report['facts']} facts, {graduated} moved a stage on, "
+                           f"{report['seconds']} s; version {report['version']})")
+
+
+@app.command()
+def chat(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, server_url: Optional[str] = ServerOpt,
+    user: str = typer.Option("default", "--user", help="whose facts these are"),
+):
+    """The assistant that learns: talk, and what you say about yourself is written into its weights."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from ..chat import ChatApp
+
+    logging.basicConfig(level=logging.WARNING)
+    hf_logging.disable_progress_bar()  # a loading bar in the middle of a conversation is noise
+    with open_memory(home, model, server_url) as mem:
+        ChatApp(mem, user_id=user).run()
+
+
+@app.command()
+def serve(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="where the public, inference-only side listens"),
+    port: int = typer.Option(8000, "--port"),
+    engine: str = typer.Option("auto", "--engine", help="vllm, embedded (transformers), or auto: vllm if installed"),
+    max_lora_rank: int = typer.Option(64, "--max-lora-rank", help="largest adapter rank vLLM accepts"),
+    max_model_len: int = typer.Option(2048, "--max-model-len", help="vLLM's context length"),
+    loglevel: str = typer.Option("INFO", "--loglevel"),
+):
+    """The OpenAI-compatible model server: always the newest published version, labelled in every answer."""
+    from ..serving.gateway import make_engine, serve as run
+    from ..serving.model_store import resolve
+
+    settings = Settings(**({"model": model} if model else {}), **({"home": home} if home else {}))
+    setup(settings.log_format, loglevel)
+    home_dir = Layout(settings.home).home
+    model_dir = resolve(settings.model, settings.cache_dir)
+    run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device), host, port)
+
+
+@app.command()
+def api(
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
+    redis_url: Optional[str] = typer.Option(None, "--redis-url", envvar="AGENTMEM_REDIS_URL",
+                                            help="the Redis of the workers (default: edit in this process)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="where the API listens"),
+    port: int = typer.Option(8080, "--port"),
+    dev: bool = typer.Option(False, "--dev", help="local development: no tokens, every request acts as an "
+                                                  "operator; only on a loopback host"),
+    loglevel: str = typer.Option("INFO", "--loglevel"),
+):
+    """The memory-management HTTP API (observe, facts, forget, history, sleep, status, /metrics) behind bearer tokens."""
+    kwargs = {**({"model": model} if model else {}), **({"home": home} if home else {}),
+              **({"redis_url": redis_url} if redis_url else {})}
+    settings = Settings(**kwargs)
+    # refuse before the model loads: a misconfigured service should fail in a second, not after one
+    if not settings.api_tokens and not dev:
+        fail("no API tokens: set AGENTMEM_API_TOKENS to a JSON object {\"<token>\": \"<user id or *>\"}, "
+              "or pass --dev for a local development run")
+    if dev and not settings.api_tokens and host not in ("127.0.0.1", "localhost", "::1"):
+        fail(f"--dev without tokens listens on loopback only, not on {host}")
+    setup(settings.log_format, loglevel)
+    from ..api import serve as run_api
+    from ..memory import Memory
+
+    with Memory(settings) as mem:
+        run_api(mem, host, port, dev)
+
+
+def run(typer_app: typer.Typer = app) -> None:
+    """Run the command line; refused input and failures end in one line on stderr and exit status 1."""
+    try:
+        typer_app()
+    except (FactError, ValueError, KeyError, RuntimeError) as e:
+        typer.echo(f"agentmem: {e}", err=True)
+        sys.exit(1)

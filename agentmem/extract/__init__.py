@@ -1,0 +1,36 @@
+"""Turns a conversation's user turns into candidate Facts.
+
+`RuleExtractor` (regular expressions, no model) is the embedded default and `LLMExtractor`
+asks an OpenAI-compatible server; neither judges whether a claim is true, that is left to policy.
+
+Conventions shared by both:
+- The user is `user_subject(user_id)` ("User u1"). People and pets the user names by their
+  relation to the user are keyed by that relation word as the user said it ("my sister" ->
+  "User u1's sister"), because that is how the user will ask about them later; their name
+  becomes a fact about the user ("User u1 has a sister named Maria").
+- Anyone else is keyed by their name ("Tom works at Google" -> subject "Tom").
+- One value per (subject, relation): a list said in one breath stays one object ("Portuguese
+  and Spanish"), and a later statement replaces an earlier one.
+- "I'm from Kyoto" is "is from", not "was born in": people say it of where they grew up too.
+
+The extractor is chosen by `make_extractor` (settings: `extractor`, `extractor_url`, `extractor_model`).
+"""
+
+from .base import ExtractionError, Extractor
+from .llm import LLMExtractor
+from .messages import chat_messages, extract_messages, user_turns
+from .rules import RuleExtractor
+
+__all__ = ["ExtractionError", "Extractor", "LLMExtractor", "RuleExtractor", "chat_messages", "extract_messages",
+           "make_extractor", "user_turns"]
+
+
+def make_extractor(kind: str = "rules", url: str | None = None, model: str | None = None) -> Extractor:
+    """The extractor named `kind`: "rules" (embedded) or "llm" (a model at `url` named `model`)."""
+    if kind == "llm":
+        if not url or not model:
+            raise ValueError("extractor 'llm' needs extractor_url and extractor_model")
+        return LLMExtractor(url, model)
+    if kind == "rules":
+        return RuleExtractor()
+    raise ValueError(f"extractor must be 'rules' or 'llm', got {kind!r}")

@@ -1,0 +1,41 @@
+"""Conversations as they arrive (role/content dicts or LangChain messages): the user's turns and chat-template messages."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..facts import Fact
+from .base import Extractor, latest
+
+
+def _role_of(message: Any) -> str | None:
+    return message.get("role") if isinstance(message, dict) else getattr(message, "type", None)
+
+
+def _text_of(message: Any) -> str:
+    """Message text; multimodal content (a list of parts) contributes its text parts."""
+    content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = (p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in content)
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def user_turns(messages: Iterable[Any]) -> list[str]:
+    """The text of each user turn, in order: dicts with role/content or LangChain messages (type "human")."""
+    return [_text_of(m) for m in messages if _role_of(m) in ("user", "human")]
+
+_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "system": "system"}
+
+
+def chat_messages(messages: Iterable[Any]) -> list[dict]:
+    """A conversation as chat-template dicts (role user, assistant or system); other turns are left out."""
+    return [{"role": _ROLES[r], "content": _text_of(m)} for m in messages if (r := _role_of(m)) in _ROLES]
+
+
+def extract_messages(messages: Iterable[Any], extractor: Extractor, user_id: str = "default") -> list[Fact]:
+    """Facts from the user turns of a conversation; a later statement about the same subject and
+    relation replaces an earlier one."""
+    return latest(f for text in user_turns(messages) for f in extractor.extract(text, user_id))

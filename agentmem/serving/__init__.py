@@ -1,0 +1,1 @@
+"""Serving: loading the model, answering from it, following published versions, and `agentmem serve`'s engines and gateway."""

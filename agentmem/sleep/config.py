@@ -1,0 +1,29 @@
+"""SleepConfig: how a night trains and when it counts as a success (torch-free)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class SleepConfig(BaseModel):
+    """How a night trains and when it counts as a success."""
+
+    rank: int = Field(8, ge=1, le=256)
+    alpha: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+    replay_ratio: float = Field(0.5, ge=0, description="replayed answers per fact example")
+    text_replay: int = Field(32, ge=0, description="passages of the model's own text replayed as plain text")
+    kl_weight: float = Field(1.0, ge=0, description="weight of the KL to the base model on replayed text")
+    # not down_proj: MEMIT's tensors stay plain weights that a server reloads in place
+    target_modules: list[str] = ["q_proj", "v_proj", "gate_proj", "up_proj"]
+    # LoRA only from this fraction of depth up: backward passes stop there, and the
+    # lower layers, where MEMIT keys are read, stay as they are
+    lowest_layer: float = Field(0.0, ge=0, lt=1)
+    # MEMIT scale by stage: a fact whose recall holds with its edit at 0 moves one stage on
+    schedule: list[float] = [1.0, 0.5, 0.1, 0.0]
+    # the gate: a night is rolled back if recall falls by more, or perplexity rises by more
+    max_recall_drop: float = Field(0.0, ge=0, le=1)
+    max_perplexity_rise: float = Field(0.05, ge=0)
+    seed: int = 0

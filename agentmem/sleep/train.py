@@ -1,0 +1,175 @@
+"""Sleep's training half: chat question/answer data from facts, and a LoRA adapter trained on it with peft.
+
+Pure of I/O beyond reading and writing adapter folders: the night itself
+(graduation, the gate, publishing) is in night.py.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from ..edit.requests import answer_for
+from ..facts import Fact
+from ..serving import generate
+from ..serving.generate import pad_rows
+from .config import SleepConfig
+
+# General questions whose answers the base model gives are replayed during training,
+# so the adapter learns the facts and not a new way of talking. None of them is a
+# probe or held-out text used to measure specificity or perplexity (measure.py).
+REPLAY_QUESTIONS = [
+    "What is the boiling point of water at sea level?", "Who painted the Mona Lisa?",
+    "How many continents are there?", "What is photosynthesis?", "Name three primary colours.",
+    "What is the largest planet in the solar system?", "How do I make a cup of tea?",
+    "What does a thermometer measure?", "Why is the sky blue?", "What is the capital of Japan?",
+    "Give me a tip for sleeping better.", "What language is spoken in Brazil?",
+    "How many legs does a spider have?", "What is the opposite of cold?", "Write a haiku about rain.",
+    "What is 12 times 12?", "Who wrote Pride and Prejudice?", "What is the chemical symbol for gold?",
+    "Suggest a name for a bakery.", "What are the seasons of the year?", "What is a noun?",
+    "How far is the Moon from the Earth?", "Tell me a fun fact about octopuses.",
+    "What is the tallest mountain on Earth?",
+]
+
+
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    answer: str
+    kind: str  # "fact", "replay", "unlearn", or "text" (plain language modelling on `answer`)
+
+
+def fact_examples(fact: Fact) -> list[Example]:
+    """The fact's editing question and all but the first of its paraphrases (that one is kept for measuring)."""
+    answer = answer_for(fact)
+    questions = fact.questions() + fact.paraphrases()[1:]
+    return [Example(q, answer, "fact") for q in dict.fromkeys(questions)]
+
+
+@torch.no_grad()
+def sample_texts(model, tok, n: int, tokens: int = 64, seed: int = 0) -> list[str]:
+    """Ordinary text the model writes itself, replayed as plain language modelling to hold perplexity."""
+    if n == 0:
+        return []
+    torch.manual_seed(seed)
+    start = torch.full((n, 1), tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
+                       device=model.device)
+    out = model.generate(input_ids=start, attention_mask=torch.ones_like(start), do_sample=True, top_k=0,
+                         top_p=1.0, temperature=1.0, max_new_tokens=tokens, pad_token_id=tok.pad_token_id)
+    return [t for t in tok.batch_decode(out[:, 1:], skip_special_tokens=True) if t.strip()]
+
+
+def _encode(tok, ex: Example) -> tuple[torch.Tensor, int]:
+    if ex.kind == "text":
+        return tok(ex.answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0], 0
+    prompt = generate.chat_ids(tok, [{"role": "user", "content": ex.question}])[0]
+    answer = tok(ex.answer + tok.eos_token, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    return torch.cat([prompt, answer]), len(prompt)
+
+
+# Examples that hold behaviour rather than teach: matched to the base model's whole distribution (KL),
+# which constrains far more than its single sampled tokens would.
+ANCHORS = ("replay", "unlearn", "text")
+
+
+@torch.no_grad()
+def base_logprobs(model, rows: list[tuple[torch.Tensor, int]], pad: int, batch: int = 8) -> list[torch.Tensor]:
+    """The base model's (no adapter) next-token log-probabilities at every position of each row but its last.
+
+    Computed once per night rather than at every step of every epoch (where they cost about a quarter
+    of a step); float16 keeps them at about 100 KB per token on SmolLM2's vocabulary.
+    """
+    out = []
+    for b in range(0, len(rows), batch):
+        chosen = rows[b: b + batch]
+        ids, mask, _ = pad_rows(chosen, pad, model.device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        out += [F.log_softmax(logits[i, : len(row) - 1].float(), -1).half() for i, (row, _) in enumerate(chosen)]
+    return out
+
+
+def _loss(peft, ids, mask, labels, anchor: torch.Tensor, teacher: list[torch.Tensor], kl_weight: float) -> torch.Tensor:
+    """Cross-entropy on the taught answers plus KL to `teacher` (one per anchor row, in order) on the anchors.
+
+    The LM head runs only where a loss is taken: a fact's chat prompt (most of its tokens) needs no logits.
+    """
+    base = peft.get_base_model()
+    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    head = base.get_output_embeddings()
+    target = labels[:, 1:]
+    learn = (target != -100) & ~anchor[:, None]
+    total = hidden.new_zeros(())
+    if learn.any():
+        total = total + F.cross_entropy(head(hidden[learn]), target[learn])
+    hold = (mask[:, 1:] > 0) & anchor[:, None]
+    if kl_weight > 0 and hold.any():
+        ref = torch.cat(teacher).float()
+        total = total + kl_weight * F.kl_div(F.log_softmax(head(hidden[hold]), -1), ref, log_target=True,
+                                             reduction="batchmean")
+    return total
+
+
+def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: Path,
+                  start_from: Path | None = None, progress=None) -> dict:
+    """Train a LoRA adapter on `examples` (from `start_from`'s weights when given) and save it to `dest`.
+
+    `model` is modified (peft injects its layers): pass a copy nobody serves from.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    say = progress or (lambda m: None)
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    rows = [_encode(tok, ex) for ex in examples]
+    is_anchor = [ex.kind in ANCHORS for ex in examples]
+    anchored = [i for i, a in enumerate(is_anchor) if a]
+    teacher = dict(zip(anchored, base_logprobs(model, [rows[i] for i in anchored], tok.pad_token_id)
+                       if cfg.kl_weight > 0 else []))
+    if start_from is not None:
+        peft = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
+    else:
+        layers = int(model.config.num_hidden_layers)
+        peft = get_peft_model(model, LoraConfig(
+            r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=list(cfg.target_modules),
+            layers_to_transform=list(range(int(cfg.lowest_layer * layers), layers))))
+    params = [p for p in peft.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.1, 1 - s / max(total, 1)))
+    peft.train()
+    losses, step = [], 0
+    for epoch in range(cfg.epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for b in range(0, len(order), cfg.batch_size):
+            chosen = order[b: b + cfg.batch_size]
+            ids, mask, labels = pad_rows([rows[i] for i in chosen], tok.pad_token_id, model.device)
+            anchor = torch.tensor([is_anchor[i] for i in chosen], device=model.device)
+            loss = _loss(peft, ids, mask, labels, anchor, [teacher[i] for i in chosen if i in teacher],
+                         cfg.kl_weight)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+            step += 1
+            if step % 10 == 0 or step == total:
+                say(f"sleep: training step {step}/{total}, loss {losses[-1]:.3f}")
+    peft.eval()
+    peft.save_pretrained(str(dest))
+    return {"examples": len(rows), "steps": step, "seconds": round(time.perf_counter() - t0, 1),
+            "loss_first": _mean(losses[:3]), "loss_last": _mean(losses[-3:])}
+
+
+def _mean(xs: list[float]) -> float:
+    return round(sum(xs) / len(xs), 4) if xs else math.nan

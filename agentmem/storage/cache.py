@@ -1,0 +1,95 @@
+"""What is computed once per base model and kept on disk: the key covariance, the preserved names' keys, the fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..edit import preserve
+from ..edit.covariance import sample_texts, second_moments
+from .atomic import atomic_path
+
+
+def fingerprint(model_dir: Path) -> str:
+    """A short content hash of a checkpoint's weight files and config.
+
+    Remembered beside the checkpoint, keyed by file sizes and times, so the
+    hundreds of megabytes are hashed once rather than at every open.
+    """
+    model_dir = Path(model_dir)
+    files = [f for f in sorted(model_dir.iterdir())
+             if f.suffix in {".safetensors", ".bin", ".json"} and f.name != "generation_config.json"]
+    stamp = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    memo = model_dir / ".agentmem-fingerprint"
+    try:
+        saved_stamp, saved = memo.read_text().split("\n")[:2]
+        if saved_stamp == stamp:
+            return saved
+    except (OSError, ValueError):
+        pass
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    digest = h.hexdigest()[:16]
+    try:
+        with atomic_path(memo) as tmp:
+            tmp.write_text(f"{stamp}\n{digest}\n")
+    except OSError:
+        pass  # a read-only checkpoint folder: hash again next time
+    return digest
+
+
+class CovarianceCache:
+    """C per layer on disk, computed on first use."""
+
+    def __init__(self, root: Path, model_fingerprint: str):
+        self.dir = Path(root) / "covariance" / model_fingerprint
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, layer: int, source: str, samples: int) -> Path:
+        return self.dir / f"{source}-L{layer}-n{samples}.safetensors"
+
+    def get(self, model, tokenizer, layers: list[int], samples: int, text_file: Path | None = None,
+            progress=None) -> dict[int, torch.Tensor]:
+        """C for each layer; sampled from the model (or read from `text_file`) only when missing."""
+        source = "self" if text_file is None else "file-" + hashlib.sha256(Path(text_file).read_bytes()).hexdigest()[:12]
+        missing = [l for l in layers if not self._file(l, source, samples).exists()]
+        if missing:
+            if progress:
+                progress(f"computing key covariance for layers {missing} from {samples} samples ({source})")
+            if text_file is None:
+                texts = sample_texts(model, tokenizer, samples)
+            else:
+                texts = [t for t in Path(text_file).read_text().split("\n\n") if t.strip()][:samples]
+                if not texts:
+                    raise ValueError(f"covariance text file {text_file} holds no text")
+            moments, tokens = second_moments(model, tokenizer, missing, texts)
+            if tokens < 2 * moments[missing[0]].shape[0]:
+                raise ValueError(
+                    f"covariance needs at least {2 * moments[missing[0]].shape[0]} tokens, got {tokens}"
+                )
+            for l, c in moments.items():
+                with atomic_path(self._file(l, source, samples)) as tmp:
+                    save_file({"mom2": c, "tokens": torch.tensor([tokens])}, str(tmp))
+        return {l: load_file(str(self._file(l, source, samples)))["mom2"] for l in layers}
+
+
+def cached_preservation_keys(cache_dir: Path, model_fingerprint: str, layers: list[int], compute) -> dict[int, torch.Tensor]:
+    """The keys for these layers of this base model, computed once by `compute()` and kept on disk.
+
+    The file name covers the model, the layers and the lists above, so a change to any of them recomputes.
+    """
+    lists = hashlib.sha256(repr((preserve.NAMES, preserve.ENTITIES, preserve.RAW, preserve.QUESTIONS, preserve.ENTITY_QUESTIONS)).encode()).hexdigest()[:10]
+    path = Path(cache_dir) / "preserve" / f"{model_fingerprint}-{lists}-L{'-'.join(map(str, layers))}.safetensors"
+    if path.exists():
+        return {int(k): v for k, v in load_file(str(path)).items()}
+    keys = compute()
+    with atomic_path(path) as tmp:
+        save_file({str(l): k.contiguous() for l, k in keys.items()}, str(tmp))
+    return keys

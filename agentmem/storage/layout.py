@@ -1,0 +1,107 @@
+"""The on-disk layout of a memory home: the one place that knows every path and name in it.
+
+    HOME/ledger.sqlite                      facts, events, versions
+    HOME/store/edits/<fact>.safetensors     per layer: B, A (dW = B A) and the keys written
+    HOME/store/training/                    the edited tensors (base + scaled edits) and active.json
+    HOME/store/versions/vNNNNNN/            model.safetensors (changed tensors only), manifest.json
+    HOME/store/adapters/aNNNNNN/            PEFT LoRA adapters (and facts.json: what a night trained on)
+    HOME/sleep/night-*.json                 one report per night
+    HOME/server/                            the model server's logs
+    HOME/cache/                             converted models, covariances, preserved keys (default)
+    HOME/celerybeat-schedule                the beat scheduler's state
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+TRAINING_ACTIVE_FILE = "active.json"
+TRAINED_ON_FILE = "facts.json"  # beside each adapter: the facts it was trained on
+# What vLLM and peft need of a LoRA adapter folder.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def check_name(name: str) -> str:
+    """A fact id or adapter name that is safe as one path component."""
+    if not _NAME.match(name) or name.startswith("."):
+        raise ValueError(f"invalid fact id {name!r}")
+    return name
+
+
+class Layout:
+    def __init__(self, home: Path):
+        self.home = Path(home).expanduser()
+
+    @property
+    def ledger(self) -> Path:
+        return self.home / "ledger.sqlite"
+
+    @property
+    def store(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def edits(self) -> Path:
+        return self.store / "edits"
+
+    def edit_file(self, fid: str) -> Path:
+        return self.edits / f"{check_name(fid)}.safetensors"
+
+    @property
+    def training(self) -> Path:
+        return self.store / "training"
+
+    @property
+    def versions(self) -> Path:
+        return self.store / "versions"
+
+    def version_dir(self, n: int) -> Path:
+        return self.versions / f"v{n:06d}"
+
+    def version_numbers(self) -> list[int]:
+        """The version folders present, oldest first."""
+        found = (re.fullmatch(r"v(\d{6,})", p.name) for p in self.versions.iterdir()) if self.versions.is_dir() else ()
+        return sorted(int(m.group(1)) for m in found if m)
+
+    @property
+    def adapters(self) -> Path:
+        return self.store / "adapters"
+
+    @staticmethod
+    def adapter_name(version: int) -> str:
+        """The adapter first served by `version`: a new name per adapter, so a server never confuses two."""
+        return f"a{version:06d}"
+
+    @staticmethod
+    def adapter_ref(name: str) -> str:
+        """How a manifest names an adapter: its path relative to the store."""
+        return f"adapters/{check_name(name)}"
+
+    def adapter_dir(self, name: str) -> Path:
+        return self.store / self.adapter_ref(name)
+
+    @property
+    def sleep_reports(self) -> Path:
+        return self.home / "sleep"
+
+    @property
+    def server_logs(self) -> Path:
+        return self.home / "server"
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def beat_schedule(self) -> Path:
+        return self.home / "celerybeat-schedule"
+
+    @property
+    def namespace(self) -> str:
+        """Redis key prefix for this home, so that several homes can share a Redis."""
+        return "agentmem:" + hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]

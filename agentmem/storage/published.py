@@ -1,0 +1,57 @@
+"""Published versions as readers see them: the newest version number, its changed tensors and its adapter.
+
+Writers publish through the editor (writer/editor.py, storage/weights.py);
+servers and `Memory` readers only ever read what this module returns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .layout import MANIFEST_FILE, WEIGHTS_FILE, Layout
+from .ledger import Ledger
+
+
+@dataclass(frozen=True)
+class Published:
+    version: int
+    weights_dir: Path  # holds WEIGHTS_FILE with only the tensors edits change
+    adapter: str | None = None  # the LoRA adapter served with it, a new name per adapter
+    adapter_dir: Path | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return load_file(str(self.weights_dir / WEIGHTS_FILE))
+
+
+def read(layout: Layout, n: int) -> Published | None:
+    """Version n, or None if its folder is not (or no longer) there."""
+    d = layout.version_dir(n)
+    try:
+        manifest = json.loads((d / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    adapter = manifest.get("adapter")
+    adapter_dir = None
+    if adapter:
+        # a manifest on a shared volume is only as trusted as the volume: never load an adapter from elsewhere
+        adapters = layout.adapters.resolve()
+        adapter_dir = (layout.store / adapter["path"]).resolve()
+        if adapter_dir.parent != adapters:
+            raise ValueError(f"version {n} names adapter path {adapter['path']!r}, outside {adapters}")
+    return Published(
+        version=n,
+        weights_dir=d,
+        adapter=adapter["name"] if adapter else None,
+        adapter_dir=adapter_dir,
+    )
+
+
+def newest(layout: Layout, ledger: Ledger) -> Published | None:
+    """The newest published version of the memory laid out at `layout`; None before the first publish."""
+    n = ledger.latest_version()
+    return read(layout, n) if n else None

@@ -1,0 +1,152 @@
+"""The weight store: read-only base, per-fact low-rank edits, the training copy and published versions.
+
+The training copy of an edited tensor is always rebuilt as base + sum of
+scale_f * B_f @ A_f (in float64), so reverting or rescaling an edit is exact.
+Published versions hold only the changed tensors (plus the name of the LoRA
+adapter served with them), each in a new folder written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ..edit.arch import Architecture
+from ..edit.memit import Edit
+from .atomic import atomic_path, write_json
+from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINING_ACTIVE_FILE, WEIGHTS_FILE, Layout
+
+
+class WeightStore:
+    def __init__(self, layout: Layout, base_dir: Path, arch: Architecture, layers: list[int]):
+        self.layout = layout
+        self.base_dir = Path(base_dir)
+        self.arch = arch
+        self.layers = list(layers)
+        for d in (layout.edits, layout.training, layout.versions, layout.adapters):
+            d.mkdir(parents=True, exist_ok=True)
+        self._edits: dict[str, Edit] = {}
+        self.base = self._read_base()
+
+    def _names(self) -> dict[int, str]:
+        return {l: self.arch.down_proj_weight_name(l) for l in self.layers}
+
+    def _read_base(self) -> dict[int, torch.Tensor]:
+        """The edited tensors exactly as the base checkpoint has them."""
+        wanted = self._names()
+        found: dict[int, torch.Tensor] = {}
+        for f in sorted(self.base_dir.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as fh:
+                keys = set(fh.keys())
+                for l, name in wanted.items():
+                    if name in keys:
+                        found[l] = fh.get_tensor(name).to(torch.float32)
+        missing = [wanted[l] for l in self.layers if l not in found]
+        if missing:
+            raise ValueError(f"base checkpoint {self.base_dir} lacks tensors {missing[:3]}")
+        return found
+
+    # -- edits -----------------------------------------------------------
+
+    def save_edit(self, fid: str, edit: Edit) -> None:
+        with atomic_path(self.layout.edit_file(fid)) as tmp:
+            save_file(edit.tensors(), str(tmp))
+        self._edits[fid] = edit
+
+    def load_edit(self, fid: str) -> Edit:
+        if fid not in self._edits:
+            self._edits[fid] = Edit.from_tensors(load_file(str(self.layout.edit_file(fid))))
+        return self._edits[fid]
+
+    def delete_edit(self, fid: str) -> None:
+        self._edits.pop(fid, None)
+        self.layout.edit_file(fid).unlink(missing_ok=True)
+
+    def edit_ids(self) -> set[str]:
+        return {p.stem for p in self.layout.edits.glob("*.safetensors")}
+
+    def constraint_keys(self, fids: list[str]) -> dict[int, torch.Tensor]:
+        """Keys of the given edits per layer, (d_ff, n): the rows a new edit must leave unchanged."""
+        out = {}
+        for l in self.layers:
+            ks = [e.keys[l] for e in map(self.load_edit, fids) if l in e.keys]
+            out[l] = torch.cat(ks, 1) if ks else self.base[l].new_zeros(self.base[l].shape[1], 0)
+        return out
+
+    # -- materialising ---------------------------------------------------
+
+    def materialise(self, active: list[tuple[str, float]]) -> dict[int, torch.Tensor]:
+        """Edited tensors for the given (fact id, scale) set: base + sum of scaled deltas."""
+        out = {}
+        for l in self.layers:
+            W = self.base[l].double()
+            for fid, scale in active:
+                if scale == 0:
+                    continue
+                B, A = self.load_edit(fid).factors[l]
+                W = W + scale * (B.double() @ A.double())
+            out[l] = W.to(torch.float32)
+        return out
+
+    def named(self, tensors: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+        names = self._names()
+        return {names[l]: t.contiguous() for l, t in tensors.items()}
+
+    def training_active(self) -> list[tuple[str, float]] | None:
+        """The (fact id, scale) set the training copy holds, or None if there is none."""
+        try:
+            return [tuple(a) for a in json.loads((self.layout.training / TRAINING_ACTIVE_FILE).read_text())]
+        except (OSError, ValueError):
+            return None
+
+    def write_training(self, tensors: dict[int, torch.Tensor], active: list[tuple[str, float]]) -> None:
+        with atomic_path(self.layout.training, directory=True) as tmp:
+            save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
+            (tmp / TRAINING_ACTIVE_FILE).write_text(json.dumps(active))
+
+    # -- versions ---------------------------------------------------------
+
+    def manifest(self, n: int) -> dict | None:
+        try:
+            return json.loads((self.layout.version_dir(n) / MANIFEST_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_adapter(self, name: str, src: Path, extra: list[str] = ()) -> str:
+        """Copy a PEFT LoRA adapter folder (and the `extra` files in it) into the store under `name`.
+
+        Returns its path relative to the store.
+        """
+        src = Path(src)
+        missing = [f for f in ADAPTER_FILES if not (src / f).is_file()]
+        if missing:
+            raise ValueError(f"{src} is not a PEFT adapter folder: it lacks {', '.join(missing)}")
+        rel = self.layout.adapter_ref(name)
+        with atomic_path(self.layout.adapter_dir(name), directory=True) as tmp:
+            for f in (*ADAPTER_FILES, *extra):
+                shutil.copyfile(src / f, tmp / f)
+        return rel
+
+    def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> Path:
+        """Write version n: only the changed tensors plus a manifest naming the base, the facts and the adapter."""
+        dest = self.layout.version_dir(n)
+        with atomic_path(dest, directory=True) as tmp:
+            save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
+            write_json(tmp / MANIFEST_FILE, {"version": n, "base": str(self.base_dir), **manifest})
+        return dest
+
+    def prune_versions(self, keep: int) -> None:
+        """Remove all but the newest `keep` version folders, and adapters none of them serves."""
+        numbers = self.layout.version_numbers()
+        for n in numbers[:-keep] if keep else numbers:
+            shutil.rmtree(self.layout.version_dir(n), ignore_errors=True)
+        served = [(self.manifest(n) or {}).get("adapter") for n in (numbers[-keep:] if keep else [])]
+        kept = {a["path"] for a in served if a}
+        for p in self.layout.adapters.iterdir():
+            if not p.name.startswith(".") and self.layout.adapter_ref(p.name) not in kept:
+                shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,306 @@
+"""The wake editor: turns validated facts into committed MEMIT edits on the training copy.
+
+It owns the model used for editing and keeps the ledger, the edit files, the
+training copy and the published versions in step: a fact becomes "active"
+only after its edit is on disk, and a failure leaves the weights as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ..edit import memit
+from ..edit.arch import for_model, num_layers
+from ..edit.config import MemitConfig
+from ..edit.preserve import preservation_keys
+from ..edit.requests import Request, raw_context, to_request
+from ..edit.solve import LayerSolver
+from ..facts import Fact
+from ..serving.adapter_slot import AdapterSlot
+from ..storage.cache import CovarianceCache, cached_preservation_keys, fingerprint
+from ..storage.layout import Layout
+from ..storage.ledger import ACTIVE, FORGOTTEN, PENDING, RE_EDITED, FencedOut, Ledger
+from ..storage.weights import WeightStore
+
+log = logging.getLogger(__name__)
+
+
+
+
+
+
+class WakeEditor:
+    def __init__(self, model, tokenizer, model_dir: Path, layout: Layout, ledger: Ledger,
+                 cache_dir: Path, cfg: MemitConfig, cov_samples: int = 512,
+                 cov_text: Path | None = None, progress=None, fence: int | None = None):
+        self.model, self.tok, self.ledger, self.cfg = model, tokenizer, ledger, cfg
+        # new edits are computed through the adapter the newest version serves: a target
+        # value found without it can miss once the adapter sits on top of the edit
+        self.adapter = AdapterSlot(model)
+        self.arch = for_model(model)
+        self.layers = cfg.layers or self.arch.default_edit_layers(num_layers(model))
+        self.store = WeightStore(layout, model_dir, self.arch, self.layers)
+        self.fingerprint = fingerprint(model_dir)
+        cov = CovarianceCache(cache_dir, self.fingerprint).get(model, tokenizer, self.layers, cov_samples, cov_text,
+                                                               progress)
+        self.solver = LayerSolver(cov, cfg, self._preservation_keys(cache_dir) if cfg.preserve_names else None)
+        # The writer lock's token (see writer_lock.py): every commit is fenced with it.
+        self.fence = fence
+        # The version whose weights the model holds as this editor left them (None: unknown, or
+        # changed since): recover() skips rebuilding them when no other writer has published since.
+        self._synced: int | None = None
+        self.recover()
+
+    # -- state -----------------------------------------------------------
+
+    def active(self) -> list[tuple[str, float]]:
+        return [(f["id"], f["scale"]) for f in self.ledger.facts(status=ACTIVE)]
+
+    def _preservation_keys(self, cache_dir: Path) -> dict[int, torch.Tensor]:
+        """Keys of the preserved names on the unedited model (recover() reloads the edits after)."""
+
+        def compute():
+            self._load_weights(self.store.base)
+            return preservation_keys(self.model, self.tok, self.layers)
+
+        return cached_preservation_keys(cache_dir, self.fingerprint, self.layers, compute)
+
+    def _load_weights(self, tensors: dict[int, torch.Tensor]) -> None:
+        self._synced = None
+        with torch.no_grad():
+            for l, w in tensors.items():
+                self.arch.down_proj(self.model, l).weight.copy_(w)
+
+    def recover(self) -> None:
+        """Bring disk and model in line with the ledger after a crash, or after another process wrote.
+
+        A fact whose edit was being computed goes back to the queue: its edit
+        was never committed, so running it again applies it exactly once.
+        """
+        with self.ledger.transaction(self.fence):
+            for f in self.ledger.facts(status=PENDING):
+                self.ledger.queued(f["id"], reason="interrupted before its edit was committed; queued again")
+        active_ids = {fid for fid, _ in self.active()}
+        for fid in self.store.edit_ids() - active_ids:
+            self.store.delete_edit(fid)
+        latest = self.ledger.latest_version()
+        if latest == 0 or not self.store.version_dir(latest).exists():
+            self._publish("recover", [])
+            return
+        if latest != self._synced:
+            active = self.active()
+            tensors = self.store.materialise(active)
+            self._load_weights(tensors)
+            if self.store.training_active() != [tuple(a) for a in active]:
+                self.store.write_training(tensors, active)
+            self._synced = latest
+        self.follow_adapter()
+
+    def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None,
+                 adapter: dict | None | str = "keep") -> int:
+        """Make `active` (default: the ledger's) the training copy and the next published version.
+
+        The version serves `adapter` ({"name", "path"}, None for none, or by
+        default the previous version's). The files are written first; the
+        version and the facts' new statuses (`commit(n)`) then land in one
+        ledger transaction, so readers and `Memory.wait` never see a fact as
+        done before its version exists.
+        """
+        active = self.active() if active is None else active
+        tensors = self.store.materialise(active)
+        self._load_weights(tensors)
+        self.store.write_training(tensors, active)
+        n = self.ledger.latest_version() + 1
+        if adapter == "keep":
+            name = (self.ledger.version(n - 1) or {}).get("adapter")
+            adapter = name and {"name": name, "path": Layout.adapter_ref(name)}
+        self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active, "adapter": adapter})
+        with self.ledger.transaction(self.fence):
+            self.ledger.add_version(n, kind, facts=fids, active=len(active), adapter=adapter and adapter["name"])
+            if commit is not None:
+                commit(n)
+        self._synced = n
+        self.store.prune_versions(keep=5)
+        self.follow_adapter()
+        return n
+
+    def follow_adapter(self) -> None:
+        """Carry the adapter the newest version serves (another process may have published it)."""
+        name = (self.ledger.version(self.ledger.latest_version()) or {}).get("adapter")
+        self.adapter.set(name, name and self.store.layout.adapter_dir(name))
+
+    # -- solving ---------------------------------------------------------
+
+    def _constraint_keys(self, active: list[str]) -> dict[int, torch.Tensor]:
+        """Zero-residual rows of the given active edits (none when constraints are off); the solver adds
+        the preserved names'."""
+        fids = active if self.cfg.constraints != "none" else []
+        return {l: self.cfg.constraint_weight * k for l, k in self.store.constraint_keys(fids).items()}
+
+    def _sharing_a_key(self, reqs: list[Request], kept: set[str],
+                       earlier: dict[str, Request]) -> dict[str, Request]:
+        """The kept active facts, and the `earlier` facts of this batch, whose raw key is one of
+        `reqs`' (see edit.requests.subject_slots), by id.
+
+        Such a fact is edited again with the new ones: its raw key must move to carry the new
+        fact, so it cannot be held fixed as a constraint, and its answers are kept by fitting
+        the subject's new offset to them too.
+        """
+        contexts = {raw_context(r) for r in reqs}
+        rows = self.ledger.active_about({r.subject for r in reqs}, by_last_word=self.cfg.share_last_word)
+        found = {r["id"]: to_request(Fact.parse(r["fact"]), self.cfg) for r in rows if r["id"] in kept}
+        found.update(earlier)
+        return {fid: r for fid, r in found.items() if raw_context(r) in contexts}
+
+    # -- edits -----------------------------------------------------------
+
+    def _plan(self, facts: list[Fact]):
+        """Sort a batch into what to edit, what it retires, and what it never needs to edit.
+
+        Repeating an active fact is a no-op. A new object for a (user, subject,
+        relation) already known supersedes the active fact; within one batch
+        the last statement wins and the earlier ones are recorded as superseded.
+        Returns (ids, todo [(id, fact, row)], retired {old id: new id},
+        shadowed [(id, fact, new id)]).
+        """
+        ids = [f.fact_id() for f in facts]
+        last = {f.key: (fid, f) for fid, f in zip(ids, facts)}
+        winners = {w for w, _ in last.values()}
+        shadowed, seen = [], set()
+        for fid, f in zip(ids, facts):
+            winner = last[f.key][0]
+            if fid not in winners and fid not in seen:
+                seen.add(fid)
+                shadowed.append((fid, f, winner))
+        todo, retired = [], {}
+        for fid, f in last.values():
+            row = self.ledger.get(fid)
+            if row and row["status"] == ACTIVE:
+                continue
+            todo.append((fid, f, row))
+            for old in self.ledger.active_with_key(f.user_id, f.subject, f.relation):
+                retired[old["id"]] = fid
+        return ids, todo, retired, shadowed
+
+    def edit(self, facts: list[Fact]) -> tuple[list[str], dict]:
+        """Write `facts` into the weights as one batch; returns (fact ids, stats)."""
+        ids, todo, retired, shadowed = self._plan(facts)
+        with self.ledger.transaction(self.fence):
+            for fid, f, new in shadowed:
+                row = self.ledger.get(fid)
+                if row is None or row["status"] != ACTIVE:
+                    self.ledger.supersede(fid, new, fact=f, same_batch=True)
+            for fid, f, row in todo:
+                self.ledger.start_edit(fid, f)
+        if not todo:
+            return ids, {"edited": 0}
+        keep = [(fid, sc) for fid, sc in self.active() if fid not in retired]
+
+        def commit(n: int) -> None:
+            for fid, _, _ in todo:
+                self.ledger.activate(fid, n)
+            for fid in retired:
+                self.ledger.supersede(fid, retired[fid], version=n)
+
+        t0 = time.perf_counter()
+        try:
+            if retired:
+                # the new edits are computed against the weights without the facts they replace
+                self._load_weights(self.store.materialise(keep))
+            parts = self._write({fid: to_request(f, self.cfg) for fid, f, _ in todo}, keep)
+            seconds = time.perf_counter() - t0
+            n = self._publish("wake", [fid for fid, _, _ in todo], keep + [(fid, 1.0) for fid, _, _ in todo], commit)
+        except BaseException as e:
+            for fid, _, _ in todo:
+                self.store.delete_edit(fid)
+            self._load_weights(self.store.materialise(self.active()))
+            try:
+                with self.ledger.transaction(self.fence):
+                    for fid, _, _ in todo:
+                        self.ledger.fail(fid, f"edit failed: {type(e).__name__}: {e}")
+            except FencedOut:
+                pass  # a newer writer owns the ledger now; it re-runs these facts from the queue
+            raise
+        for fid in retired:
+            self.store.delete_edit(fid)
+        stats = {"edited": len(todo), "superseded": len(retired) + len(shadowed), "seconds": round(seconds, 3),
+                 "version": n, "rounds": len(parts), **memit.merged_stats(parts)}
+        log.info("wake edit: %s", stats)
+        return ids, stats
+
+    def _write(self, reqs: dict[str, Request], keep: list[tuple[str, float]]) -> list[dict]:
+        """Compute and save the edits of `reqs` (by fact id) on the loaded weights, which hold `keep`;
+        returns each round's statistics."""
+        order = list(reqs)
+        done: list[str] = []  # facts of `reqs` whose edits are applied and saved
+        parts = []
+        for part in memit.batch_rounds(list(reqs.values())):
+            new = [order[i] for i in part]
+            again = self._sharing_a_key([reqs[f] for f in new], {fid for fid, _ in keep},
+                                        {f: reqs[f] for f in done})
+            prev = self._constraint_keys([fid for fid, _ in keep if fid not in again] +
+                                         [f for f in done if f not in again])
+            every = [reqs[f] for f in new] + list(again.values())
+            result = memit.execute(self.model, self.tok, every, self.cfg, self.layers, self.solver.for_batch(prev))
+            for fid, edit in zip(new, memit.split(result, every, memit.owners(every, len(new)))):
+                self.store.save_edit(fid, edit)
+                done.append(fid)
+            parts.append(result.stats)
+        return parts
+
+    def publish_adapter(self, src: Path | None) -> int:
+        """Publish a new version serving the LoRA adapter in folder `src` (None: no adapter) with the same edits."""
+        adapter = None
+        if src is not None:
+            name = Layout.adapter_name(self.ledger.latest_version() + 1)
+            adapter = {"name": name, "path": self.store.save_adapter(name, src)}
+        return self._publish("adapter", [], adapter=adapter)
+
+    def publish_night(self, src: Path, extra: list[str], fids: list[str], active: list[tuple[str, float]],
+                      commit) -> int:
+        """Publish a night: the adapter in `src` (with the `extra` files beside it) and the facts' new scales."""
+        name = Layout.adapter_name(self.ledger.latest_version() + 1)
+        adapter = {"name": name, "path": self.store.save_adapter(name, src, extra=extra)}
+        return self._publish("sleep", fids, active, commit, adapter=adapter)
+
+    def forget(self, fid: str) -> int:
+        row = self.ledger.get(fid)
+        if row is None:
+            raise KeyError(f"no fact with id {fid!r}")
+        if row["status"] == FORGOTTEN:
+            return self.ledger.latest_version()
+        if row["status"] != ACTIVE:
+            with self.ledger.transaction(self.fence):
+                self.ledger.forget(fid)
+            return self.ledger.latest_version()
+        rest = [(f, sc) for f, sc in self.active() if f != fid]
+        # A fact about the same subject edited in fid's batch or later re-fitted fid's answers beside
+        # its own (see _sharing_a_key), and those columns sit in its edit: such facts are edited
+        # again without fid, or the model would still give fid's object.
+        refit = {f: r for f, r in self._sharing_a_key([to_request(Fact.parse(row["fact"]), self.cfg)],
+                                                      {f for f, sc in rest if sc > 0}, {}).items()
+                 if self.ledger.get(f)["version_added"] >= row["version_added"]}
+        old = {f: self.store.load_edit(f) for f in refit}
+
+        def commit(n: int) -> None:
+            self.ledger.forget(fid, version=n)
+            for f in refit:
+                self.ledger.event(f, RE_EDITED, reason=f"edited again without forgotten fact {fid}", version=n)
+
+        try:
+            if refit:
+                keep = [(f, sc) for f, sc in rest if f not in refit]
+                self._load_weights(self.store.materialise(keep))
+                self._write(refit, keep)
+            n = self._publish("forget", [fid], rest, commit)
+        except BaseException:
+            for f, edit in old.items():
+                self.store.save_edit(f, edit)
+            self._load_weights(self.store.materialise(self.active()))
+            raise
+        self.store.delete_edit(fid)
+        return n

@@ -1,0 +1,219 @@
+"""The writer of one memory home: its fact queue, the lock that makes it the only writer, and the wake editor.
+
+Embedded (no redis_url): an in-process queue drained by a thread of this
+process. Redis: a stream drained by whichever process holds the writer lock
+(a Celery worker, or this process for remember, forget and sleep).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import redis
+import torch
+from safetensors.torch import load_file
+
+from ..facts import Fact
+from ..serving import model_store
+from ..storage.layout import WEIGHTS_FILE, Layout
+from ..storage.ledger import PENDING, QUEUED, SPOOLED, WAITING, Ledger
+from .dispatch import Dispatch
+from .editor import WakeEditor
+from .fact_queue import LocalFactQueue, RedisFactQueue
+from .pipeline import Batching, EmbeddedWorker, drain
+from .writer_lock import WriterLock
+
+log = logging.getLogger(__name__)
+
+
+class Writer:
+    """`settings` is a config.Settings (read for home, model, device, cache, memit, covariance, Redis,
+    lock and batching); `model` and `tokenizer` are loaded from it unless given."""
+
+    def __init__(self, settings, progress=None, model=None, tokenizer=None):
+        self.settings = settings
+        self.progress = progress
+        self.layout = Layout(Path(settings.home).expanduser())
+        self.layout.home.mkdir(parents=True, exist_ok=True)
+        self.model_dir = model_store.resolve(settings.model, settings.cache_dir)
+        if model is None:
+            model, tokenizer = model_store.load(self.model_dir, settings.device)
+        self.model, self.tokenizer = model, tokenizer
+        self.ledger = Ledger(self.layout.ledger)
+        self.batching = Batching(settings.batch_max_facts, settings.batch_max_wait_ms)
+        # held while this process edits the model or reads from it
+        self.lock = threading.RLock()
+        self.loaded = 0  # the published version self.model holds
+        self._editor: WakeEditor | None = None
+        self._worker: EmbeddedWorker | None = None
+        if settings.redis_url:
+            self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
+            ns = self.layout.namespace
+            self.queue = RedisFactQueue(self.redis, ns)
+            self.writer_lock: WriterLock | None = WriterLock(self.redis, ns, settings.lock_ttl_ms)
+            self.dispatch: Dispatch | None = Dispatch(settings.redis_url, ns)
+        else:
+            self.redis = None
+            self.queue = LocalFactQueue()
+            self.writer_lock = None
+            self.dispatch = None
+            self._editor = self._new_editor(fence=None)
+            self.loaded = self.ledger.latest_version()
+            waiting = [(f["id"], Fact.parse(f["fact"])) for f in self.ledger.facts(status=(*WAITING, PENDING))]
+            self.enqueue(waiting)
+            self._worker = EmbeddedWorker(self.queue, self.batching, self._apply_locked)
+
+    # -- the editor, as the only writer ----------------------------------
+
+    def _new_editor(self, fence: int | None) -> WakeEditor:
+        s = self.settings
+        return WakeEditor(
+            self.model, self.tokenizer, self.model_dir, self.layout, self.ledger,
+            s.cache_dir, s.memit, s.cov_samples, s.cov_text, self.progress, fence=fence,
+        )
+
+    @contextmanager
+    def writing(self, wait: float = 600.0):
+        """The editor, as the only writer: in Redis mode under the lock, in step with other writers."""
+        with self.lock:
+            try:
+                if self.writer_lock is None:
+                    yield self._editor
+                else:
+                    with self.writer_lock.hold(wait) as token:
+                        if self._editor is None:
+                            self._editor = self._new_editor(fence=token)
+                        else:
+                            self._editor.fence = token
+                            self._editor.recover()
+                        yield self._editor
+            except BaseException:
+                # a write that failed before its version was committed (a full disk, say) may have left its
+                # weights in self.model, which answers and is edited next: load the published version again
+                # (should that fail too, the next read tries)
+                self.loaded = -1
+                with suppress(Exception):
+                    self.sync()
+                raise
+            self.loaded = self.ledger.latest_version()
+
+    def _apply_locked(self, fn) -> None:
+        with self.writing() as editor:
+            fn(editor)
+
+    @property
+    def editor(self) -> WakeEditor | None:
+        """The wake editor, once this process has written (always, embedded)."""
+        return self._editor
+
+    def drain(self, consumer: str, wait: float = 0.0) -> dict:
+        """Apply everything waiting on the queue as the single writer (what a worker runs).
+
+        Facts spooled while Redis was down are handed over first, so the
+        periodic sweep delivers them even if no one observes again.
+        """
+        self.flush_spool()
+        with self.writing(wait) as editor:
+            if self.redis is not None:
+                self._requeue_lost()
+            return drain(editor, self.queue, consumer, self.batching).as_dict()
+
+    def _requeue_lost(self) -> None:
+        """Put back facts the ledger has as queued but the stream no longer holds.
+
+        A fact is marked queued only after Redis took it, and leaves the stream
+        only after it stops being queued; one missing was lost by Redis itself
+        (a crash within the last second of writes it had not yet fsynced).
+        Runs as the writer, after recover() has queued interrupted facts again.
+        """
+        queued = self.ledger.facts(status=QUEUED)
+        if not queued:
+            return
+        held = self.queue.fact_ids()
+        lost = [(f["id"], Fact.parse(f["fact"])) for f in queued if f["id"] not in held]
+        if lost:
+            log.warning("%d queued facts were missing from the Redis stream (lost in a crash); queued again", len(lost))
+            self.queue.put(lost)
+
+    # -- handing facts to the queue --------------------------------------
+
+    def flush_spool(self) -> set[str]:
+        """Hand every spooled fact to the queue; returns the ids handed over (none if Redis is down)."""
+        spooled = [(f["id"], Fact.parse(f["fact"])) for f in self.ledger.facts(status=SPOOLED)]
+        if not spooled:
+            return set()
+        try:
+            self.enqueue(spooled)
+        except redis.RedisError as e:
+            log.warning("Redis unreachable (%s); %d facts stay in the local spool", e, len(spooled))
+            return set()
+        return {fid for fid, _ in spooled}
+
+    def enqueue(self, items: list[tuple[str, Fact]]) -> None:
+        if not items:
+            return
+        self.queue.put(items)
+        with self.ledger.transaction():
+            for fid, _ in items:
+                if self.ledger.get(fid)["status"] == SPOOLED:
+                    self.ledger.queued(fid)
+        if self.dispatch is not None:
+            self.dispatch.nudge()
+
+    def wait(self, ids: set[str] | None, timeout: float) -> bool:
+        """Block until the given facts (None: all) have left the queue; False on timeout.
+
+        A writer settles a fact in the ledger before it acknowledges the fact's queue entry (a crash
+        between the two re-delivers an entry the ledger already settled), so both are waited on.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [f for f in self.ledger.facts(status=(*WAITING, PENDING)) if ids is None or f["id"] in ids]
+            if not waiting and not self._still_queued(ids):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def _still_queued(self, ids: set[str] | None) -> bool:
+        """Whether the queue still holds an entry of these facts (default: of any fact in the ledger)."""
+        try:
+            held = self.queue.fact_ids()
+        except redis.RedisError:
+            return True  # unconfirmed until the queue answers
+        return bool(held & ids) if ids is not None else any(self.ledger.get(i) for i in held)
+
+    def backlog(self) -> int | None:
+        """Facts on the queue not yet applied; None if the queue cannot be reached."""
+        try:
+            return self.queue.backlog()
+        except redis.RedisError:
+            return None
+
+    # -- the model as published ------------------------------------------
+
+    def sync(self) -> None:
+        """Load the newest published version into self.model if another process published it."""
+        latest = self.ledger.latest_version()
+        if latest == self.loaded or latest == 0:
+            return
+        try:
+            tensors = load_file(str(self.layout.version_dir(latest) / WEIGHTS_FILE))
+        except FileNotFoundError:
+            return  # pruned or not yet renamed into place: the next call sees a newer one
+        with torch.no_grad():
+            for name, t in tensors.items():
+                self.model.get_parameter(name).copy_(t)
+        self.loaded = latest
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        if self.redis is not None:
+            self.redis.close()
+        self.ledger.close()
