@@ -243,7 +243,7 @@ def test_adapter_paths_that_escape_the_home_are_refused(api, mem, adapter):
 
 
 def test_metrics_report_the_ledger_queue_and_last_recall_audit(api, mem, two_users):
-    # what a night leaves behind (agentmem/sleep.py writes these)
+    # what a night leaves behind (agentmem/sleep/night.py writes these)
     (mem.home / "sleep").mkdir(exist_ok=True)
     (mem.home / "sleep" / "night-20261126-030000.json").write_text(json.dumps(
         {"started": 1795000000.0, "outcome": "published", "before": {"recall": 0.9}, "after": {"recall": 0.95}}))

@@ -77,7 +77,7 @@ def shrink(cov: torch.Tensor, alpha: float) -> torch.Tensor:
 
     A second moment from N sampled tokens underestimates its smallest
     eigenvalues (by about (1 - sqrt(d/N))^2), and an edit puts its change
-    where C looks smallest: after 50 facts the held-out sentences of benchdata
+    where C looks smallest: after 50 facts the held-out sentences of measure.py
     saw 1.6-1.9x the change that C predicted (SmolLM2, 256 samples, each
     edited layer). Shrinking prices those directions closer to what they cost.
     """

@@ -48,7 +48,7 @@ class WakeEditor:
         cov = CovarianceCache(cache_dir, self.fingerprint).get(model, tokenizer, self.layers, cov_samples, cov_text,
                                                                progress)
         self.solver = LayerSolver(cov, cfg, self._preservation_keys(cache_dir) if cfg.preserve_names else None)
-        # The writer lock's token (see writer_lock.py): every commit is fenced with it.
+        # The writer lock's token (see writer/writer_lock.py): every commit is fenced with it.
         self.fence = fence
         # The version whose weights the model holds as this editor left them (None: unknown, or
         # changed since): recover() skips rebuilding them when no other writer has published since.

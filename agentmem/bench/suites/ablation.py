@@ -1,7 +1,7 @@
 """The dual-system ablation: MEMIT only, LoRA only and both, on the same facts.
 
 One memory edits the facts and sleeps once. The night trains its adapter on the
-base model (sleep.py never trains on edited weights), so that adapter served on
+base model (sleep/night.py never trains on edited weights), so that adapter served on
 the unedited model is exactly the LoRA-only system, and no second training run
 is needed.
 """
