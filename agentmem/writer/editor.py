@@ -88,7 +88,7 @@ class WakeEditor:
         for fid in self.store.edit_ids() - active_ids:
             self.store.delete_edit(fid)
         latest = self.ledger.latest_version()
-        if latest == 0 or not self.store.version_dir(latest).exists():
+        if latest == 0 or not self.store.layout.version_dir(latest).exists():
             self._publish("recover", [])
             return
         if latest != self._synced:
