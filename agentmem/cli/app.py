@@ -44,7 +44,7 @@ def remember(
 def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
         server_url: Optional[str] = ServerOpt):
     """Greedy chat answer from the newest version (no memory text in the context)."""
-    with open_memory(home, model, server_url) as mem:
+    with open_memory(home, model, server_url, read_only=True) as mem:
         answer = mem.ask(question)
         emit({"question": question, "answer": answer, "version": mem.version}, as_json, answer)
 
@@ -53,7 +53,7 @@ def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = Mo
 def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
              server_url: Optional[str] = ServerOpt):
     """Greedy raw completion from the newest version."""
-    with open_memory(home, model, server_url) as mem:
+    with open_memory(home, model, server_url, read_only=True) as mem:
         text = mem.complete(prompt)
         emit({"prompt": prompt, "completion": text, "version": mem.version}, as_json, text)
 

@@ -18,13 +18,19 @@ from safetensors.torch import load_file, save_file
 
 from ..edit.arch import Architecture
 from ..edit.memit import Edit
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, replace, write_json
 from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINING_ACTIVE_FILE, WEIGHTS_FILE, Layout
 
 
 class WeightStore:
+    """Every write is staged: edits, the training copy, versions and adapters are prepared in this writer's
+    staging folder, and `commit` (run inside the writer's fenced ledger transaction) renames them into
+    place, so a writer that lost its lock never changes a file another writer committed."""
+
     def __init__(self, layout: Layout, base_dir: Path, arch: Architecture, layers: list[int]):
         self.layout = layout
+        self.token: int | None = None  # the fencing token of the writer this store writes for
+        self._staged: dict[Path, Path] = {}  # destination -> staged file or folder, renamed in order by commit
         self.base_dir = Path(base_dir)
         self.arch = arch
         self.layers = list(layers)
@@ -53,8 +59,43 @@ class WeightStore:
 
     # -- edits -----------------------------------------------------------
 
+    def _stage(self, dest: Path) -> Path:
+        """Where `dest` is prepared until commit: the same path under this writer's staging folder."""
+        staged = self.layout.staging_for(self.token) / dest.relative_to(self.layout.store)
+        self._staged[dest] = staged
+        return staged
+
+    def commit(self) -> None:
+        """Move everything staged into place (call inside the fenced ledger transaction)."""
+        for dest, staged in self._staged.items():
+            replace(staged, dest)
+        self._staged.clear()
+
+    def discard(self) -> None:
+        """Drop everything staged since the last commit; cached edits fall back to the committed files."""
+        for dest, staged in self._staged.items():
+            if dest.parent == self.layout.edits:
+                self._edits.pop(dest.stem, None)
+            if staged.is_dir():
+                shutil.rmtree(staged, ignore_errors=True)
+            else:
+                staged.unlink(missing_ok=True)
+        self._staged.clear()
+
+    def clean_staging(self) -> None:
+        """Remove what other (stale) writers left staged (call inside the fenced ledger transaction)."""
+        mine = self.layout.staging_for(self.token)
+        if self.layout.staging.is_dir():
+            for p in self.layout.staging.iterdir():
+                if p != mine:
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def forget_cached(self) -> None:
+        """Read every edit from disk again: another writer may have rewritten one."""
+        self._edits.clear()
+
     def save_edit(self, fid: str, edit: Edit) -> None:
-        with atomic_path(self.layout.edit_file(fid)) as tmp:
+        with atomic_path(self._stage(self.layout.edit_file(fid))) as tmp:
             save_file(edit.tensors(), str(tmp))
         self._edits[fid] = edit
 
@@ -64,6 +105,7 @@ class WeightStore:
         return self._edits[fid]
 
     def delete_edit(self, fid: str) -> None:
+        """Remove a committed edit (call inside the fenced ledger transaction)."""
         self._edits.pop(fid, None)
         self.layout.edit_file(fid).unlink(missing_ok=True)
 
@@ -105,7 +147,7 @@ class WeightStore:
             return None
 
     def write_training(self, tensors: dict[int, torch.Tensor], active: list[tuple[str, float]]) -> None:
-        with atomic_path(self.layout.training, directory=True) as tmp:
+        with atomic_path(self._stage(self.layout.training), directory=True) as tmp:
             save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
             (tmp / TRAINING_ACTIVE_FILE).write_text(json.dumps(active))
 
@@ -127,21 +169,20 @@ class WeightStore:
         if missing:
             raise ValueError(f"{src} is not a PEFT adapter folder: it lacks {', '.join(missing)}")
         rel = self.layout.adapter_ref(name)
-        with atomic_path(self.layout.adapter_dir(name), directory=True) as tmp:
+        with atomic_path(self._stage(self.layout.adapter_dir(name)), directory=True) as tmp:
             for f in (*ADAPTER_FILES, *extra):
                 shutil.copyfile(src / f, tmp / f)
         return rel
 
-    def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> Path:
+    def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> None:
         """Write version n: only the changed tensors plus a manifest naming the base, the facts and the adapter."""
-        dest = self.layout.version_dir(n)
-        with atomic_path(dest, directory=True) as tmp:
+        with atomic_path(self._stage(self.layout.version_dir(n)), directory=True) as tmp:
             save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
             write_json(tmp / MANIFEST_FILE, {"version": n, "base": str(self.base_dir), **manifest})
-        return dest
 
     def prune_versions(self, keep: int) -> None:
-        """Remove all but the newest `keep` version folders, and adapters none of them serves."""
+        """Remove all but the newest `keep` version folders, and adapters none of them serves
+        (call inside the fenced ledger transaction)."""
         numbers = self.layout.version_numbers()
         for n in numbers[:-keep] if keep else numbers:
             shutil.rmtree(self.layout.version_dir(n), ignore_errors=True)
