@@ -116,6 +116,8 @@ def worker(
     redis_url: str = typer.Option(..., "--redis-url", envvar="AGENTMEM_REDIS_URL", help="the Redis holding the fact queue"),
     beat: bool = typer.Option(False, "--beat", help="also run the beat scheduler (nightly sleep, periodic sweep)"),
     loglevel: str = typer.Option("INFO", "--loglevel"),
+    heartbeat: Optional[Path] = typer.Option(None, "--heartbeat", help="touch this file every 15 s while running, "
+                                                                       "tasks included (for a health check)"),
 ):
     """Run a Celery worker that applies queued facts (one writer at a time across workers)."""
     from celery import signals
@@ -134,7 +136,7 @@ def worker(
             for handler in logger.handlers:
                 handler.setFormatter(formatter("json"))
 
-    run_worker(settings, beat=beat, loglevel=loglevel)
+    run_worker(settings, beat=beat, loglevel=loglevel, heartbeat=heartbeat)
 
 
 @app.command()
