@@ -75,6 +75,7 @@ def _register(app: Celery) -> None:
             totals = w.drain(consumer)
         except LockBusy as e:
             # the holder drains what we were woken for; come back in case it dies first
+            log.info("wake: another worker holds the writer lock; retrying in %.1f s", e.retry_after)
             raise self.retry(countdown=e.retry_after, max_retries=None)
         except TRANSIENT as e:
             delay = min(60, 2 ** min(self.request.retries, 6))

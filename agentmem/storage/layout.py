@@ -31,7 +31,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 def check_name(name: str) -> str:
     """A fact id or adapter name that is safe as one path component."""
     if not _NAME.match(name) or name.startswith("."):
-        raise ValueError(f"invalid fact id {name!r}")
+        raise ValueError(f"invalid name {name!r}: letters, digits, _ . - only, at most 128")
     return name
 
 
