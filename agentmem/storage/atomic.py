@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -26,7 +26,7 @@ def fsync_tree(path: Path) -> None:
     if path.is_dir():
         for child in path.iterdir():
             fsync_tree(child)
-        _fsync_dir(path)
+        fsync_dir(path)
     else:
         with open(path, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -44,7 +44,7 @@ def replace(src: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 @contextlib.contextmanager

@@ -84,13 +84,16 @@ class WakeEditor:
         was never committed, so running it again applies it exactly once.
         """
         self.store.token = self.fence
-        with self.ledger.transaction(self.fence):
+
+        def tidy() -> None:
+            self.store.clean_staging()
             for f in self.ledger.facts(status=PENDING):
                 self.ledger.queued(f["id"], reason="interrupted before its edit was committed; queued again")
             active_ids = {fid for fid, _ in self.active()}
             for fid in self.store.edit_ids() - active_ids:
                 self.store.delete_edit(fid)
-            self.store.clean_staging()
+
+        self._commit_files(tidy)
         latest = self.ledger.latest_version()
         if latest == 0 or not self.store.layout.version_dir(latest).exists():
             self._publish("recover", [])
@@ -108,15 +111,18 @@ class WakeEditor:
 
     def _commit_files(self, body=None) -> None:
         """Move the staged files into place inside one fenced ledger transaction, with `body()`'s ledger changes:
-        a writer whose lock passed to another never changes what that writer committed."""
+        a writer whose lock passed to another never changes what that writer committed, and a ledger that
+        cannot commit (a full disk) leaves every file as it was."""
         try:
             with self.ledger.transaction(self.fence):
                 self.store.commit()
                 if body is not None:
                     body()
         except BaseException:
+            self.store.undo()
             self.store.discard()
             raise
+        self.store.settle()
 
     def ensure_held(self) -> None:
         """Raise FencedOut if this writer's lock was lost (a night checks between its steps)."""
