@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .edit.config import MemitConfig
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     sleep_cron: str = "0 3 * * *"
     # `agentmem api`: bearer tokens, each bound to one user id, or to "*" (an operator, may act for any user)
     api_tokens: dict[str, str] = Field(default_factory=dict)
+    # the same as a JSON file (a Docker secret, say): tokens stay out of the environment
+    api_tokens_file: Path | None = None
     api_max_body_bytes: int = Field(1_000_000, ge=1_024)
     # services (api, worker, serve) log one JSON object per line with "json"
     log_format: Literal["text", "json"] = "text"
@@ -86,6 +89,23 @@ class Settings(BaseSettings):
             if user != ADMIN and not USER_ID.fullmatch(user):
                 raise ValueError(f"api_tokens: user id {user!r} must match {USER_ID.pattern} (or be {ADMIN!r})")
         return v
+
+    @model_validator(mode="after")
+    def _tokens_from_file(self):
+        if self.api_tokens_file is None:
+            return self
+        if self.api_tokens:
+            raise ValueError("set api_tokens or api_tokens_file, not both")
+        try:
+            tokens = json.loads(Path(self.api_tokens_file).read_text())
+        except OSError as e:
+            raise ValueError(f"api_tokens_file {self.api_tokens_file} cannot be read: {e.strerror}") from None
+        except ValueError:
+            raise ValueError(f"api_tokens_file {self.api_tokens_file} is not JSON") from None
+        if not isinstance(tokens, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()):
+            raise ValueError(f"api_tokens_file {self.api_tokens_file} must hold a JSON object of token -> user id")
+        self.api_tokens = self._tokens(tokens)
+        return self
 
     @property
     def cache_dir(self) -> Path:

@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 
 
 class Memory:
-    def __init__(self, settings: Settings, progress=None):
+    def __init__(self, settings: Settings, progress=None, read_only: bool = False):
         self.settings = settings
         self.progress = progress
-        self.writer = Writer(settings, progress)
+        self.writer = Writer(settings, progress, read_only=read_only)
         self.layout, self.home = self.writer.layout, self.writer.layout.home
         self.model_dir, self.model, self.tokenizer = self.writer.model_dir, self.writer.model, self.writer.tokenizer
         self.ledger, self.queue, self.redis = self.writer.ledger, self.writer.queue, self.writer.redis
@@ -51,11 +51,15 @@ class Memory:
         self._replica: Replica | None = None  # reads through it only while a version serves an adapter
 
     @classmethod
-    def open(cls, home: str | Path | None = None, *, progress=None, **kwargs) -> "Memory":
-        """Open (or create) the memory at `home` ($AGENTMEM_HOME or ~/.agentmem)."""
+    def open(cls, home: str | Path | None = None, *, progress=None, read_only: bool = False, **kwargs) -> "Memory":
+        """Open (or create) the memory at `home` ($AGENTMEM_HOME or ~/.agentmem).
+
+        `read_only`: answer from what is published and never write (nor recover another process's work);
+        a second process may then read a home that another one writes in embedded mode.
+        """
         if home is not None:
             kwargs["home"] = Path(home)
-        return cls(Settings(**kwargs), progress=progress)
+        return cls(Settings(**kwargs), progress=progress, read_only=read_only)
 
     @property
     def editor(self) -> WakeEditor:
@@ -99,6 +103,7 @@ class Memory:
         """
         if not isinstance(user_id, str) or not user_id.strip():
             raise ValueError("user_id must be non-empty text")
+        self.writer.check_writable()
         found: dict[tuple, tuple[Fact, str | None]] = {}
         secrets = []
         for text in user_turns(messages):

@@ -19,9 +19,8 @@ def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     json.dumps(out)
     assert set(out["seconds_per_fact"]) == {"1", "4"}
     assert all(v > 0 for v in out["seconds_per_fact"].values())
-    for key in ("raw", "chat", "paraphrase"):
-        assert 0 <= out["recall_batch"][key] <= 1
-    assert out["recall_batch"]["chat"] >= 0.5
+    # the batch just edited is completed and answered (chance is 0: the people are made up)
+    assert out["recall_batch"]["raw"] >= 0.5 and out["recall_batch"]["chat"] >= 0.5, out["recall_batch"]
     ppl = out["perplexity"]
     assert ppl["before"] > 1 and ppl["after"] > 1
     assert abs(ppl["drift"] - (ppl["after"] / ppl["before"] - 1)) < 1e-3

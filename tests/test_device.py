@@ -76,6 +76,7 @@ def test_a_local_checkpoint_folder_edits_publishes_and_reverts_exactly(tmp_path,
     with _open(tmp_path, "home", tiny_model_dir, "cpu", tmp_path / "cache") as mem:
         names = {l: mem.editor.arch.down_proj_weight_name(l) for l in mem.editor.layers}
         base = {k: v.clone() for k, v in mem.model.state_dict().items()}
+        said = (mem.complete("Thea Albescu lives in", 4), mem.ask("Who is Elio Varga?", 8))
         ids = mem.remember(FACTS)
         assert [f["status"] for f in mem.facts()] == ["active", "active"]
         now = mem.model.state_dict()
@@ -84,11 +85,12 @@ def test_a_local_checkpoint_folder_edits_publishes_and_reverts_exactly(tmp_path,
         published = load_file(str(mem.layout.version_dir(mem.version) / "model.safetensors"))
         assert set(published) == set(names.values())
         assert all(torch.equal(published[names[l]], now[names[l]]) for l in names)
-        assert isinstance(mem.complete("Thea Albescu lives in", 4), str) and isinstance(mem.ask("Who is Elio Varga?", 8), str)
         for fid in ids:
             mem.forget(fid)
         now = mem.model.state_dict()
         assert max((now[k] - base[k]).abs().max().item() for k in base) <= 1e-6
+        # forgotten, the checkpoint answers exactly as before it was told anything
+        assert (mem.complete("Thea Albescu lives in", 4), mem.ask("Who is Elio Varga?", 8)) == said
 
 
 @needs_cuda
@@ -121,4 +123,6 @@ def test_cuda_edits_match_the_cpu_and_everything_stays_on_the_gpu(tmp_path, tiny
         assert night["training"]["steps"] > 0 and math.isfinite(night["training"]["loss_last"])
         assert night["outcome"] == "published" or night["outcome"].startswith("rolled back")
         assert {p.device.type for p in gpu.model.parameters()} == {"cuda"}
-        assert isinstance(gpu.complete("Thea Albescu lives in", 8), str)
+        # the night's version (adapter included) answers on the GPU as a CPU reader of the same home does
+        with Memory.open(tmp_path / "gpu", model=str(tiny_model_dir), cache=cache, read_only=True) as reader:
+            assert gpu.complete("Thea Albescu lives in", 8) == reader.complete("Thea Albescu lives in", 8)

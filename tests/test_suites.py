@@ -26,10 +26,6 @@ ALL = os.environ.get("AGENTMEM_TEST_FULL") == "1"
 extra = pytest.mark.skipif(not ALL, reason="set AGENTMEM_TEST_FULL=1 (over CI's time budget)")
 
 
-def _in_range(rates: dict) -> bool:
-    return all(0 <= rates[k] <= 1 for k in ("raw", "chat", "paraphrase"))
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     return tmp_path_factory.mktemp("suites")
@@ -100,7 +96,7 @@ def test_retrieval_recalls_the_facts_it_was_given(retrieval):
 def test_capacity_recalls_the_edited_fact(capacity):
     cap = capacity["runs"]["nullspace"]
     assert [row["facts"] for row in cap] == [1]
-    assert _in_range(cap[0]["recall"]) and cap[0]["recall"]["chat"] == 1.0, cap
+    assert cap[0]["recall"]["chat"] == 1.0, cap
     assert cap[0]["edit_seconds"] > 0
 
 
@@ -108,7 +104,7 @@ def test_capacity_recalls_the_edited_fact(capacity):
 def test_retention_measures_the_first_batch(retention):
     ret = retention["runs"]["none"]
     assert [row["facts"] for row in ret] == [1]
-    assert ret[0]["first_batch"]["chat"] == 1.0 and _in_range(ret[0]["first_batch"]), ret
+    assert ret[0]["first_batch"]["chat"] == 1.0, ret
 
 
 def test_ablation_memit_recalls_right_away(ablation):
@@ -124,14 +120,15 @@ def test_ablation_memit_recalls_right_away(ablation):
 def test_sweep_reports_recall_probes_and_perplexity(sweeps):
     row = sweeps["lambda"][0]
     assert row["lambda"] == 1000.0 and row["recall"]["chat"] == 1.0
-    assert 0 <= row["probes_unchanged"] <= 1 and abs(row["perplexity_vs_base"]) < 0.2
+    assert row["probes_unchanged"] >= 0.5 and abs(row["perplexity_vs_base"]) < 0.2
 
 
 @extra
 def test_week_recalls_the_days_facts_after_its_night(week):
     day = week["days"][0]
     assert day["night"] == "published" and day["facts_so_far"] == 2, day
-    assert day["chat_recall"] == 1.0 and 0 <= day["dissolved"] <= 1, day
+    # one passing night moves a fact one stage on; its edit dissolves only after three
+    assert day["chat_recall"] == 1.0 and day["dissolved"] == 0.0, day
     assert abs(day["perplexity_vs_base"]) < 0.05 and day["night_seconds"] > 0, day
 
 
@@ -141,7 +138,7 @@ def test_counterfact_scores_and_fluency(counterfact):
     r = counterfact
     s = r["modes"]["nullspace"]
     assert s["n"] == 2 and s["efficacy"] >= 0.5
-    assert 0 <= s["specificity"] <= 1 and 0 <= s["generalisation"] <= 1
+    assert s["specificity"] >= 0.5  # the neighbours' answers mostly stay
     assert s["fluency"] > 1 and r["base"]["fluency"] > 1
 
 

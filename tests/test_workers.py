@@ -7,6 +7,7 @@ the same home and Redis URL.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,7 +159,7 @@ def test_kill_9_mid_batch_then_restart_applies_each_fact_exactly_once(workers, o
 
 def test_two_workers_serialise_their_edits(workers, observer):
     workers.start()
-    workers.start(warm=False)
+    workers.start()
     mem = observer()
     ids = []
     for text in ("I live in Bergen.", "My dog is called Pepper.", "I work at Halden Shipping.", "I play the cello."):
@@ -176,6 +177,10 @@ def test_two_workers_serialise_their_edits(workers, observer):
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
     assert sum(len(json.loads(v["detail"])["facts"]) for v in
                mem.ledger.db.execute("SELECT detail FROM versions WHERE kind = 'wake'")) == 4
+    # both took part: while one edited, the other was woken too and met the lock (or edited a batch itself)
+    logs = [log.read_text() for _, log in workers.procs]
+    took_part = [re.search(r"wake: \{'batches': [1-9]", t) or "another worker holds the writer lock" in t for t in logs]
+    assert all(took_part), [t[-2000:] for t in logs]
 
 
 def test_redis_unreachable_spools_locally_and_nothing_is_lost(workers, observer):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from pathlib import Path
 
 from celery import Celery, signals
 from celery.schedules import crontab
@@ -73,6 +75,7 @@ def _register(app: Celery) -> None:
             totals = w.drain(consumer)
         except LockBusy as e:
             # the holder drains what we were woken for; come back in case it dies first
+            log.info("wake: another worker holds the writer lock; retrying in %.1f s", e.retry_after)
             raise self.retry(countdown=e.retry_after, max_retries=None)
         except TRANSIENT as e:
             delay = min(60, 2 ** min(self.request.retries, 6))
@@ -106,8 +109,18 @@ def _register(app: Celery) -> None:
             state["writer"].close()
 
 
-def run_worker(settings: Settings, beat: bool = False, loglevel: str = "INFO") -> None:
-    """Run one worker in this process (solo pool), optionally with the beat scheduler embedded."""
+# a heartbeat file is touched this often while the worker process runs, tasks included
+HEARTBEAT_SECONDS = 15.0
+
+
+def run_worker(settings: Settings, beat: bool = False, loglevel: str = "INFO", heartbeat: Path | None = None) -> None:
+    """Run one worker in this process (solo pool), optionally with the beat scheduler embedded.
+
+    With `heartbeat`, a thread touches that file every HEARTBEAT_SECONDS: a health check can read its age,
+    where `celery inspect ping` gets no answer while the solo pool runs a task.
+    """
+    if heartbeat is not None:
+        threading.Thread(target=_beat_heart, args=(Path(heartbeat),), daemon=True, name="heartbeat").start()
     app = make_app(settings)
     layout = Layout(settings.home)
     argv = ["worker", "--pool=solo", f"--loglevel={loglevel}", "-Q", task_queue(layout.namespace),
@@ -115,6 +128,15 @@ def run_worker(settings: Settings, beat: bool = False, loglevel: str = "INFO") -
     if beat:
         argv += ["--beat", "--schedule", str(layout.beat_schedule)]
     app.worker_main(argv)
+
+
+def _beat_heart(path: Path) -> None:
+    while True:
+        try:
+            path.touch()
+        except OSError as e:
+            log.warning("cannot touch the heartbeat file %s: %s", path, e)
+        time.sleep(HEARTBEAT_SECONDS)
 
 
 app = make_app(Settings()) if os.environ.get("AGENTMEM_REDIS_URL") else None

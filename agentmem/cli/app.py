@@ -44,7 +44,7 @@ def remember(
 def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
         server_url: Optional[str] = ServerOpt):
     """Greedy chat answer from the newest version (no memory text in the context)."""
-    with open_memory(home, model, server_url) as mem:
+    with open_memory(home, model, server_url, read_only=True) as mem:
         answer = mem.ask(question)
         emit({"question": question, "answer": answer, "version": mem.version}, as_json, answer)
 
@@ -53,7 +53,7 @@ def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = Mo
 def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
              server_url: Optional[str] = ServerOpt):
     """Greedy raw completion from the newest version."""
-    with open_memory(home, model, server_url) as mem:
+    with open_memory(home, model, server_url, read_only=True) as mem:
         text = mem.complete(prompt)
         emit({"prompt": prompt, "completion": text, "version": mem.version}, as_json, text)
 
@@ -116,6 +116,8 @@ def worker(
     redis_url: str = typer.Option(..., "--redis-url", envvar="AGENTMEM_REDIS_URL", help="the Redis holding the fact queue"),
     beat: bool = typer.Option(False, "--beat", help="also run the beat scheduler (nightly sleep, periodic sweep)"),
     loglevel: str = typer.Option("INFO", "--loglevel"),
+    heartbeat: Optional[Path] = typer.Option(None, "--heartbeat", help="touch this file every 15 s while running, "
+                                                                       "tasks included (for a health check)"),
 ):
     """Run a Celery worker that applies queued facts (one writer at a time across workers)."""
     from celery import signals
@@ -134,7 +136,7 @@ def worker(
             for handler in logger.handlers:
                 handler.setFormatter(formatter("json"))
 
-    run_worker(settings, beat=beat, loglevel=loglevel)
+    run_worker(settings, beat=beat, loglevel=loglevel, heartbeat=heartbeat)
 
 
 @app.command()

@@ -24,13 +24,14 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def open_memory(home: Optional[Path], model: Optional[str], server_url: Optional[str] = None):
+def open_memory(home: Optional[Path], model: Optional[str], server_url: Optional[str] = None,
+                read_only: bool = False):
     from ..memory import Memory  # loads torch: only the commands that need a model pay for it
 
     kwargs = {"model": model} if model else {}
     if server_url:
         kwargs["server_url"] = server_url
-    return Memory.open(home, progress=say, **kwargs)
+    return Memory.open(home, progress=say, read_only=read_only, **kwargs)
 
 
 def emit(obj, as_json: bool, text: str) -> None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from ..facts import Fact
 from ..facts.perspective import to_third_person, user_subject
 from .base import MAX_CHARS, MAX_OBJECT_WORDS, latest, make_fact
-from .vocabulary import (DATE, FAVOURITES, GERUNDS, INSTRUMENTS, JOBS, JOB_SUFFIX, KIN_ADJ, MONTHS, NOT_JOBS, NOT_NAMES, NOT_NOW, PETS, PLAN_VERBS, PUNCT, ROLES, ROLE_WORD, SPORTS, STOP)
+from .vocabulary import (DATE, FAVOURITES, GERUNDS, INSTRUMENTS, JOBS, JOB_SUFFIX, KIN_ADJ, MONTHS, NOT_JOBS,
+                         NOT_NAMES, NOT_NOW, PETS, PLAN_VERBS, PUNCT, ROLES, ROLE_WORD, SPORTS, STOP)
 
 _CONTRACTIONS = [
     (re.compile(r"[\u2018\u2019`]"), "'"),

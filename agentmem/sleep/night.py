@@ -86,7 +86,8 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         trainee, _ = model_store.load(store.base_dir, device)
         say(f"sleep: training on {len(examples)} examples ({len(held)} facts refreshed)"
             + (" from the last adapter" if start_from else ""))
-        report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "adapter", start_from, say)
+        report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "adapter", start_from, say,
+                                           check=editor.ensure_held)
         del trainee
         (work / "adapter" / TRAINED_ON_FILE).write_text(json.dumps(sorted(facts)))
         first, last = report["training"]["loss_first"], report["training"]["loss_last"]
@@ -94,6 +95,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
             return _roll_back(editor, report, reports_dir, t_start, f"training diverged (loss {first} -> {last})")
 
         # before: what is served now
+        editor.ensure_held()
         if current is not None:
             replica.apply(current)
         t0 = time.perf_counter()
@@ -103,6 +105,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
                             "seconds": round(time.perf_counter() - t0, 1)}
 
         # graduation: every fact's edit at 0 together, recall asked of the new adapter alone
+        editor.ensure_held()
         replica.set_adapter(f"night-{int(time.time())}", work / "adapter")
         replica.set_tensors(store.named(store.materialise([])))
         t0 = time.perf_counter()
@@ -112,6 +115,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         report["adapter_alone"] = {"recall": _frac(alone), "seconds": round(time.perf_counter() - t0, 1)}
 
         # after: the new adapter with the new scales, as it would be served
+        editor.ensure_held()
         after_active = [(fid, scales[fid]) for fid in facts]
         replica.set_tensors(store.named(store.materialise(after_active)))
         after = _chat_recall(replica, facts)

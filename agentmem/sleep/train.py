@@ -117,10 +117,11 @@ def _loss(peft, ids, mask, labels, anchor: torch.Tensor, teacher: list[torch.Ten
 
 
 def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: Path,
-                  start_from: Path | None = None, progress=None) -> dict:
+                  start_from: Path | None = None, progress=None, check=None) -> dict:
     """Train a LoRA adapter on `examples` (from `start_from`'s weights when given) and save it to `dest`.
 
-    `model` is modified (peft injects its layers): pass a copy nobody serves from.
+    `model` is modified (peft injects its layers): pass a copy nobody serves from. `check()`, if given, runs
+    before every step and stops the training by raising.
     """
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -151,6 +152,8 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
         order = list(range(len(rows)))
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
+            if check is not None:
+                check()
             chosen = order[b: b + cfg.batch_size]
             ids, mask, labels = pad_rows([rows[i] for i in chosen], tok.pad_token_id, model.device)
             anchor = torch.tensor([is_anchor[i] for i in chosen], device=model.device)

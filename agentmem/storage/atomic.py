@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -21,14 +21,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
+    """fsync a file, or a folder and everything in it."""
     if path.is_dir():
         for child in path.iterdir():
-            _fsync_tree(child)
-        _fsync_dir(path)
+            fsync_tree(child)
+        fsync_dir(path)
     else:
         with open(path, "rb+") as fh:
             os.fsync(fh.fileno())
+
+
+def replace(src: Path, dest: Path) -> None:
+    """Move the finished (fsynced) file or folder `src` onto `dest` by rename, and fsync the folder holding it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir() and dest.exists():
+        # A folder cannot be renamed over a non-empty one: move the old aside first.
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(dest, old)
+        os.rename(src, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dest)
+    fsync_dir(dest.parent)
 
 
 @contextlib.contextmanager
@@ -44,17 +60,8 @@ def atomic_path(dest: Path, directory: bool = False):
         tmp = Path(name)
     try:
         yield tmp
-        _fsync_tree(tmp)
-        if directory and dest.exists():
-            # A folder cannot be renamed over a non-empty one: move the old aside first.
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(dest, old)
-            os.rename(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_tree(tmp)
+        replace(tmp, dest)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

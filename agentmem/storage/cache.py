@@ -83,9 +83,10 @@ class CovarianceCache:
 def cached_preservation_keys(cache_dir: Path, model_fingerprint: str, layers: list[int], compute) -> dict[int, torch.Tensor]:
     """The keys for these layers of this base model, computed once by `compute()` and kept on disk.
 
-    The file name covers the model, the layers and the lists above, so a change to any of them recomputes.
+    The file name covers the model, the layers and preserve.py's lists, so a change to any of them recomputes.
     """
-    lists = hashlib.sha256(repr((preserve.NAMES, preserve.ENTITIES, preserve.RAW, preserve.QUESTIONS, preserve.ENTITY_QUESTIONS)).encode()).hexdigest()[:10]
+    lists = repr((preserve.NAMES, preserve.ENTITIES, preserve.RAW, preserve.QUESTIONS, preserve.ENTITY_QUESTIONS))
+    lists = hashlib.sha256(lists.encode()).hexdigest()[:10]
     path = Path(cache_dir) / "preserve" / f"{model_fingerprint}-{lists}-L{'-'.join(map(str, layers))}.safetensors"
     if path.exists():
         return {int(k): v for k, v in load_file(str(path)).items()}

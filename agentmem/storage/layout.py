@@ -5,10 +5,12 @@
     HOME/store/training/                    the edited tensors (base + scaled edits) and active.json
     HOME/store/versions/vNNNNNN/            model.safetensors (changed tensors only), manifest.json
     HOME/store/adapters/aNNNNNN/            PEFT LoRA adapters (and facts.json: what a night trained on)
+    HOME/store/staging/<writer>/            a writer's files before its fenced commit moves them into place
     HOME/sleep/night-*.json                 one report per night
     HOME/server/                            the model server's logs
     HOME/cache/                             converted models, covariances, preserved keys (default)
     HOME/celerybeat-schedule                the beat scheduler's state
+    HOME/writer.lock                        held by the embedded writer for its life (one per home)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 def check_name(name: str) -> str:
     """A fact id or adapter name that is safe as one path component."""
     if not _NAME.match(name) or name.startswith("."):
-        raise ValueError(f"invalid fact id {name!r}")
+        raise ValueError(f"invalid name {name!r}: letters, digits, _ . - only, at most 128")
     return name
 
 
@@ -84,6 +86,18 @@ class Layout:
 
     def adapter_dir(self, name: str) -> Path:
         return self.store / self.adapter_ref(name)
+
+    @property
+    def staging(self) -> Path:
+        return self.store / "staging"
+
+    def staging_for(self, token: int | None) -> Path:
+        """Where the writer holding fencing token `token` (None: the embedded writer) prepares its files."""
+        return self.staging / ("embedded" if token is None else f"w{token}")
+
+    @property
+    def writer_lock(self) -> Path:
+        return self.home / "writer.lock"
 
     @property
     def sleep_reports(self) -> Path:

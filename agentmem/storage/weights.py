@@ -9,6 +9,7 @@ adapter served with them), each in a new folder written atomically.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,13 +19,22 @@ from safetensors.torch import load_file, save_file
 
 from ..edit.arch import Architecture
 from ..edit.memit import Edit
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, fsync_dir, write_json
 from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINING_ACTIVE_FILE, WEIGHTS_FILE, Layout
 
 
 class WeightStore:
+    """Every write is staged: edits, the training copy, versions and adapters are prepared in this writer's
+    staging folder, and `commit` (run inside the writer's fenced ledger transaction) renames them into
+    place, so a writer that lost its lock never changes a file another writer committed. What `commit`,
+    `delete_edit` and `prune_versions` replace or remove is set aside until the transaction's outcome is
+    known: `settle` drops it once the ledger committed, `undo` puts it back when the ledger could not."""
+
     def __init__(self, layout: Layout, base_dir: Path, arch: Architecture, layers: list[int]):
         self.layout = layout
+        self.token: int | None = None  # the fencing token of the writer this store writes for
+        self._staged: dict[Path, Path] = {}  # destination -> staged file or folder, renamed in order by commit
+        self._undo: list[tuple[Path, Path | None, bool]] = []  # (path, set aside as, created by commit)
         self.base_dir = Path(base_dir)
         self.arch = arch
         self.layers = list(layers)
@@ -53,8 +63,75 @@ class WeightStore:
 
     # -- edits -----------------------------------------------------------
 
+    def _stage(self, dest: Path) -> Path:
+        """Where `dest` is prepared until commit: the same path under this writer's staging folder."""
+        staged = self.layout.staging_for(self.token) / dest.relative_to(self.layout.store)
+        self._staged[dest] = staged
+        return staged
+
+    def _set_aside(self, path: Path, created: bool) -> None:
+        """Move `path` (if there) out of the way, remembering how to put it back."""
+        aside = None
+        if path.exists():
+            aside = self.layout.staging_for(self.token) / "replaced" / str(len(self._undo))
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, aside)
+        self._undo.append((path, aside, created))
+
+    def commit(self) -> None:
+        """Move everything staged into place (call inside the fenced ledger transaction)."""
+        for dest, staged in self._staged.items():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._set_aside(dest, created=True)
+            os.rename(staged, dest)
+        for folder in {dest.parent for dest in self._staged}:
+            fsync_dir(folder)
+        self._staged.clear()
+
+    def settle(self) -> None:
+        """The ledger committed: drop what commit, delete_edit and prune_versions set aside."""
+        shutil.rmtree(self.layout.staging_for(self.token) / "replaced", ignore_errors=True)
+        self._undo.clear()
+
+    def undo(self) -> None:
+        """The ledger did not commit: take back every rename and removal since the last settle."""
+        for path, aside, created in reversed(self._undo):
+            if created:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                if path.parent == self.layout.edits:
+                    self._edits.pop(path.stem, None)
+            if aside is not None:
+                os.rename(aside, path)
+        self._undo.clear()
+        self.settle()
+
+    def discard(self) -> None:
+        """Drop everything staged since the last commit; cached edits fall back to the committed files."""
+        for dest, staged in self._staged.items():
+            if dest.parent == self.layout.edits:
+                self._edits.pop(dest.stem, None)
+            if staged.is_dir():
+                shutil.rmtree(staged, ignore_errors=True)
+            else:
+                staged.unlink(missing_ok=True)
+        self._staged.clear()
+
+    def clean_staging(self) -> None:
+        """Remove what earlier or stale writers left staged (call inside the fenced ledger transaction, before
+        this writer stages anything)."""
+        if self.layout.staging.is_dir():
+            for p in self.layout.staging.iterdir():
+                shutil.rmtree(p, ignore_errors=True)
+
+    def forget_cached(self) -> None:
+        """Read every edit from disk again: another writer may have rewritten one."""
+        self._edits.clear()
+
     def save_edit(self, fid: str, edit: Edit) -> None:
-        with atomic_path(self.layout.edit_file(fid)) as tmp:
+        with atomic_path(self._stage(self.layout.edit_file(fid))) as tmp:
             save_file(edit.tensors(), str(tmp))
         self._edits[fid] = edit
 
@@ -64,8 +141,9 @@ class WeightStore:
         return self._edits[fid]
 
     def delete_edit(self, fid: str) -> None:
+        """Remove a committed edit (call inside the fenced ledger transaction)."""
         self._edits.pop(fid, None)
-        self.layout.edit_file(fid).unlink(missing_ok=True)
+        self._set_aside(self.layout.edit_file(fid), created=False)
 
     def edit_ids(self) -> set[str]:
         return {p.stem for p in self.layout.edits.glob("*.safetensors")}
@@ -105,7 +183,7 @@ class WeightStore:
             return None
 
     def write_training(self, tensors: dict[int, torch.Tensor], active: list[tuple[str, float]]) -> None:
-        with atomic_path(self.layout.training, directory=True) as tmp:
+        with atomic_path(self._stage(self.layout.training), directory=True) as tmp:
             save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
             (tmp / TRAINING_ACTIVE_FILE).write_text(json.dumps(active))
 
@@ -127,26 +205,25 @@ class WeightStore:
         if missing:
             raise ValueError(f"{src} is not a PEFT adapter folder: it lacks {', '.join(missing)}")
         rel = self.layout.adapter_ref(name)
-        with atomic_path(self.layout.adapter_dir(name), directory=True) as tmp:
+        with atomic_path(self._stage(self.layout.adapter_dir(name)), directory=True) as tmp:
             for f in (*ADAPTER_FILES, *extra):
                 shutil.copyfile(src / f, tmp / f)
         return rel
 
-    def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> Path:
+    def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> None:
         """Write version n: only the changed tensors plus a manifest naming the base, the facts and the adapter."""
-        dest = self.layout.version_dir(n)
-        with atomic_path(dest, directory=True) as tmp:
+        with atomic_path(self._stage(self.layout.version_dir(n)), directory=True) as tmp:
             save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
             write_json(tmp / MANIFEST_FILE, {"version": n, "base": str(self.base_dir), **manifest})
-        return dest
 
     def prune_versions(self, keep: int) -> None:
-        """Remove all but the newest `keep` version folders, and adapters none of them serves."""
+        """Remove all but the newest `keep` version folders, and adapters none of them serves
+        (call inside the fenced ledger transaction)."""
         numbers = self.layout.version_numbers()
         for n in numbers[:-keep] if keep else numbers:
-            shutil.rmtree(self.layout.version_dir(n), ignore_errors=True)
+            self._set_aside(self.layout.version_dir(n), created=False)
         served = [(self.manifest(n) or {}).get("adapter") for n in (numbers[-keep:] if keep else [])]
         kept = {a["path"] for a in served if a}
-        for p in self.layout.adapters.iterdir():
+        for p in list(self.layout.adapters.iterdir()):
             if not p.name.startswith(".") and self.layout.adapter_ref(p.name) not in kept:
-                shutil.rmtree(p, ignore_errors=True)
+                self._set_aside(p, created=False)

@@ -25,6 +25,7 @@ from ..storage.cache import CovarianceCache, cached_preservation_keys, fingerpri
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, FORGOTTEN, PENDING, RE_EDITED, FencedOut, Ledger
 from ..storage.weights import WeightStore
+from .writer_lock import Lease
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class WakeEditor:
         self.solver = LayerSolver(cov, cfg, self._preservation_keys(cache_dir) if cfg.preserve_names else None)
         # The writer lock's token (see writer/writer_lock.py): every commit is fenced with it.
         self.fence = fence
+        self.lease: Lease | None = None  # the held writer lock, in Redis mode
         # The version whose weights the model holds as this editor left them (None: unknown, or
         # changed since): recover() skips rebuilding them when no other writer has published since.
         self._synced: int | None = None
@@ -81,50 +83,86 @@ class WakeEditor:
         A fact whose edit was being computed goes back to the queue: its edit
         was never committed, so running it again applies it exactly once.
         """
-        with self.ledger.transaction(self.fence):
+        self.store.token = self.fence
+
+        def tidy() -> None:
+            self.store.clean_staging()
             for f in self.ledger.facts(status=PENDING):
                 self.ledger.queued(f["id"], reason="interrupted before its edit was committed; queued again")
-        active_ids = {fid for fid, _ in self.active()}
-        for fid in self.store.edit_ids() - active_ids:
-            self.store.delete_edit(fid)
+            active_ids = {fid for fid, _ in self.active()}
+            for fid in self.store.edit_ids() - active_ids:
+                self.store.delete_edit(fid)
+
+        self._commit_files(tidy)
         latest = self.ledger.latest_version()
         if latest == 0 or not self.store.layout.version_dir(latest).exists():
             self._publish("recover", [])
             return
         if latest != self._synced:
+            self.store.forget_cached()
             active = self.active()
             tensors = self.store.materialise(active)
             self._load_weights(tensors)
             if self.store.training_active() != [tuple(a) for a in active]:
                 self.store.write_training(tensors, active)
+                self._commit_files()
             self._synced = latest
         self.follow_adapter()
+
+    def _commit_files(self, body=None) -> None:
+        """Move the staged files into place inside one fenced ledger transaction, with `body()`'s ledger changes:
+        a writer whose lock passed to another never changes what that writer committed, and a ledger that
+        cannot commit (a full disk) leaves every file as it was."""
+        try:
+            with self.ledger.transaction(self.fence):
+                self.store.commit()
+                if body is not None:
+                    body()
+        except BaseException:
+            self.store.undo()
+            self.store.discard()
+            raise
+        self.store.settle()
+
+    def ensure_held(self) -> None:
+        """Raise FencedOut if this writer's lock was lost (a night checks between its steps)."""
+        if self.lease is not None and self.lease.lost.is_set():
+            raise FencedOut(f"the writer lock (token {self.fence}) was lost; another writer may hold it")
 
     def _publish(self, kind: str, fids: list[str], active: list[tuple[str, float]] | None = None, commit=None,
                  adapter: dict | None | str = "keep") -> int:
         """Make `active` (default: the ledger's) the training copy and the next published version.
 
         The version serves `adapter` ({"name", "path"}, None for none, or by
-        default the previous version's). The files are written first; the
-        version and the facts' new statuses (`commit(n)`) then land in one
-        ledger transaction, so readers and `Memory.wait` never see a fact as
-        done before its version exists.
+        default the previous version's). The files are staged first; they move
+        into place, and the version and the facts' new statuses (`commit(n)`)
+        land, in one fenced ledger transaction, so readers and `Memory.wait`
+        never see a fact as done before its version exists.
         """
         active = self.active() if active is None else active
         tensors = self.store.materialise(active)
         self._load_weights(tensors)
-        self.store.write_training(tensors, active)
         n = self.ledger.latest_version() + 1
         if adapter == "keep":
             name = (self.ledger.version(n - 1) or {}).get("adapter")
             adapter = name and {"name": name, "path": Layout.adapter_ref(name)}
-        self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active, "adapter": adapter})
-        with self.ledger.transaction(self.fence):
+        try:
+            self.store.write_training(tensors, active)
+            self.store.publish(n, tensors, {"kind": kind, "facts": fids, "active": active, "adapter": adapter})
+        except BaseException:
+            self.store.discard()
+            raise
+
+        def land() -> None:
+            if self.ledger.latest_version() != n - 1:
+                raise FencedOut(f"version {n} was published by another writer first")
             self.ledger.add_version(n, kind, facts=fids, active=len(active), adapter=adapter and adapter["name"])
             if commit is not None:
                 commit(n)
+            self.store.prune_versions(keep=5)
+
+        self._commit_files(land)
         self._synced = n
-        self.store.prune_versions(keep=5)
         self.follow_adapter()
         return n
 
@@ -205,6 +243,7 @@ class WakeEditor:
                 self.ledger.activate(fid, n)
             for fid in retired:
                 self.ledger.supersede(fid, retired[fid], version=n)
+                self.store.delete_edit(fid)
 
         t0 = time.perf_counter()
         try:
@@ -215,8 +254,7 @@ class WakeEditor:
             seconds = time.perf_counter() - t0
             n = self._publish("wake", [fid for fid, _, _ in todo], keep + [(fid, 1.0) for fid, _, _ in todo], commit)
         except BaseException as e:
-            for fid, _, _ in todo:
-                self.store.delete_edit(fid)
+            self.store.discard()
             self._load_weights(self.store.materialise(self.active()))
             try:
                 with self.ledger.transaction(self.fence):
@@ -225,8 +263,6 @@ class WakeEditor:
             except FencedOut:
                 pass  # a newer writer owns the ledger now; it re-runs these facts from the queue
             raise
-        for fid in retired:
-            self.store.delete_edit(fid)
         stats = {"edited": len(todo), "superseded": len(retired) + len(shadowed), "seconds": round(seconds, 3),
                  "version": n, "rounds": len(parts), **memit.merged_stats(parts)}
         log.info("wake edit: %s", stats)
@@ -284,10 +320,9 @@ class WakeEditor:
         refit = {f: r for f, r in self._sharing_a_key([to_request(Fact.parse(row["fact"]), self.cfg)],
                                                       {f for f, sc in rest if sc > 0}, {}).items()
                  if self.ledger.get(f)["version_added"] >= row["version_added"]}
-        old = {f: self.store.load_edit(f) for f in refit}
-
         def commit(n: int) -> None:
             self.ledger.forget(fid, version=n)
+            self.store.delete_edit(fid)
             for f in refit:
                 self.ledger.event(f, RE_EDITED, reason=f"edited again without forgotten fact {fid}", version=n)
 
@@ -298,9 +333,7 @@ class WakeEditor:
                 self._write(refit, keep)
             n = self._publish("forget", [fid], rest, commit)
         except BaseException:
-            for f, edit in old.items():
-                self.store.save_edit(f, edit)
+            self.store.discard()
             self._load_weights(self.store.materialise(self.active()))
             raise
-        self.store.delete_edit(fid)
         return n

@@ -8,6 +8,8 @@ process. Redis: a stream drained by whichever process holds the writer lock
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from contextlib import contextmanager, suppress
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import redis
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 
 from ..facts import Fact
@@ -25,23 +28,46 @@ from .dispatch import Dispatch
 from .editor import WakeEditor
 from .fact_queue import LocalFactQueue, RedisFactQueue
 from .pipeline import Batching, EmbeddedWorker, drain
-from .writer_lock import WriterLock
+from .writer_lock import LockBusy, WriterLock
 
 log = logging.getLogger(__name__)
+# how long an in-process write waits for a night or an edit of this process before LockBusy
+BUSY_RETRY_S = 5.0
+
+
+class HomeBusy(RuntimeError):
+    """Another process writes to this home in embedded mode."""
+
+
+class ReadOnly(RuntimeError):
+    """A write was asked of a memory opened read-only."""
 
 
 class Writer:
     """`settings` is a config.Settings (read for home, model, device, cache, memit, covariance, Redis,
-    lock and batching); `model` and `tokenizer` are loaded from it unless given."""
+    lock and batching); `model` and `tokenizer` are loaded from it unless given.
 
-    def __init__(self, settings, progress=None, model=None, tokenizer=None):
+    Embedded, the writer holds HOME/writer.lock for its life: a second process that would write to the
+    same home is refused at once. `read_only` opens no queue worker, no editor and takes no lock: it
+    reads what is published and never recovers or writes.
+    """
+
+    def __init__(self, settings, progress=None, model=None, tokenizer=None, read_only: bool = False):
         self.settings = settings
         self.progress = progress
+        self.read_only = read_only
         self.layout = Layout(Path(settings.home).expanduser())
         self.layout.home.mkdir(parents=True, exist_ok=True)
-        self.model_dir = model_store.resolve(settings.model, settings.cache_dir)
-        if model is None:
-            model, tokenizer = model_store.load(self.model_dir, settings.device)
+        self._home_lock: FileLock | None = None
+        if not settings.redis_url and not read_only:
+            self._home_lock = _hold_home(self.layout)
+        try:
+            self.model_dir = model_store.resolve(settings.model, settings.cache_dir)
+            if model is None:
+                model, tokenizer = model_store.load(self.model_dir, settings.device)
+        except BaseException:
+            self._release_home()
+            raise
         self.model, self.tokenizer = model, tokenizer
         self.ledger = Ledger(self.layout.ledger)
         self.batching = Batching(settings.batch_max_facts, settings.batch_max_wait_ms)
@@ -61,6 +87,7 @@ class Writer:
             self.queue = LocalFactQueue()
             self.writer_lock = None
             self.dispatch = None
+        if self._home_lock is not None:
             self._editor = self._new_editor(fence=None)
             self.loaded = self.ledger.latest_version()
             waiting = [(f["id"], Fact.parse(f["fact"])) for f in self.ledger.facts(status=(*WAITING, PENDING))]
@@ -78,18 +105,25 @@ class Writer:
 
     @contextmanager
     def writing(self, wait: float = 600.0):
-        """The editor, as the only writer: in Redis mode under the lock, in step with other writers."""
-        with self.lock:
+        """The editor, as the only writer: in Redis mode under the lock, in step with other writers.
+
+        Waits at most `wait` seconds for this process's own writes (a night, say) as for another's: LockBusy.
+        """
+        self.check_writable()
+        if not self.lock.acquire(timeout=wait):
+            raise LockBusy(BUSY_RETRY_S)
+        try:
             try:
                 if self.writer_lock is None:
                     yield self._editor
                 else:
-                    with self.writer_lock.hold(wait) as token:
+                    with self.writer_lock.hold(wait) as lease:
                         if self._editor is None:
-                            self._editor = self._new_editor(fence=token)
+                            self._editor = self._new_editor(fence=lease.token)
                         else:
-                            self._editor.fence = token
+                            self._editor.fence = lease.token
                             self._editor.recover()
+                        self._editor.lease = lease
                         yield self._editor
             except BaseException:
                 # a write that failed before its version was committed (a full disk, say) may have left its
@@ -100,6 +134,12 @@ class Writer:
                     self.sync()
                 raise
             self.loaded = self.ledger.latest_version()
+        finally:
+            self.lock.release()
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly(f"the memory at {self.layout.home} was opened read-only")
 
     def _apply_locked(self, fn) -> None:
         with self.writing() as editor:
@@ -143,6 +183,7 @@ class Writer:
 
     def flush_spool(self) -> set[str]:
         """Hand every spooled fact to the queue; returns the ids handed over (none if Redis is down)."""
+        self.check_writable()
         spooled = [(f["id"], Fact.parse(f["fact"])) for f in self.ledger.facts(status=SPOOLED)]
         if not spooled:
             return set()
@@ -217,3 +258,26 @@ class Writer:
         if self.redis is not None:
             self.redis.close()
         self.ledger.close()
+        self._release_home()
+
+    def _release_home(self) -> None:
+        if self._home_lock is not None:
+            self._home_lock.release()
+            self._home_lock = None
+
+
+def _hold_home(layout: Layout) -> FileLock:
+    """Take HOME/writer.lock for this process, or refuse naming the process that holds it."""
+    lock = FileLock(layout.writer_lock, thread_local=False, preserve_lock_file=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            owner = layout.writer_lock.read_text().strip() or "unknown"
+        except OSError:
+            owner = "unknown"
+        raise HomeBusy(f"the memory at {layout.home} is open for writing by another process ({owner}); close it "
+                       "first, or share the home through Redis workers (AGENTMEM_REDIS_URL)") from None
+    # the lock is on the open file, not its content: who holds it is written for the next one to read
+    layout.writer_lock.write_text(f"pid {os.getpid()}: {' '.join(sys.argv) or 'python'}\n")
+    return lock

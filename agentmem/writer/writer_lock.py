@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import redis
 
@@ -26,6 +27,14 @@ class LockBusy(RuntimeError):
     def __init__(self, retry_after: float):
         super().__init__(f"another writer holds the lock; retry in {retry_after:.1f} s")
         self.retry_after = retry_after
+
+
+@dataclass
+class Lease:
+    """A held writer lock: its fencing token, and an event set once the lock is known to be lost."""
+
+    token: int
+    lost: threading.Event = field(default_factory=threading.Event)
 
 
 class WriterLock:
@@ -50,7 +59,7 @@ class WriterLock:
 
     @contextmanager
     def hold(self, wait: float = 0.0):
-        """Hold the lock for the duration of the block, renewing it; yields the fencing token.
+        """Hold the lock for the duration of the block, renewing it; yields the Lease.
 
         Waits up to `wait` seconds for it, then raises LockBusy.
         """
@@ -59,11 +68,11 @@ class WriterLock:
             if time.monotonic() >= deadline:
                 raise LockBusy(self.retry_after())
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-        stop = threading.Event()
-        renewer = threading.Thread(target=self._keep, args=(token, stop), daemon=True, name="writer-lock")
+        lease, stop = Lease(token), threading.Event()
+        renewer = threading.Thread(target=self._keep, args=(lease, stop), daemon=True, name="writer-lock")
         renewer.start()
         try:
-            yield token
+            yield lease
         finally:
             stop.set()
             renewer.join()
@@ -72,10 +81,15 @@ class WriterLock:
             except redis.RedisError:
                 pass  # it expires on its own
 
-    def _keep(self, token: int, stop: threading.Event) -> None:
+    def _keep(self, lease: Lease, stop: threading.Event) -> None:
+        renewed = time.monotonic()
         while not stop.wait(self.ttl_ms / 3000):
             try:
-                if not self._renew(keys=[self.key], args=[token, self.ttl_ms]):
-                    return  # lost it; the fence keeps us from committing over a successor
+                if not self._renew(keys=[self.key], args=[lease.token, self.ttl_ms]):
+                    lease.lost.set()  # the fence keeps us from committing over a successor
+                    return
+                renewed = time.monotonic()
             except redis.RedisError:
-                continue
+                if time.monotonic() - renewed > self.ttl_ms / 1000:
+                    lease.lost.set()  # unrenewed past its time to live: it expired
+                    return

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*Dockerfile"))
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+USER = "10001"
 # what the vLLM image already has, in the versions vLLM was built with
 FROM_VLLM = {"torch", "transformers", "fastapi", "uvicorn", "httpx"}
 
@@ -80,7 +81,7 @@ def test_hadolint_finds_nothing(dockerfile):
 
 def test_compose_has_the_production_shape():
     services = COMPOSE["services"]
-    assert set(services) == {"redis", "api", "worker", "beat", "vllm"}
+    assert set(services) == {"owner", "redis", "api", "worker", "beat", "vllm"}
     redis_cmd = services["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
     assert services["redis"]["healthcheck"]["test"]
@@ -92,12 +93,49 @@ def test_compose_has_the_production_shape():
         assert svc["environment"]["AGENTMEM_HOME"] == "/data"
         assert "store:/data" in svc["volumes"]
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+        # the volume is theirs before they start, whoever wrote it last
+        assert svc["depends_on"]["owner"]["condition"] == "service_completed_successfully"
         dockerfile, stage = built(name)
         assert inherited(dockerfile, stage, "HEALTHCHECK"), f"{name}: no health check in {dockerfile.name}:{stage}"
     assert services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
 
-def test_every_agentmem_variable_is_a_setting_and_the_compose_values_are_valid(monkeypatch):
+def test_every_service_on_the_volume_runs_as_the_one_user_the_owner_service_gives_it_to():
+    services = COMPOSE["services"]
+    owner = services["owner"]
+    assert "store:/data" in owner["volumes"] and owner["user"] == "0:0"
+    assert owner["entrypoint"] == ["chown", "-R", f"{USER}:{USER}", "/data"]
+    for name, svc in services.items():
+        if name == "owner" or "store:/data" not in svc.get("volumes", []):
+            continue
+        dockerfile, stage = built(name)
+        assert svc.get("user", inherited(dockerfile, stage, "USER")) == USER, f"{name} does not run as uid {USER}"
+        # the image's own /data is that user's too, so a new volume starts out theirs
+        assert f"--uid {USER} agentmem" in dockerfile.read_text() and "chown agentmem /data" in dockerfile.read_text()
+
+
+def test_the_api_reads_its_tokens_from_a_docker_secret():
+    api = COMPOSE["services"]["api"]
+    assert "AGENTMEM_API_TOKENS" not in api["environment"]
+    assert api["secrets"] == ["api_tokens"] and "api_tokens" in COMPOSE["secrets"]
+    assert api["environment"]["AGENTMEM_API_TOKENS_FILE"] == "/run/secrets/api_tokens"
+
+
+def test_the_worker_health_check_reads_the_heartbeat_file_the_worker_touches():
+    dockerfile, stage = built("worker")
+    argv = exec_form(inherited(dockerfile, stage, "ENTRYPOINT"))
+    beat_file = argv[argv.index("--heartbeat") + 1]
+    health = inherited(dockerfile, stage, "HEALTHCHECK")
+    assert f"stat -c %Y {beat_file}" in health and "python" not in health and "celery" not in health
+
+
+def test_the_gpu_image_refuses_a_transformers_outside_pyprojects_range():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (wanted,) = [d.removeprefix("transformers") for d in deps if d.startswith("transformers")]
+    assert f"S('{wanted}')" in (DOCKER / "vllm.Dockerfile").read_text()
+
+
+def test_every_agentmem_variable_is_a_setting_and_the_compose_values_are_valid(monkeypatch, tmp_path):
     texts = [p.read_text() for p in DOCKERFILES] + [(DOCKER / "compose.yaml").read_text()]
     names = {n for t in texts for n in re.findall(r"\bAGENTMEM_[A-Z_]+\b", t)}
     fields = {f"AGENTMEM_{f.upper()}" for f in Settings.model_fields}
@@ -107,8 +145,10 @@ def test_every_agentmem_variable_is_a_setting_and_the_compose_values_are_valid(m
         for key, value in env.items():
             # what compose substitutes: a ${VAR:-default} takes its default, a required ${VAR:?...} a sample
             value = re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", str(value))
-            value = re.sub(r"\$\{AGENTMEM_API_TOKENS:\?[^}]*\}", '{"a-sample-token-0123456789": "*"}', value)
-            monkeypatch.setenv(key, value)
+            if key == "AGENTMEM_API_TOKENS_FILE":  # the secret compose mounts there
+                value = tmp_path / "api_tokens"
+                value.write_text('{"a-sample-token-0123456789": "*"}')
+            monkeypatch.setenv(key, str(value))
         Settings()  # raises on any value the code would refuse
 
 
@@ -154,15 +194,6 @@ def test_every_entrypoint_and_health_check_names_a_real_command_route_and_port(d
             assert argv[0] == "celery", argv
             _celery_command(argv)
         health = inherited(dockerfile, stage, "HEALTHCHECK")
-        if argv[:2] == ["agentmem", "worker"]:
-            # the health check pings the node name run_worker gives the worker (PID 1 in the container)
-            import inspect
-
-            from agentmem.workers.app import run_worker
-
-            assert '"-n", f"agentmem-{os.getpid()}@%h"' in inspect.getsource(run_worker)
-            assert "agentmem-1@$HOSTNAME" in health
-            _celery_command(shlex.split(exec_form(health.split("CMD", 1)[1].strip())[-1]))
         url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)'", health or "")
         if argv[:2] in (["agentmem", "api"], ["agentmem", "serve"]):
             assert url, f"{dockerfile.name}:{stage}: the health check asks no URL"
