@@ -104,32 +104,33 @@ class Memory:
         if not isinstance(user_id, str) or not user_id.strip():
             raise ValueError("user_id must be non-empty text")
         self.writer.check_writable()
-        found: dict[tuple, tuple[Fact, str | None]] = {}
+        found: dict[tuple, tuple[Fact, str | None, bool]] = {}
         secrets = []
         for text in user_turns(messages):
             turn_reason = self.policy.screen_turn(text)
             if self.settings.policy.secrets and (why := secret_in(text[:20_000])):
                 secrets.append(why)
-            for f in self.extractor.extract(text, user_id):
+            facts = self.extractor.extract(text, user_id)
+            for f, secret in zip(facts, self.policy.screen_secrets(text, facts)):
                 found.pop(f.key, None)  # a later statement replaces an earlier one
-                found[f.key] = (f, turn_reason)
-        screened = [(f, why or self.policy.screen_fact(f)) for f, why in found.values()]
-        world = [i for i, (f, why) in enumerate(screened) if why is None and self.policy.checks_world(f)]
+                found[f.key] = (f, turn_reason or secret, secret is not None)
+        screened = [(f, why or self.policy.screen_fact(f), secret) for f, why, secret in found.values()]
+        world = [i for i, (f, why, _) in enumerate(screened) if why is None and self.policy.checks_world(f)]
         if world:
             # the model is consistent only between edits: just claims about the world wait for one to end
             with self.writer.lock:
                 self.writer.sync()
                 for i in world:
                     f = screened[i][0]
-                    screened[i] = (f, world_conflict(f, self.model, self.tokenizer, self.settings.policy))
+                    screened[i] = (f, world_conflict(f, self.model, self.tokenizer, self.settings.policy), False)
         out, send = [], []
         with self.ledger.transaction():
             for why in secrets:
                 # the statement itself is not kept: only that one was seen and refused
                 self.ledger.event(None, REJECTED, reason=f"a message {why}; that statement is not kept", user_id=user_id)
-            for f, why in screened:
+            for f, why, secret in screened:
                 if why:
-                    if secret_in(f"{f.subject} {f.relation} {f.object}"):
+                    if secret or secret_in(f"{f.subject} {f.relation} {f.object}"):
                         f = redact(f)
                     fid = f.fact_id()
                     self.ledger.reject(fid, f, why)
