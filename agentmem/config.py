@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .edit.config import MemitConfig
 from .facts.policy import PolicyConfig
+from .serving.limits import Limits
 from .sleep.config import SleepConfig
 from .storage.layout import Layout
 
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
     # `agentmem api`: bearer tokens, each bound to one user id, or to "*" (an operator, may act for any user)
     api_tokens: dict[str, str] = Field(default_factory=dict)
     api_max_body_bytes: int = Field(1_000_000, ge=1_024)
+    # `agentmem serve`: caps on one inference request (the gateway's defaults in serving/limits.py)
+    serve_max_body_bytes: int = Field(Limits.max_body_bytes, ge=1_024)
+    serve_max_tokens: int = Field(Limits.max_tokens, ge=1)
+    serve_max_n: int = Field(Limits.max_n, ge=1)
+    serve_max_logprobs: int = Field(Limits.max_logprobs, ge=0)
+    serve_request_timeout_s: float = Field(Limits.request_timeout_s, gt=0)
     # services (api, worker, serve) log one JSON object per line with "json"
     log_format: Literal["text", "json"] = "text"
 
