@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config import ADMIN, USER_ID
+from .extract import ExtractionError
 from .facts import FactError
 from .metrics import MemoryCollector, render
 from .storage.layout import ADAPTER_FILES
@@ -313,7 +314,7 @@ def create_app(mem, dev: bool = False) -> FastAPI:
         with lock:
             return Response(render(collector), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/observe", response_model=ObserveResponse, tags=["memory"])
+    @app.post("/v1/observe", response_model=ObserveResponse, tags=["memory"], responses={502: {"model": Problem}})
     def observe(body: ObserveRequest, caller: Authed):
         """The conversation hook: extract facts from the user's turns, screen them and queue them for editing."""
         user = caller.acting_for(body.user_id, "default" if tokens.dev else None)
@@ -324,6 +325,11 @@ def create_app(mem, dev: bool = False) -> FastAPI:
                 found = m.observe([msg.model_dump() for msg in body.messages], user_id=user)
             except (FactError, ValueError) as e:
                 raise HTTPException(400, str(e)) from None
+            except ExtractionError as e:
+                # the extractor's address is the operator's business, not the caller's
+                log.error("observe: %s", e)
+                raise HTTPException(502, "fact extraction failed: the extractor model is unreachable or answered "
+                                         "badly; nothing was recorded, try again later") from None
         return ObserveResponse(user_id=user, facts=[
             ObservedFact(id=f.id, subject=f.subject, relation=f.relation, object=f.object, status=f.status,
                          reason=f.reason) for f in found])

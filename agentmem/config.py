@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .edit.config import MemitConfig
 from .facts.policy import PolicyConfig
+from .serving.limits import Limits
 from .sleep.config import SleepConfig
 from .storage.layout import Layout
 
@@ -54,6 +55,12 @@ class Settings(BaseSettings):
     # the same as a JSON file (a Docker secret, say): tokens stay out of the environment
     api_tokens_file: Path | None = None
     api_max_body_bytes: int = Field(1_000_000, ge=1_024)
+    # `agentmem serve`: caps on one inference request (the gateway's defaults in serving/limits.py)
+    serve_max_body_bytes: int = Field(Limits.max_body_bytes, ge=1_024)
+    serve_max_tokens: int = Field(Limits.max_tokens, ge=1)
+    serve_max_n: int = Field(Limits.max_n, ge=1)
+    serve_max_logprobs: int = Field(Limits.max_logprobs, ge=0)
+    serve_request_timeout_s: float = Field(Limits.request_timeout_s, gt=0)
     # services (api, worker, serve) log one JSON object per line with "json"
     log_format: Literal["text", "json"] = "text"
 

@@ -5,6 +5,7 @@ embedded transformers server, each in its own `agentmem serve` process.
 """
 
 import json
+import os
 import threading
 import time
 from importlib.util import find_spec
@@ -18,6 +19,7 @@ from agentmem import Fact, Memory
 from agentmem.serving.client import ServerClient
 from agentmem.serving.engines import free_port
 from agentmem.serving.process import ServeProcess
+from agentmem.storage.layout import WEIGHTS_FILE, Layout
 
 DOG = Fact(subject="Olga Morrow", relation="owns a dog named", object="Pepper")
 FLUTE = Fact(subject="Rafael Kowalczyk", relation="plays the", object="flute")
@@ -214,6 +216,17 @@ def test_the_public_side_serves_inference_only(served):
     r = httpx.post(f"{url}/v1/completions", json={"model": "agentmem", "prompt": "x"},
                    headers={"X-AgentMem-Min-Version": "not-a-number"})
     assert r.status_code == 400
+    r = httpx.post(f"{url}/v1/completions", json={"model": "agentmem", "prompt": "x"},
+                   headers={"X-AgentMem-Min-Version": "²".encode("latin-1")})  # passes str.isdigit()
+    assert r.status_code == 400
+    # only the documented OpenAI fields reach the engine, within the AGENTMEM_SERVE_* limits
+    hi = [{"role": "user", "content": "hi"}]
+    r = httpx.post(f"{url}/v1/chat/completions", json={"model": "agentmem", "messages": hi,
+                                                       "chat_template": "{{ 'an engine-only field' }}"})
+    assert r.status_code == 400 and "'chat_template'" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/chat/completions", json={"model": "agentmem", "messages": hi, "max_tokens": 100_000})
+    assert r.status_code == 400
+    assert "max_tokens" in r.json()["error"]["message"] and "2048" in r.json()["error"]["message"]
     if server.engine == "vllm":
         port = server.backend_port()
         listening = [l.split() for l in Path("/proc/net/tcp").read_text().splitlines()[1:]]
@@ -221,6 +234,84 @@ def test_the_public_side_serves_inference_only(served):
         assert addrs == {f"0100007F:{port:04X}"}, addrs  # 127.0.0.1 only
         assert not any(l[1].endswith(f":{port:04X}") for l in
                        (x.split() for x in Path("/proc/net/tcp6").read_text().splitlines()[1:]) if l[3] == "0A")
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """An embedded server whose requests may run for 3 s."""
+    home = tmp_path_factory.mktemp("serve-limited")
+    server = Server(home, "embedded", env={"AGENTMEM_SERVE_REQUEST_TIMEOUT_S": "3"})
+    server.start()
+    mem = Memory.open(home, server_url=server.url)
+    yield {"mem": mem, "server": server, "home": home}
+    mem.close()
+    server.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _idle(server: Server, seconds: float = 1.5) -> float:
+    """CPU seconds the server spends over `seconds` after a moment to settle."""
+    time.sleep(0.5)
+    before = _cpu_seconds(server.proc.pid)
+    time.sleep(seconds)
+    return _cpu_seconds(server.proc.pid) - before
+
+
+def test_a_request_past_the_time_limit_stops_generating_and_lets_a_publish_through(limited):
+    mem, server = limited["mem"], limited["server"]
+    # counting goes on without end: only the time limit stops it
+    long = {"model": "agentmem", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 2048, "temperature": 0}
+    t0 = time.monotonic()
+    r = httpx.post(f"{server.url}/v1/completions", json=long, timeout=120)
+    assert r.status_code == 504 and "limit of 3 s" in r.json()["error"]["message"], r.text
+    assert time.monotonic() - t0 < 20
+    assert _idle(server) < 0.3  # the generation thread stopped with its request
+
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={**long, "stream": True}, timeout=120) as r:
+        assert r.status_code == 200
+        events = [l[len("data: "):] for l in r.iter_lines() if l.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == 504
+    assert len(events) > 2  # text came before the limit
+    assert _idle(server) < 0.3
+
+    n = mem.publish_adapter(None)
+    r = httpx.post(f"{server.url}/v1/completions", json={**long, "max_tokens": 2}, timeout=120,
+                   headers={"X-AgentMem-Min-Version": str(n)})
+    assert r.status_code == 200 and r.headers["X-AgentMem-Version"] == str(n)
+
+
+def test_a_version_that_cannot_be_applied_gives_way_to_a_newer_one(limited):
+    mem, server, home = limited["mem"], limited["server"], limited["home"]
+    server.stop()
+    bad = mem.publish_adapter(None)
+    (Layout(home).version_dir(bad) / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    errors = []
+
+    def start():
+        try:
+            server.start(timeout=180)
+        except Exception as e:  # reported below: a thread's exception would vanish
+            errors.append(e)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    try:
+        deadline = time.monotonic() + 300
+        while f"applying version {bad} failed" not in server.tail(20_000):
+            assert time.monotonic() < deadline and not errors, (errors, server.tail())
+            time.sleep(0.5)
+        good = mem.publish_adapter(None)
+    finally:
+        starting.join()
+    assert not errors, errors
+    assert ServerClient(server.url).live_version() == good
+    r = httpx.post(f"{server.url}/v1/completions", json={"model": "agentmem", "prompt": "The sky is", "max_tokens": 2},
+                   timeout=120)
+    assert r.status_code == 200 and r.json()["agentmem"]["version"] == good
 
 
 def test_ask_names_an_unreachable_server(tmp_path):

@@ -179,13 +179,18 @@ def serve(
 ):
     """The OpenAI-compatible model server: always the newest published version, labelled in every answer."""
     from ..serving.gateway import make_engine, serve as run
+    from ..serving.limits import Limits
     from ..serving.model_store import resolve
 
     settings = Settings(**({"model": model} if model else {}), **({"home": home} if home else {}))
     setup(settings.log_format, loglevel)
     home_dir = Layout(settings.home).home
     model_dir = resolve(settings.model, settings.cache_dir)
-    run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device), host, port)
+    limits = Limits(max_body_bytes=settings.serve_max_body_bytes, max_tokens=settings.serve_max_tokens,
+                    max_n=settings.serve_max_n, max_logprobs=settings.serve_max_logprobs,
+                    request_timeout_s=settings.serve_request_timeout_s)
+    run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device), host, port,
+        limits)
 
 
 @app.command()

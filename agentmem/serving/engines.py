@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -137,10 +138,14 @@ class EmbeddedEngine:
         req = _parse(route, body)
         ids = self._ids(req)
         async with self._busy:
+            cancel = threading.Event()
+            work = asyncio.ensure_future(asyncio.to_thread(self.replica.generate, ids, req.sampling(256), cancel))
             try:
-                out: Output = await asyncio.to_thread(self.replica.generate, ids, req.sampling(256))
+                out: Output = await asyncio.shield(work)
             except ValueError as e:
                 raise EngineError(400, str(e)) from None
+            finally:
+                await _stopped(work, cancel)
         usage = {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
                  "total_tokens": out.prompt_tokens + out.completion_tokens}
         if route == "chat":
@@ -167,21 +172,33 @@ class EmbeddedEngine:
             s = req.sampling(256)
             pieces: asyncio.Queue = asyncio.Queue()
             loop = asyncio.get_running_loop()
+            cancel = threading.Event()
 
             def run():
                 try:
-                    for p in self.replica.stream(ids, s):
+                    for p in self.replica.stream(ids, s, cancel):
                         loop.call_soon_threadsafe(pieces.put_nowait, p)
                 finally:
                     loop.call_soon_threadsafe(pieces.put_nowait, None)
 
-            task = asyncio.create_task(asyncio.to_thread(run))
-            if route == "chat":
-                yield chunk(None, first=True)
-            while (p := await pieces.get()) is not None:
-                yield chunk(p)
-            await task
-            yield chunk(None, finish="stop")
+            task = asyncio.ensure_future(asyncio.to_thread(run))
+            try:
+                if route == "chat":
+                    yield chunk(None, first=True)
+                while (p := await pieces.get()) is not None:
+                    yield chunk(p)
+                await task
+            finally:
+                await _stopped(task, cancel)
+        yield chunk(None, finish="stop")
+
+
+async def _stopped(work: asyncio.Future, cancel: threading.Event) -> None:
+    """Wait for a generation thread to end, ending it first if its request was cancelled or closed early."""
+    if not work.done():
+        # the model is free for the next request (or a publish) only once this thread has stopped using it
+        cancel.set()
+        await asyncio.wait([work])
 
 
 def _new_id(route: Route) -> str:

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -25,6 +26,7 @@ from ..storage.layout import Layout
 from ..storage.ledger import Ledger
 from ..storage.published import Published, newest
 from .engines import MODEL_ID, EmbeddedEngine, EngineError, Route, VllmEngine
+from .limits import Limits, RequestError, checked, count
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,14 @@ class RWLock:
 
 
 class Gateway:
-    def __init__(self, home: Path, engine, poll_s: float = 0.05, wait_s: float = 60.0, server_name: str = ""):
+    def __init__(self, home: Path, engine, poll_s: float = 0.05, wait_s: float = 60.0, server_name: str = "",
+                 limits: Limits = Limits()):
         self.home = Path(home)
         self.layout = Layout(self.home)
         self.engine = engine
         self.poll_s = poll_s
         self.wait_s = wait_s  # longest a request waits for a version or for a publish to finish
+        self.limits = limits
         self.server_name = server_name
         self.ledger = Ledger(self.layout.ledger)
         self.lock = RWLock()
@@ -114,8 +118,13 @@ class Gateway:
                     break
                 except Exception as e:
                     log.error("applying version %d failed (%s); retrying in %.1f s", pub.version, e, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                # the failed version may be pruned by now, or stay unreadable: retry with the newest one
+                try:
+                    pub = await asyncio.to_thread(newest, self.layout, self.ledger) or pub
+                except Exception as e:
+                    log.error("could not read the newest version (%s)", e)
             self.live = pub
         seconds = time.perf_counter() - t0
         await asyncio.to_thread(self._record, pub, seconds)
@@ -153,8 +162,41 @@ class Gateway:
         return obj
 
 
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to be over `limit` bytes (declared or sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (count(declared) is None or count(declared) > limit):
+        return None
+    raw = bytearray()
+    async for part in request.stream():
+        raw += part
+        if len(raw) > limit:
+            return None
+    return bytes(raw)
+
+
+class _Failed(NamedTuple):
+    """A streamed answer that ended in an error."""
+
+    status: int
+    message: str
+    kind: str
+
+
+async def _close(chunks, lock: RWLock) -> None:
+    """Close an engine's stream, then give back the request's read lock."""
+    try:
+        await chunks.aclose()
+    finally:
+        await lock.release_read()
+
+
+def _error_body(status: int, message: str, kind: str) -> dict:
+    return {"error": {"message": message, "type": kind, "code": status}}
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+    return JSONResponse(_error_body(status, message, kind), status_code=status)
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -172,8 +214,12 @@ def create_app(gw: Gateway) -> FastAPI:
         }]}
 
     async def infer(route: Route, request: Request):
+        limits = gw.limits
+        raw = await _body(request, limits.max_body_bytes)
+        if raw is None:
+            return _error(413, f"the request body is over {limits.max_body_bytes} bytes")
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "the request body is not JSON")
         if not isinstance(body, dict):
@@ -181,21 +227,32 @@ def create_app(gw: Gateway) -> FastAPI:
         model = body.get("model", MODEL_ID)
         if model != MODEL_ID:
             return _error(404, f"model {model!r} does not exist; this server offers {MODEL_ID!r}", "not_found_error")
+        try:
+            body = checked(route, body, limits)
+        except RequestError as e:
+            return _error(400, str(e))
         want = request.headers.get(MIN_VERSION_HEADER)
         if want is not None:
-            if not want.isdigit():
-                return _error(400, f"{MIN_VERSION_HEADER} must be a version number, got {want!r}")
-            if not await gw.wait_for(int(want)):
-                return _error(503, f"version {want} is not live yet (live: {gw.version})", "unavailable")
+            n = count(want)
+            if n is None:
+                return _error(400, f"{MIN_VERSION_HEADER} must be a version number in ASCII digits, got {want!r}")
+            if not await gw.wait_for(n):
+                return _error(503, f"version {n} is not live yet (live: {gw.version})", "unavailable")
         try:
             await gw.lock.acquire_read(gw.wait_s)
         except asyncio.TimeoutError:
             return _error(503, "the model is being updated; try again", "unavailable")
+        # a publish waits for this request: the read lock is held at most request_timeout_s
+        deadline = asyncio.get_running_loop().time() + limits.request_timeout_s
+        timed_out = f"the request ran longer than this server's limit of {limits.request_timeout_s:g} s"
         version, adapter = gw.version, gw.live.adapter if gw.live else None
         headers = {VERSION_HEADER: str(version)}
         if not body.get("stream"):
             try:
-                out = await gw.engine.complete(route, body)
+                async with asyncio.timeout_at(deadline):
+                    out = await gw.engine.complete(route, body)
+            except TimeoutError:
+                return _error(504, timed_out, "timeout")
             except EngineError as e:
                 return _error(e.status, e.message)
             finally:
@@ -204,26 +261,53 @@ def create_app(gw: Gateway) -> FastAPI:
 
         chunks = gw.engine.stream(route, body)
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = None
+            async with asyncio.timeout_at(deadline):
+                first = await anext(chunks, None)
+        except TimeoutError:
+            await _close(chunks, gw.lock)
+            return _error(504, timed_out, "timeout")
         except EngineError as e:
-            await gw.lock.release_read()
+            await _close(chunks, gw.lock)
             return _error(e.status, e.message)
         except BaseException:
-            await gw.lock.release_read()
+            await _close(chunks, gw.lock)
             raise
+
+        # the engine is read apart from the client, so a slow reader cannot hold the lock past the deadline
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def produce():
+            try:
+                if first is not None:
+                    queue.put_nowait(first)
+                    async with asyncio.timeout_at(deadline):
+                        async for c in chunks:
+                            queue.put_nowait(c)
+                queue.put_nowait(None)
+            except TimeoutError:
+                queue.put_nowait(_Failed(504, timed_out, "timeout"))
+            except EngineError as e:
+                queue.put_nowait(_Failed(e.status, e.message, "invalid_request_error"))
+            except Exception as e:
+                log.exception("a streamed answer failed")
+                queue.put_nowait(_Failed(500, f"the engine failed: {e}", "server_error"))
+            finally:
+                # shielded: a client leaving during this clean-up must not leave the read lock taken
+                await asyncio.shield(_close(chunks, gw.lock))
+
+        producer = asyncio.create_task(produce())
 
         async def sse():
             try:
-                if first is not None:
-                    yield f"data: {json.dumps(gw.label(first, version, adapter))}\n\n"
-                    async for c in chunks:
-                        yield f"data: {json.dumps(gw.label(c, version, adapter))}\n\n"
+                while (item := await queue.get()) is not None:
+                    if isinstance(item, _Failed):
+                        # the status line has gone out: an error part-way is told as an event, as vLLM does
+                        yield f"data: {json.dumps(_error_body(*item))}\n\n"
+                        break
+                    yield f"data: {json.dumps(gw.label(item, version, adapter))}\n\n"
                 yield "data: [DONE]\n\n"
             finally:
-                await chunks.aclose()
-                await gw.lock.release_read()
+                producer.cancel()  # the client has gone: stop generating
 
         return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
 
@@ -260,7 +344,7 @@ def _vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits()) -> None:
     """Start the engine, bring it to the newest version, then answer on host:port until SIGINT or SIGTERM.
 
     The port opens only once the newest version is live, so a client that
@@ -268,7 +352,7 @@ def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000) -> None
     """
 
     async def main():
-        gw = Gateway(home, engine, server_name=f"{host}:{port}:{os.getpid()}")
+        gw = Gateway(home, engine, server_name=f"{host}:{port}:{os.getpid()}", limits=limits)
         await gw.start()
         server = uvicorn.Server(uvicorn.Config(create_app(gw), host=host, port=port, log_level="warning",
                                                access_log=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from .client import ServerClient, ServerError
 
 
 class ServeProcess:
-    def __init__(self, home: Path, engine: str = "auto", port: int | None = None, model: str | None = None):
+    def __init__(self, home: Path, engine: str = "auto", port: int | None = None, model: str | None = None,
+                 env: dict[str, str] | None = None):
         self.home, self.engine, self.model = Path(home), engine, model
+        self.env = env or {}  # AGENTMEM_* settings for this server only
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Layout(self.home).server_logs / f"serve-{engine}.log"
@@ -26,7 +29,7 @@ class ServeProcess:
                "--engine", self.engine, *(["--model", self.model] if self.model else [])]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         client = ServerClient(self.url)
         deadline = time.monotonic() + timeout
         try:

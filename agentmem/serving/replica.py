@@ -7,11 +7,13 @@ The caller makes sure no generation runs while a version is being applied.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..storage.published import Published
 from . import generate, model_store
@@ -79,13 +81,15 @@ class Replica:
             raise ValueError("prompt is empty")
         return ids
 
-    def _kwargs(self, ids: torch.Tensor, s: Sampling) -> dict:
+    def _kwargs(self, ids: torch.Tensor, s: Sampling, cancel: threading.Event | None) -> dict:
         room = self.max_len - ids.shape[1]
         if room < 1:
             raise ValueError(f"the prompt is {ids.shape[1]} tokens long; this model takes at most {self.max_len}")
         ids = ids.to(self.model.device)
         kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=min(s.max_tokens, room),
                   pad_token_id=self.tok.pad_token_id)
+        if cancel is not None:
+            kw["stopping_criteria"] = StoppingCriteriaList([Cancelled(cancel)])
         if s.temperature > 0:
             if s.seed is not None:
                 torch.manual_seed(s.seed)
@@ -95,8 +99,9 @@ class Replica:
         return kw
 
     @torch.no_grad()
-    def generate(self, ids: torch.Tensor, s: Sampling) -> Output:
-        out = self.net.generate(**self._kwargs(ids, s))[0, ids.shape[1]:]
+    def generate(self, ids: torch.Tensor, s: Sampling, cancel: threading.Event | None = None) -> Output:
+        """The answer to `ids`; setting `cancel` ends generation after the current token."""
+        out = self.net.generate(**self._kwargs(ids, s, cancel))[0, ids.shape[1]:]
         text = self.tok.decode(out, skip_special_tokens=True)
         finish = "stop" if len(out) < s.max_tokens or out[-1].item() == self.tok.eos_token_id else "length"
         cut = cut_at_stop(text, s.stop)
@@ -104,10 +109,10 @@ class Replica:
             text, finish = cut, "stop"
         return Output(text, ids.shape[1], len(out), finish)
 
-    def stream(self, ids: torch.Tensor, s: Sampling) -> Iterator[str]:
-        """Text pieces as they are generated; stops early at a stop string."""
+    def stream(self, ids: torch.Tensor, s: Sampling, cancel: threading.Event | None = None) -> Iterator[str]:
+        """Text pieces as they are generated; stops early at a stop string, or once `cancel` is set."""
         sent = ""
-        pieces = generate.stream(self.net, self.tok, self._kwargs(ids, s))
+        pieces = generate.stream(self.net, self.tok, self._kwargs(ids, s, cancel))
         try:
             for piece in pieces:
                 full = sent + piece
@@ -120,6 +125,16 @@ class Replica:
                 sent = full
         finally:
             pieces.close()
+
+
+class Cancelled(StoppingCriteria):
+    """Stops generation once `event` is set: a request that timed out or was abandoned."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def cut_at_stop(text: str, stops: list[str] | None) -> str | None:

@@ -1,0 +1,325 @@
+"""The gateway of `agentmem serve` with a fake engine: following versions past a broken one, and its request limits.
+
+The real engines behind it are exercised by tests/test_serving.py.
+"""
+
+import asyncio
+import contextlib
+import json
+import shutil
+import time
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from agentmem.config import Settings
+from agentmem.serving.gateway import MIN_VERSION_HEADER, Gateway, create_app
+from agentmem.serving.limits import Limits
+from agentmem.storage.layout import MANIFEST_FILE, WEIGHTS_FILE, Layout
+from agentmem.storage.ledger import Ledger
+
+CHAT = {"model": "agentmem", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+LIMITS = Limits(max_body_bytes=2048, max_tokens=100, max_n=2, max_logprobs=3, request_timeout_s=0.5)
+
+
+class FakeEngine:
+    """Applies a version by reading its tensors, as the real engines do; answers after `delay` seconds."""
+
+    name = "fake"
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.applied: list[int] = []
+        self.failed: list[int] = []
+        self.fail_once: set[int] = set()
+        self.bodies: list[dict] = []
+        self.cancelled = 0
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
+    async def apply(self, pub):
+        try:
+            if pub.version in self.fail_once:
+                self.fail_once.discard(pub.version)
+                raise RuntimeError("a transient failure")
+            pub.tensors()
+        except Exception:
+            self.failed.append(pub.version)
+            raise
+        self.applied.append(pub.version)
+
+    async def complete(self, route, body):
+        self.bodies.append(body)
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                                          "finish_reason": "stop"}]}
+
+    async def stream(self, route, body):
+        self.bodies.append(body)
+        try:
+            for i in range(3):
+                yield {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}
+                await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+def publish(home, n: int, broken: bool = False) -> None:
+    """Version n as the editor writes it (a manifest and changed tensors), or with an unreadable tensors file."""
+    layout = Layout(home)
+    d = layout.version_dir(n)
+    d.mkdir(parents=True)
+    (d / MANIFEST_FILE).write_text(json.dumps({"version": n}))
+    if broken:
+        (d / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    else:
+        save_file({"w": torch.full((2,), float(n))}, str(d / WEIGHTS_FILE))
+    ledger = Ledger(layout.ledger)
+    with ledger.transaction():
+        ledger.add_version(n, "test")
+    ledger.close()
+
+
+async def until(check, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(home, engine, limits: Limits = LIMITS, wait_s: float = 5.0):
+    gw = Gateway(home, engine, poll_s=0.02, wait_s=wait_s, limits=limits)
+    await gw.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(gw))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client:
+            yield gw, client
+    finally:
+        await gw.stop()
+
+
+def lines(r: httpx.Response) -> list[str]:
+    return [l[len("data: "):] for l in r.text.splitlines() if l.startswith("data: ")]
+
+
+# -- following versions ------------------------------------------------------
+
+
+@pytest.mark.parametrize("breakage", ["unreadable", "pruned"])
+def test_a_version_that_cannot_be_applied_gives_way_to_a_newer_one(tmp_path, breakage):
+    async def main():
+        engine = FakeEngine()
+        publish(tmp_path, 1)
+        async with running(tmp_path, engine, wait_s=10) as (gw, client):
+            assert gw.version == 1
+            if breakage == "unreadable":
+                publish(tmp_path, 2, broken=True)
+            else:
+                engine.fail_once.add(2)
+                publish(tmp_path, 2)
+            await until(lambda: 2 in engine.failed)
+            if breakage == "pruned":
+                shutil.rmtree(Layout(tmp_path).version_dir(2))  # as prune_versions(keep=5) does
+            publish(tmp_path, 3)
+            r = await client.post("/v1/chat/completions", json=CHAT)
+            assert r.status_code == 200, r.text
+            assert r.json()["agentmem"]["version"] == 3
+            assert engine.applied == [1, 3]
+
+    asyncio.run(main())
+
+
+# -- what a request may ask ----------------------------------------------------
+
+
+def test_an_unknown_field_is_refused_by_name_and_only_checked_fields_reach_the_engine(tmp_path):
+    async def main():
+        engine = FakeEngine()
+        async with running(tmp_path, engine) as (_, client):
+            r = await client.post("/v1/chat/completions", json={**CHAT, "chat_template": "{{ secrets }}"})
+            assert r.status_code == 400
+            assert "'chat_template'" in r.json()["error"]["message"]
+            r = await client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4, "echo": True})
+            assert r.status_code == 400 and "'echo'" in r.json()["error"]["message"]
+            assert engine.bodies == []
+            body = {**CHAT, "temperature": 0.5, "stop": ["\n"], "n": 2, "seed": 3, "logprobs": True, "top_logprobs": 2}
+            r = await client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            assert engine.bodies == [body]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("route, fields, named", [
+    ("chat", {"max_tokens": 101}, ["max_tokens", "100"]),
+    ("chat", {"max_completion_tokens": 101}, ["max_completion_tokens", "100"]),
+    ("chat", {"max_tokens": "100000"}, ["max_tokens", "integer"]),  # a string would slip past the cap
+    ("chat", {"n": 3}, ["n", "2"]),
+    ("chat", {"top_logprobs": 4}, ["top_logprobs", "3"]),
+    ("completion", {"logprobs": 4}, ["logprobs", "3"]),
+    ("completion", {"max_tokens": 10**9}, ["max_tokens", "100"]),
+    ("chat", {"stop": ["a", "b", "c", "d", "e"]}, ["stop", "4"]),
+    ("chat", {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}, ["stream_options"]),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]},
+     ["messages[0].content"]),
+    ("chat", {"messages": [{"role": "user", "content": "hi", "tool_calls": []}]}, ["messages[0].tool_calls"]),
+])
+def test_a_value_over_its_limit_is_refused_naming_the_field_and_the_limit(tmp_path, route, fields, named):
+    async def main():
+        engine = FakeEngine()
+        base = CHAT if route == "chat" else {"model": "agentmem", "prompt": "x"}
+        path = "/v1/chat/completions" if route == "chat" else "/v1/completions"
+        async with running(tmp_path, engine) as (_, client):
+            r = await client.post(path, json={**base, **fields})
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert all(word in message for word in named), message
+        assert engine.bodies == []
+
+    asyncio.run(main())
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(tmp_path):
+    sent = []
+
+    async def chunks():
+        for _ in range(100):
+            sent.append(1)
+            yield b" " * 1024
+
+    async def main():
+        async with running(tmp_path, FakeEngine()) as (_, client):
+            url = "/v1/chat/completions"
+            r = await client.post(url, content=chunks(), headers={"content-length": str(100 * 1024)})
+            assert r.status_code == 413 and "2048 bytes" in r.json()["error"]["message"]
+            assert sent == []  # refused on the declared length
+            r = await client.post(url, content=chunks())  # chunked: no declared length
+            assert r.status_code == 413
+            assert len(sent) <= 3
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("value", ["²".encode("latin-1"), b"1e3", b"-1", b"9" * 30])
+def test_a_min_version_that_is_not_ascii_digits_is_refused(tmp_path, value):
+    async def main():
+        async with running(tmp_path, FakeEngine()) as (_, client):
+            r = await client.post("/v1/chat/completions", json=CHAT, headers={MIN_VERSION_HEADER: value})
+            assert r.status_code == 400, r.text
+            assert MIN_VERSION_HEADER in r.json()["error"]["message"]
+            r = await client.post("/v1/chat/completions", json=CHAT, headers={MIN_VERSION_HEADER: "0"})
+            assert r.status_code == 200
+
+    asyncio.run(main())
+
+
+# -- how long a request may run ----------------------------------------------------
+
+
+def test_a_request_past_the_time_limit_ends_and_does_not_hold_back_a_publish(tmp_path):
+    async def main():
+        engine = FakeEngine(delay=3.0)
+        publish(tmp_path, 1)
+        async with running(tmp_path, engine) as (gw, client):
+            slow = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
+            await until(lambda: engine.bodies)
+            publish(tmp_path, 2)
+            r = await slow
+            assert r.status_code == 504
+            assert "limit of 0.5 s" in r.json()["error"]["message"]
+            assert engine.cancelled == 1
+            await until(lambda: gw.version == 2, timeout=1.0)
+
+    asyncio.run(main())
+
+
+def test_a_stream_past_the_time_limit_ends_with_an_error_event(tmp_path):
+    async def main():
+        engine = FakeEngine(delay=1.0)
+        publish(tmp_path, 1)
+        async with running(tmp_path, engine) as (gw, client):
+            t0 = time.monotonic()
+            r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+            assert r.status_code == 200
+            assert time.monotonic() - t0 < 1.5
+            first, error, done = lines(r)
+            assert json.loads(first)["agentmem"]["version"] == 1
+            assert json.loads(error)["error"]["code"] == 504 and done == "[DONE]"
+            assert engine.cancelled == 1
+            publish(tmp_path, 2)
+            await until(lambda: gw.version == 2, timeout=1.0)
+
+    asyncio.run(main())
+
+
+def test_streaming_answers_every_chunk_labelled(tmp_path):
+    async def main():
+        publish(tmp_path, 1)
+        async with running(tmp_path, FakeEngine()) as (_, client):
+            r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+            assert r.status_code == 200
+            *chunks, done = lines(r)
+            assert done == "[DONE]"
+            chunks = [json.loads(c) for c in chunks]
+            assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "w0 w1 w2 "
+            assert {c["agentmem"]["version"] for c in chunks} == {1}
+
+    asyncio.run(main())
+
+
+def test_a_client_that_stops_reading_a_stream_does_not_hold_back_a_publish(tmp_path):
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "root_path": "",
+             "query_string": b"", "client": ("127.0.0.1", 1), "server": ("gateway", 80),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+
+    async def main():
+        gw = Gateway(tmp_path, FakeEngine(), poll_s=0.02, wait_s=5, limits=LIMITS)
+        publish(tmp_path, 1)
+        await gw.start()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        started = asyncio.Event()
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # still connected
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                started.set()
+                await asyncio.Event().wait()  # the client reads nothing more
+
+        request = asyncio.create_task(create_app(gw)(scope, receive, send))
+        try:
+            await asyncio.wait_for(started.wait(), 5)
+            publish(tmp_path, 2)
+            await until(lambda: gw.version == 2, timeout=2.0)
+        finally:
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+            await gw.stop()
+
+    asyncio.run(main())
+
+
+def test_the_limits_are_settings():
+    s = Settings(serve_max_tokens=64, serve_request_timeout_s=2.5)
+    assert (s.serve_max_tokens, s.serve_request_timeout_s) == (64, 2.5)
+    assert Settings().serve_max_body_bytes == Limits().max_body_bytes
+    with pytest.raises(ValueError):
+        Settings(serve_max_n=0)
