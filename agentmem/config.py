@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .edit.config import MemitConfig
@@ -21,6 +21,16 @@ from .storage.layout import Layout
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 ADMIN = "*"  # a token bound to this may act for any user
 MIN_TOKEN_LENGTH = 16
+# a crontab line's fields in cron's order, named as celery's crontab takes them (its positional order differs)
+CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+def cron_fields(line: str) -> dict[str, str]:
+    """A crontab line's five fields by name, the keywords of celery's crontab."""
+    fields = line.split()
+    if len(fields) != len(CRON_FIELDS):
+        raise ValueError(f"sleep_cron must have 5 fields (minute hour day-of-month month day-of-week), got {line!r}")
+    return dict(zip(CRON_FIELDS, fields))
 
 
 class Settings(BaseSettings):
@@ -48,8 +58,10 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(50, ge=0, le=60_000)
     # writer lock time to live: a dead worker blocks the others at most this long
     lock_ttl_ms: int = Field(30_000, ge=1_000)
-    # the nightly sleep, as a crontab line (minute hour day-of-month month day-of-week)
+    # the nightly sleep, as a crontab line (minute hour day-of-month month day-of-week), in UTC
     sleep_cron: str = "0 3 * * *"
+    # Redis hands an unacknowledged task to another worker after this long: above the longest night
+    visibility_timeout_s: int = Field(6 * 3600, ge=60)
     # `agentmem api`: bearer tokens, each bound to one user id, or to "*" (an operator, may act for any user)
     api_tokens: dict[str, str] = Field(default_factory=dict)
     # the same as a JSON file (a Docker secret, say): tokens stay out of the environment
@@ -81,8 +93,22 @@ class Settings(BaseSettings):
     @field_validator("sleep_cron")
     @classmethod
     def _cron(cls, v):
-        if len(v.split()) != 5:
-            raise ValueError(f"sleep_cron must have 5 fields (minute hour day month weekday), got {v!r}")
+        # celery's parser: what it accepts is what beat runs
+        from celery.schedules import ParseException, crontab
+
+        fields = cron_fields(v)
+        if fields["day_of_month"] != "*" and fields["day_of_week"] != "*":
+            raise ValueError(f"sleep_cron {v!r} restricts both the day of the month and the day of the week: "
+                             "cron runs on either, Celery's beat only on days that are both; restrict one")
+        for name, spec in fields.items():
+            try:
+                crontab(**{name: spec})
+            except (ValueError, ParseException) as e:
+                raise ValueError(f"sleep_cron {v!r}: bad {name} {spec!r} ({e})") from None
+        try:
+            crontab(**fields)
+        except ValueError as e:  # a date that never comes, e.g. the 31st of February
+            raise ValueError(f"sleep_cron {v!r}: {e}") from None
         return v
 
     @field_validator("api_tokens")
@@ -117,3 +143,13 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.cache or Layout(self.home).cache
+
+
+def settings_error(e: ValidationError) -> str:
+    """Refused settings on one line, each named by its AGENTMEM_* variable."""
+    said = []
+    for err in e.errors():
+        field, *inside = err["loc"]
+        where = f"AGENTMEM_{str(field).upper()}" + (f" ({'.'.join(map(str, inside))})" if inside else "")
+        said.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(said)

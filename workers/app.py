@@ -19,7 +19,7 @@ from pathlib import Path
 from celery import Celery, signals
 from celery.schedules import crontab
 
-from ..config import Settings
+from ..config import Settings, cron_fields
 from ..sleep.night import run_night
 from ..storage.layout import Layout
 from ..writer.dispatch import SLEEP_TASK, WAKE_TASK, task_queue
@@ -46,8 +46,10 @@ def make_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
+        # Redis redelivers a task unacknowledged for this long (acks_late): it must outlast a night
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         beat_schedule={
-            "nightly-sleep": {"task": SLEEP_TASK, "schedule": crontab(*settings.sleep_cron.split())},
+            "nightly-sleep": {"task": SLEEP_TASK, "schedule": crontab(**cron_fields(settings.sleep_cron))},
             "wake-sweep": {"task": WAKE_TASK, "schedule": SWEEP_SECONDS},
         },
     )
@@ -57,6 +59,7 @@ def make_app(settings: Settings) -> Celery:
 
 
 def _register(app: Celery) -> None:
+    # the tasks close over this app's settings and writer: shared=False keeps them out of other apps in the process
     state = {"writer": None}
     opening = threading.Lock()
 
@@ -66,7 +69,7 @@ def _register(app: Celery) -> None:
                 state["writer"] = Writer(app.agentmem_settings)
             return state["writer"]
 
-    @app.task(name=WAKE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+    @app.task(name=WAKE_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True, max_retries=None)
     def wake(self):
         """Drain the fact queue as the single writer; idempotent, so repeats are harmless."""
         w = writer()
@@ -87,13 +90,18 @@ def _register(app: Celery) -> None:
         log.info("wake: %s", totals)
         return totals
 
-    @app.task(name=SLEEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=SLEEP_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True)
     def sleep(self):
-        """The nightly consolidation, as the single writer: wake edits wait until the night is over."""
+        """The nightly consolidation as the single writer (wake edits wait); a redelivered night is not run again."""
         w = writer()
         settings = app.agentmem_settings
+        night = self.request.id
         with w.writing(wait=3600.0) as editor:
-            return run_night(editor, settings.sleep, w.layout.sleep_reports)
+            done = night and editor.ledger.night(night)
+            if done and done["finished"]:
+                log.info("night %s already ran (%s); not running it again", night, done["report"]["outcome"])
+                return done["report"]
+            return run_night(editor, settings.sleep, w.layout.sleep_reports, night=night)
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender=None, **_):

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 
-from ..config import Settings
+from ..config import Settings, settings_error
 from ..facts import Fact, FactError, load_jsonl
 from ..logs import setup
 from ..storage.layout import Layout
@@ -227,5 +228,7 @@ def run(typer_app: typer.Typer = app) -> None:
     try:
         typer_app()
     except (FactError, ValueError, KeyError, RuntimeError) as e:
-        typer.echo(f"agentmem: {e}", err=True)
+        # pydantic spreads a refused setting over lines; name its variable on one
+        settings = isinstance(e, ValidationError) and e.title == Settings.__name__
+        typer.echo(f"agentmem: {settings_error(e) if settings else e}", err=True)
         sys.exit(1)

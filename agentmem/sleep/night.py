@@ -43,17 +43,30 @@ def _trained_on(adapter_dir: Path | None) -> list[str]:
         return []
 
 
-def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=None) -> dict:
-    """Consolidate every active fact; returns the night's report (also written to `reports_dir`)."""
+def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=None,
+              night: str | None = None) -> dict:
+    """Consolidate every active fact; returns the night's report (also written to `reports_dir`).
+
+    With a `night` id the ledger records its start, and its end in the transaction that commits its outcome.
+    """
     say = progress or (lambda m: None)
     t_start = time.perf_counter()
     ledger, store = editor.ledger, editor.store
+    if night is not None:
+        with ledger.transaction(editor.fence):
+            ledger.start_night(night)
     rows = ledger.facts(status=ACTIVE)
     facts = {r["id"]: Fact.parse(r["fact"]) for r in rows}
     stage = {r["id"]: int(r["stage"]) for r in rows}
     report: dict = {"started": time.time(), "facts": len(facts), "config": cfg.model_dump()}
+    if night is not None:
+        report["night"] = night
     if not facts:
-        return _finish(report, reports_dir, "nothing to consolidate", t_start, published_version=None)
+        _settle(report, "nothing to consolidate", t_start, None)
+        if night is not None:
+            with ledger.transaction(editor.fence):
+                ledger.end_night(night, report)
+        return _finish(report, reports_dir)
 
     current = published.newest(store.layout, ledger)
     # the night's copies run where the editor's model does
@@ -92,7 +105,8 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         (work / "adapter" / TRAINED_ON_FILE).write_text(json.dumps(sorted(facts)))
         first, last = report["training"]["loss_first"], report["training"]["loss_last"]
         if not math.isfinite(last) or last > max(2 * first, first + 1.0):
-            return _roll_back(editor, report, reports_dir, t_start, f"training diverged (loss {first} -> {last})")
+            why = f"training diverged (loss {first} -> {last})"
+            return _roll_back(editor, report, reports_dir, t_start, why, night)
 
         # before: what is served now
         editor.ensure_held()
@@ -127,27 +141,35 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
 
         why = _gate(cfg, before, after, ppl_before, ppl_after)
         if why:
-            return _roll_back(editor, report, reports_dir, t_start, why)
+            return _roll_back(editor, report, reports_dir, t_start, why, night)
+
+        graduated = sum(1 for s in scales.values() if s == 0)
+        report["dissolved"] = round(graduated / len(facts), 3)
 
         def commit(n: int) -> None:
             for fid in facts:
                 ledger.restage(fid, new_stage[fid], scales[fid])
             for fid in gone:
                 ledger.event(fid, UNLEARNED, version=n)
+            _settle(report, "published", t_start, n)
+            if night is not None:
+                ledger.end_night(night, report)
 
-        n = editor.publish_night(work / "adapter", [TRAINED_ON_FILE], sorted(facts), after_active, commit)
-        graduated = sum(1 for s in scales.values() if s == 0)
-        report["dissolved"] = round(graduated / len(facts), 3)
-        return _finish(report, reports_dir, "published", t_start, published_version=n)
+        editor.publish_night(work / "adapter", [TRAINED_ON_FILE], sorted(facts), after_active, commit)
+        return _finish(report, reports_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 
-def _roll_back(editor: WakeEditor, report: dict, reports_dir: Path, t_start: float, why: str) -> dict:
+def _roll_back(editor: WakeEditor, report: dict, reports_dir: Path, t_start: float, why: str,
+               night: str | None) -> dict:
+    _settle(report, f"rolled back: {why}", t_start, None)
     with editor.ledger.transaction(editor.fence):
         editor.ledger.event(None, SLEEP_ROLLED_BACK, reason=why)
-    return _finish(report, reports_dir, f"rolled back: {why}", t_start, published_version=None)
+        if night is not None:
+            editor.ledger.end_night(night, report)
+    return _finish(report, reports_dir)
 
 
 def _frac(hits: dict[str, bool]) -> float:
@@ -164,8 +186,13 @@ def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_af
     return None
 
 
-def _finish(report: dict, reports_dir: Path, outcome: str, t_start: float, published_version: int | None) -> dict:
+def _settle(report: dict, outcome: str, t_start: float, published_version: int | None) -> None:
+    """Put the night's outcome and duration in its report."""
     report.update(outcome=outcome, version=published_version, seconds=round(time.perf_counter() - t_start, 1))
+
+
+def _finish(report: dict, reports_dir: Path) -> dict:
+    """Write the report to `reports_dir`; returns it."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(report["started"]))
     write_json(Path(reports_dir) / f"night-{stamp}.json", report)
     return report

@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS versions (
     kind TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nights (
+    id TEXT PRIMARY KEY,
+    started REAL NOT NULL,
+    finished REAL,
+    report TEXT
+);
 """
 
 # Statuses a fact moves through. Only "active" facts have an edit in the weights.
@@ -119,10 +125,13 @@ class Ledger:
                     raise FencedOut(f"writer token {fence} is older than {seen['value']}")
                 self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fence', ?)", (fence,))
             yield self
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # a failed COMMIT (locked, say) can leave the transaction open, and every later BEGIN would fail;
+            # some errors (disk full, I/O) have rolled it back already
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     # -- writes (call inside a transaction) ------------------------------
 
@@ -214,6 +223,18 @@ class Ledger:
             (n, time.time(), kind, json.dumps(detail, sort_keys=True)),
         )
 
+    def start_night(self, night: str) -> None:
+        """A scheduled night began (again, if an earlier try of it never finished)."""
+        self.db.execute("INSERT INTO nights(id, started) VALUES (?, ?)"
+                        " ON CONFLICT(id) DO UPDATE SET started = excluded.started", (night, time.time()))
+
+    def end_night(self, night: str, report: dict) -> None:
+        """The night is done: record it in the transaction that commits its outcome, so it lands once."""
+        now = time.time()
+        self.db.execute("INSERT INTO nights(id, started, finished, report) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT(id) DO UPDATE SET finished = excluded.finished, report = excluded.report",
+                        (night, now, now, json.dumps(report, sort_keys=True)))
+
     def set_live(self, n: int, **detail):
         """Record that a model server now answers from version n."""
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('live_version', ?)", (n,))
@@ -296,6 +317,11 @@ class Ledger:
             return None
         ev = self.db.execute("SELECT ts, detail FROM events WHERE kind = 'live' ORDER BY seq DESC LIMIT 1").fetchone()
         return {"version": int(row["value"]), **({"ts": ev["ts"], **json.loads(ev["detail"])} if ev else {})}
+
+    def night(self, night: str) -> dict | None:
+        """A scheduled night's start, end (None until done) and report."""
+        row = self.db.execute("SELECT * FROM nights WHERE id = ?", (night,)).fetchone()
+        return row and {**dict(row), "report": row["report"] and json.loads(row["report"])}
 
     def latest_version(self) -> int:
         row = self.db.execute("SELECT MAX(n) AS n FROM versions").fetchone()

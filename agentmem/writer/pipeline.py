@@ -9,6 +9,7 @@ on the queue to be applied exactly once later: the ledger makes a repeat a no-op
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 
@@ -20,7 +21,8 @@ from .fact_queue import Entry
 log = logging.getLogger(__name__)
 
 # Failures that say nothing about the fact: leave it on the queue for a later try.
-TRANSIENT = (OSError, MemoryError, FencedOut, redis.RedisError)
+# sqlite3.OperationalError: the ledger was locked, full or failed to write.
+TRANSIENT = (OSError, MemoryError, FencedOut, redis.RedisError, sqlite3.OperationalError)
 
 
 @dataclass

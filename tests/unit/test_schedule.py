@@ -1,0 +1,169 @@
+"""The Celery app: AGENTMEM_SLEEP_CRON read as cron reads it, the visibility timeout, each night run once."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pydantic import ValidationError
+
+from agentmem.config import Settings, settings_error
+from agentmem.facts import Fact
+from agentmem.storage.layout import Layout
+from agentmem.storage.ledger import ACTIVE, Ledger
+from agentmem.writer.dispatch import SLEEP_TASK
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = "redis://127.0.0.1:6379/0"  # never connected to: nothing here is sent
+
+
+@pytest.fixture
+def workers():
+    """This tree's workers/app.py, freshly loaded (an installed agentmem.workers may be another copy)."""
+    spec = importlib.util.spec_from_file_location("agentmem.workers.app", ROOT / "workers" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def due(schedule, last_run: datetime, now: datetime) -> bool:
+    schedule.nowfun = lambda: now
+    return schedule.is_due(last_run)[0]
+
+
+@pytest.mark.parametrize("cron, last_run, next_run", [
+    ("0 3 * * *", utc(2025, 1, 6, 3), utc(2025, 1, 7, 3)),
+    ("0 3 * * 1", utc(2025, 1, 6, 3), utc(2025, 1, 13, 3)),  # Mondays, not every day of January
+    ("0 3 1 * *", utc(2025, 1, 1, 3), utc(2025, 2, 1, 3)),  # the 1st, not Mondays
+    ("0 3 15 * *", utc(2025, 1, 15, 3), utc(2025, 2, 15, 3)),  # the 15th (as a weekday it stopped the app)
+    ("30 2 * 6 *", utc(2025, 6, 30, 2, 30), utc(2026, 6, 1, 2, 30)),  # every day of June, not the 6th
+    ("*/20 9-17 * * mon-fri", utc(2025, 1, 10, 17, 40), utc(2025, 1, 13, 9)),  # Friday's last, then Monday
+])
+def test_the_nightly_sleep_runs_when_cron_would(workers, tmp_path, cron, last_run, next_run):
+    app = workers.make_app(Settings(home=tmp_path, redis_url=REDIS_URL, sleep_cron=cron))
+    schedule = app.conf.beat_schedule["nightly-sleep"]["schedule"]
+    assert not due(schedule, last_run, next_run - timedelta(minutes=1))
+    assert due(schedule, last_run, next_run)
+
+
+@pytest.mark.parametrize("cron", [
+    "0 3 15 * * *", "0 3 * *", "61 3 * * *", "0 24 * * *", "0 3 0 * *", "0 3 * 13 *", "0 3 * * 7",
+    "x 3 * * *", "*/ 3 * * *", "0 3 31 2 *",
+    "0 3 1 * 1",  # cron: the 1st or a Monday; Celery: only a Monday the 1st
+])
+def test_a_bad_sleep_cron_is_refused_on_one_line_naming_it(cron):
+    with pytest.raises(ValidationError) as e:
+        Settings(sleep_cron=cron)
+    said = settings_error(e.value)
+    assert said.startswith("AGENTMEM_SLEEP_CRON: ") and "\n" not in said, said
+
+
+def test_the_command_line_refuses_a_bad_sleep_cron_on_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENTMEM_HOME": str(tmp_path), "AGENTMEM_SLEEP_CRON": "0 3 15 * * *"}
+    code = "import sys; sys.argv = ['agentmem', 'facts']; from agentmem.cli import run; run()"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "agentmem: AGENTMEM_SLEEP_CRON: sleep_cron must have 5 fields (minute hour day-of-month month day-of-week), "
+        "got '0 3 15 * * *'"]
+
+
+def test_the_visibility_timeout_comes_from_the_settings(workers, tmp_path):
+    app = workers.make_app(Settings(home=tmp_path, redis_url=REDIS_URL))
+    assert app.conf.broker_transport_options == {"visibility_timeout": 6 * 3600}
+    assert app.conf.task_acks_late  # why the timeout matters: a task is acknowledged only when it ends
+    app = workers.make_app(Settings(home=tmp_path, redis_url=REDIS_URL, visibility_timeout_s=600))
+    assert app.conf.broker_transport_options["visibility_timeout"] == 600
+
+
+class FakeWriter:
+    """What the sleep task uses of a Writer: its layout, and an editor (a real ledger) as the single writer."""
+
+    def __init__(self, settings):
+        self.layout = Layout(settings.home)
+        self.editor = SimpleNamespace(ledger=Ledger(self.layout.ledger), fence=None)
+
+    @contextmanager
+    def writing(self, wait):
+        yield self.editor
+
+
+def night_moving_stages(runs: list, fail_first: bool = False):
+    """A stand-in for run_night that commits what a published night does: each fact one stage on, the night done."""
+
+    def run_night(editor, cfg, reports_dir, progress=None, night=None):
+        runs.append(night)
+        ledger = editor.ledger
+        with ledger.transaction(editor.fence):
+            ledger.start_night(night)
+        if fail_first and len(runs) == 1:
+            raise MemoryError("the worker ran out of memory mid-night")
+        report = {"night": night, "outcome": "published", "version": len(runs)}
+        with ledger.transaction(editor.fence):
+            for row in ledger.facts(status=ACTIVE):
+                ledger.restage(row["id"], row["stage"] + 1, 0.5)
+            ledger.end_night(night, report)
+        return report
+
+    return run_night
+
+
+@pytest.fixture
+def sleep_task(workers, tmp_path):
+    workers.Writer = FakeWriter
+    app = workers.make_app(Settings(home=tmp_path, redis_url=REDIS_URL))
+    ledger = Ledger(Layout(tmp_path).ledger)
+    with ledger.transaction():
+        ledger.add_fact("f1", Fact(subject="Thea Albescu", relation="lives in", object="Oslo"), ACTIVE)
+    yield app.tasks[SLEEP_TASK], ledger
+    ledger.close()
+
+
+def test_a_redelivered_night_is_not_run_again(workers, sleep_task):
+    task, ledger = sleep_task
+    runs = []
+    workers.run_night = night_moving_stages(runs)
+    first = task.apply(task_id="night-1").get()
+    again = task.apply(task_id="night-1").get()  # the same message, redelivered after the visibility timeout
+    assert runs == ["night-1"]
+    assert again == first
+    assert ledger.get("f1")["stage"] == 1
+    task.apply(task_id="night-2").get()  # the next night runs
+    assert runs == ["night-1", "night-2"]
+    assert ledger.get("f1")["stage"] == 2
+    assert ledger.night("night-1")["finished"] is not None
+
+
+def test_a_night_that_did_not_finish_runs_when_redelivered(workers, sleep_task):
+    task, ledger = sleep_task
+    runs = []
+    workers.run_night = night_moving_stages(runs, fail_first=True)
+    with pytest.raises(MemoryError):
+        task.apply(task_id="night-1").get()
+    assert ledger.night("night-1")["finished"] is None  # started, not done
+    task.apply(task_id="night-1").get()
+    assert runs == ["night-1", "night-1"]
+    assert ledger.get("f1")["stage"] == 1
+
+
+def test_run_night_records_the_night_it_was_given(tmp_path):
+    from agentmem.sleep.config import SleepConfig
+    from agentmem.sleep.night import run_night
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    editor = SimpleNamespace(ledger=ledger, fence=None, store=None)
+    report = run_night(editor, SleepConfig(), tmp_path / "sleep", night="night-1")
+    assert report["outcome"] == "nothing to consolidate"
+    assert ledger.night("night-1")["report"] == report
+    assert ledger.night("night-1")["finished"] >= ledger.night("night-1")["started"]
+    assert run_night(editor, SleepConfig(), tmp_path / "sleep")["outcome"] == "nothing to consolidate"  # by hand
+    ledger.close()
