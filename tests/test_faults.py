@@ -30,7 +30,7 @@ from agentmem.metrics import MemoryCollector, render
 from agentmem.serving.engines import free_port
 from agentmem.serving.gateway import MIN_VERSION_HEADER, VERSION_HEADER
 from agentmem.serving.process import ServeProcess
-from agentmem.storage import published, weights
+from agentmem.storage import atomic, published
 from agentmem.storage.ledger import ACTIVE, PENDING, QUEUED, SPOOLED
 
 
@@ -179,8 +179,8 @@ def test_a_full_disk_during_a_publish_leaves_the_previous_version_served(served,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real_save(tensors, path, *args, **kwargs)
 
-    real_save = weights.save_file
-    monkeypatch.setattr(weights, "save_file", full_disk)
+    real_save = atomic.save_file
+    monkeypatch.setattr(atomic, "save_file", full_disk)
     with pytest.raises(OSError) as e:
         mem.forget(fid)
     assert e.value.errno == errno.ENOSPC
@@ -222,8 +222,8 @@ def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an
             whole.write_bytes(Path(path).read_bytes())
             Path(path).write_bytes(whole.read_bytes()[:1000])
 
-    real_save = weights.save_file
-    monkeypatch.setattr(weights, "save_file", torn)
+    real_save = atomic.save_file
+    monkeypatch.setattr(atomic, "save_file", torn)
     assert mem.publish_adapter(None) == n + 1
     monkeypatch.undo()
     answers = []

@@ -8,9 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 
 def fsync_dir(path: Path) -> None:
@@ -73,3 +77,15 @@ def atomic_path(dest: Path, directory: bool = False):
 def write_json(dest: Path, obj) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def save_tensors(tensors: dict, path: Path) -> None:
+    """safetensors' save_file, a failed write raised as the OSError it is (safetensors raises its own type, which
+    a caller would take for bad data: a full disk would fail a fact for good instead of being retried)."""
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e

@@ -6,11 +6,11 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..edit import preserve
 from ..edit.covariance import sample_texts, second_moments
-from .atomic import atomic_path
+from .atomic import atomic_path, save_tensors
 
 
 def fingerprint(model_dir: Path) -> str:
@@ -76,7 +76,7 @@ class CovarianceCache:
                 )
             for l, c in moments.items():
                 with atomic_path(self._file(l, source, samples)) as tmp:
-                    save_file({"mom2": c, "tokens": torch.tensor([tokens])}, str(tmp))
+                    save_tensors({"mom2": c, "tokens": torch.tensor([tokens])}, tmp)
         return {l: load_file(str(self._file(l, source, samples)))["mom2"] for l in layers}
 
 
@@ -92,5 +92,5 @@ def cached_preservation_keys(cache_dir: Path, model_fingerprint: str, layers: li
         return {int(k): v for k, v in load_file(str(path)).items()}
     keys = compute()
     with atomic_path(path) as tmp:
-        save_file({str(l): k.contiguous() for l, k in keys.items()}, str(tmp))
+        save_tensors({str(l): k.contiguous() for l, k in keys.items()}, tmp)
     return keys

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..edit.arch import Architecture
 from ..edit.memit import Edit
-from .atomic import atomic_path, fsync_dir, write_json
+from .atomic import atomic_path, fsync_dir, save_tensors, write_json
 from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINING_ACTIVE_FILE, WEIGHTS_FILE, Layout
 
 
@@ -132,7 +132,7 @@ class WeightStore:
 
     def save_edit(self, fid: str, edit: Edit) -> None:
         with atomic_path(self._stage(self.layout.edit_file(fid))) as tmp:
-            save_file(edit.tensors(), str(tmp))
+            save_tensors(edit.tensors(), tmp)
         self._edits[fid] = edit
 
     def load_edit(self, fid: str) -> Edit:
@@ -184,7 +184,7 @@ class WeightStore:
 
     def write_training(self, tensors: dict[int, torch.Tensor], active: list[tuple[str, float]]) -> None:
         with atomic_path(self._stage(self.layout.training), directory=True) as tmp:
-            save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
+            save_tensors(self.named(tensors), tmp / WEIGHTS_FILE)
             (tmp / TRAINING_ACTIVE_FILE).write_text(json.dumps(active))
 
     # -- versions ---------------------------------------------------------
@@ -213,7 +213,7 @@ class WeightStore:
     def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> None:
         """Write version n: only the changed tensors plus a manifest naming the base, the facts and the adapter."""
         with atomic_path(self._stage(self.layout.version_dir(n)), directory=True) as tmp:
-            save_file(self.named(tensors), str(tmp / WEIGHTS_FILE))
+            save_tensors(self.named(tensors), tmp / WEIGHTS_FILE)
             write_json(tmp / MANIFEST_FILE, {"version": n, "base": str(self.base_dir), **manifest})
 
     def prune_versions(self, keep: int) -> None:
