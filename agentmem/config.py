@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .edit.config import MemitConfig
 from .facts.policy import PolicyConfig
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".agentmem")
     model: str | None = None  # a local HF checkpoint folder; None: the bundled SmolLM2
     redis_url: str | None = None
+    # the ledger in this database (postgresql+psycopg://USER@HOST:PORT/DB), one per home; None: HOME/ledger.sqlite
+    database_url: str | None = None
     server_url: str | None = None
     device: str = "cpu"
     cache: Path | None = None  # converted models and covariances; default: HOME/cache
@@ -88,6 +92,19 @@ class Settings(BaseSettings):
     def _url(cls, v):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v):
+        if v is None:
+            return v
+        try:
+            backend = make_url(v).get_backend_name()
+        except ArgumentError:
+            raise ValueError("must be a database URL such as postgresql+psycopg://USER@HOST:5432/DB") from None
+        if backend not in ("postgresql", "sqlite"):
+            raise ValueError(f"the ledger runs on PostgreSQL or SQLite, not {backend!r}")
         return v
 
     @field_validator("sleep_cron")

@@ -43,3 +43,5 @@ def setup(kind: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic reports its setup each time a ledger opens: noise beside the service's own lines
+    logging.getLogger("alembic").setLevel(logging.WARNING)

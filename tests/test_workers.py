@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy
 import torch
 from safetensors.torch import load_file
 
@@ -168,15 +169,16 @@ def test_two_workers_serialise_their_edits(workers, observer):
     assert mem.wait(ids, timeout=240), workers.logs()[-3000:]
     _consistent(mem)
     # one writer at a time: no batch starts before the previous one is published
+    with mem.ledger.engine.connect() as db:
+        wakes = db.execute(sqlalchemy.text("SELECT n, ts, detail FROM versions WHERE kind = 'wake'")).mappings().all()
     spans = []
-    for v in mem.ledger.db.execute("SELECT n, ts, detail FROM versions WHERE kind = 'wake'"):
+    for v in wakes:
         facts = json.loads(v["detail"])["facts"]
         start = min(e["ts"] for f in facts for e in mem.history(f) if e["kind"] == PENDING)
         spans.append((start, v["ts"]))
     spans.sort()
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
-    assert sum(len(json.loads(v["detail"])["facts"]) for v in
-               mem.ledger.db.execute("SELECT detail FROM versions WHERE kind = 'wake'")) == 4
+    assert sum(len(json.loads(v["detail"])["facts"]) for v in wakes) == 4
     # both took part: while one edited, the other was woken too and met the lock (or edited a batch itself)
     logs = [log.read_text() for _, log in workers.procs]
     took_part = [re.search(r"wake: \{'batches': [1-9]", t) or "another worker holds the writer lock" in t for t in logs]

@@ -70,11 +70,17 @@ def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = 
         emit({"forgotten": fact_id, "version": mem.version}, as_json, f"forgotten {fact_id} (version {mem.version})")
 
 
+def open_ledger(home: Optional[Path]) -> Ledger:
+    """The ledger of the home the settings name (AGENTMEM_DATABASE_URL's database if set), without the model."""
+    settings = Settings(**({"home": home} if home else {}))
+    return Ledger.open(Layout(settings.home), settings.database_url)
+
+
 @app.command()
 def facts(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(None, "--user"),
           as_json: bool = JsonOpt):
     """List the ledger's facts."""
-    ledger = Ledger(Layout(Settings(**({"home": home} if home else {})).home).ledger)
+    ledger = open_ledger(home)
     rows = ledger.facts(user_id=user_id)
     ledger.close()
     text = "\n".join(
@@ -87,7 +93,7 @@ def facts(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(
 @app.command()
 def history(fact_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
     """Every event of one fact."""
-    ledger = Ledger(Layout(Settings(**({"home": home} if home else {})).home).ledger)
+    ledger = open_ledger(home)
     try:
         if ledger.get(fact_id) is None:
             fail(f"no fact with id {fact_id!r}")
@@ -191,7 +197,7 @@ def serve(
                     max_n=settings.serve_max_n, max_logprobs=settings.serve_max_logprobs,
                     request_timeout_s=settings.serve_request_timeout_s)
     run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device), host, port,
-        limits)
+        limits, settings.database_url)
 
 
 @app.command()

@@ -72,7 +72,7 @@ class RWLock:
 
 class Gateway:
     def __init__(self, home: Path, engine, poll_s: float = 0.05, wait_s: float = 60.0, server_name: str = "",
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), database_url: str | None = None):
         self.home = Path(home)
         self.layout = Layout(self.home)
         self.engine = engine
@@ -80,7 +80,7 @@ class Gateway:
         self.wait_s = wait_s  # longest a request waits for a version or for a publish to finish
         self.limits = limits
         self.server_name = server_name
-        self.ledger = Ledger(self.layout.ledger)
+        self.ledger = Ledger.open(self.layout, database_url)
         self.lock = RWLock()
         self.live: Published | None = None
         self._changed = asyncio.Event()
@@ -344,7 +344,8 @@ def _vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits()) -> None:
+def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
+          database_url: str | None = None) -> None:
     """Start the engine, bring it to the newest version, then answer on host:port until SIGINT or SIGTERM.
 
     The port opens only once the newest version is live, so a client that
@@ -352,7 +353,8 @@ def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits:
     """
 
     async def main():
-        gw = Gateway(home, engine, server_name=f"{host}:{port}:{os.getpid()}", limits=limits)
+        gw = Gateway(home, engine, server_name=f"{host}:{port}:{os.getpid()}", limits=limits,
+                     database_url=database_url)
         await gw.start()
         server = uvicorn.Server(uvicorn.Config(create_app(gw), host=host, port=port, log_level="warning",
                                                access_log=False))

@@ -1,6 +1,6 @@
 """The on-disk layout of a memory home: the one place that knows every path and name in it.
 
-    HOME/ledger.sqlite                      facts, events, versions
+    HOME/ledger.sqlite                      facts, events, versions (unless the ledger is in PostgreSQL)
     HOME/store/edits/<fact>.safetensors     per layer: B, A (dW = B A) and the keys written
     HOME/store/training/                    the edited tensors (base + scaled edits) and active.json
     HOME/store/versions/vNNNNNN/            model.safetensors (changed tensors only), manifest.json

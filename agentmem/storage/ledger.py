@@ -1,66 +1,92 @@
-"""The ledger: every fact, its status and stage, and every event, in SQLite.
+"""The ledger: every fact, its status and stage, and every event, in SQLite (the default) or PostgreSQL.
 
 It is the source of truth: the training copy and published versions are
 rebuilt from it. Each change is one transaction, so a crash leaves the ledger
-either before or after it.
+either before or after it. Both databases share one schema and one code path
+(SQLAlchemy Core); Alembic brings a database's tables to the newest revision
+when a ledger opens it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 
-from ..facts import Fact, last_word
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (Column, Float, Index, Integer, MetaData, Table, Text, create_engine, event, func, insert,
+                        select, text, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError, ResourceClosedError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS facts (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    relation TEXT NOT NULL,
-    object TEXT NOT NULL,
-    data TEXT NOT NULL,
-    status TEXT NOT NULL,
-    stage INTEGER NOT NULL DEFAULT 0,
-    scale REAL NOT NULL DEFAULT 0,
-    reason TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    version_added INTEGER,
-    version_removed INTEGER
-);
-CREATE INDEX IF NOT EXISTS facts_user ON facts(user_id);
-CREATE INDEX IF NOT EXISTS facts_status ON facts(status);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    fact_id TEXT,
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_fact ON events(fact_id);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    n INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS nights (
-    id TEXT PRIMARY KEY,
-    started REAL NOT NULL,
-    finished REAL,
-    report TEXT
-);
-"""
+from ..facts import Fact, last_word
+from .layout import Layout
+
+METADATA = MetaData()
+FACTS = Table(
+    "facts", METADATA,
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("relation", Text, nullable=False),
+    Column("object", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("stage", Integer, nullable=False, server_default=text("0")),
+    Column("scale", Float, nullable=False, server_default=text("0")),
+    Column("reason", Text),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("version_added", Integer),
+    Column("version_removed", Integer),
+    Index("facts_user", "user_id"),
+    Index("facts_status", "status"),
+)
+EVENTS = Table(
+    "events", METADATA,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("fact_id", Text),
+    Column("ts", Float, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("events_fact", "fact_id"),
+    Index("events_kind", "kind"),
+    sqlite_autoincrement=True,
+)
+META = Table(
+    "meta", METADATA,
+    Column("key", Text, primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+VERSIONS = Table(
+    "versions", METADATA,
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+)
+NIGHTS = Table(
+    "nights", METADATA,
+    Column("id", Text, primary_key=True),
+    Column("started", Float, nullable=False),
+    Column("finished", Float),
+    Column("report", Text),
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# the databases the ledger runs on, each with its INSERT ... ON CONFLICT (the same statement, spelled per dialect)
+UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# a key of PostgreSQL's advisory locks: servers opening a new database at once migrate it one after another
+MIGRATION_LOCK = 0x61676D6C  # "agml"
+
+# Errors after which the same change may well succeed: SQLite locked, full or failing to write; PostgreSQL's
+# serialization failures and deadlocks, a connection lost (and replaced by the pool for the next try).
+TRY_AGAIN = (OperationalError,)
 
 # Statuses a fact moves through. Only "active" facts have an edit in the weights.
 # spooled: accepted but not yet handed to Redis; queued: waiting for a worker;
@@ -79,98 +105,149 @@ class FencedOut(RuntimeError):
 
 
 class Ledger:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection per thread: an embedded worker thread and its callers share a Ledger,
-        # and a shared connection would let one thread's statements land in another's transaction.
-        self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
-        self._opened_lock = threading.Lock()
-        self._closed = False
-        self.db.executescript(SCHEMA)
+    """The ledger at a SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB (see Ledger.open)."""
 
-    @property
-    def db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise sqlite3.ProgrammingError(f"the ledger {self.path} is closed")
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            with self._opened_lock:
-                self._opened.append(conn)
-            self._local.conn = conn
-        return conn
+    def __init__(self, url: str | URL):
+        url = make_url(url)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")  # a bare postgresql:// means the driver installed with us
+        backend = url.get_backend_name()
+        if backend not in UPSERT:
+            raise ValueError(f"the ledger runs on SQLite or PostgreSQL, not {backend!r} ({url})")
+        self._upsert = UPSERT[backend]
+        self._sqlite = backend == "sqlite"
+        if self._sqlite:
+            if url.database in (None, "", ":memory:"):
+                raise ValueError(f"a SQLite ledger is a file that outlives its process: sqlite:///PATH, not {url}")
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            # no cap on connections: each thread had its own before, and a cap would make threads wait
+            self.engine = create_engine(url, connect_args={"timeout": 30}, max_overflow=-1)
+            event.listen(self.engine, "connect", _sqlite_connection)
+        else:
+            # a connection the server dropped (a restart, say) is replaced before it is handed out
+            self.engine = create_engine(url, pool_pre_ping=True)
+        # this thread's open transaction: a statement of one thread never lands in another's transaction
+        self._local = threading.local()
+        self._closed = False
+        self._migrate()
+
+    @classmethod
+    def open(cls, layout: Layout, database_url: str | None = None) -> Ledger:
+        """The ledger of a home: the database at `database_url` if one is given, else HOME/ledger.sqlite."""
+        return cls(database_url or URL.create("sqlite", database=str(layout.ledger)))
 
     def close(self):
         self._closed = True
-        with self._opened_lock:
-            for conn in self._opened:
-                conn.close()
-            self._opened.clear()
-        self._local = threading.local()
+        self.engine.dispose()
+
+    def _migrate(self) -> None:
+        """Bring the tables to the newest revision; a ledger made before migrations keeps its rows."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self._begin() as conn:
+            if not self._sqlite:
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def _connect(self):
+        if self._closed:
+            raise ResourceClosedError(f"the ledger {self.engine.url} is closed")
+        return self.engine.connect()
+
+    @contextmanager
+    def _begin(self):
+        """A connection in a transaction that holds SQLite's write lock from its start (one writer at a time)."""
+        # SQLAlchemy rolls back a transaction whose body or COMMIT failed, so the pooled connection stays usable
+        with self._connect() as conn, conn.begin():
+            if self._sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
 
     @contextmanager
     def transaction(self, fence: int | None = None):
         """One atomic change. With `fence`, it commits only if no newer writer's token was seen:
         a writer that lost its lock while paused cannot overwrite its successor's work."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            if fence is not None:
-                seen = self.db.execute("SELECT value FROM meta WHERE key = 'fence'").fetchone()
-                if seen is not None and seen["value"] > fence:
-                    raise FencedOut(f"writer token {fence} is older than {seen['value']}")
-                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fence', ?)", (fence,))
-            yield self
-            self.db.execute("COMMIT")
-        except BaseException:
-            # a failed COMMIT (locked, say) can leave the transaction open, and every later BEGIN would fail;
-            # some errors (disk full, I/O) have rolled it back already
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
+        if getattr(self._local, "conn", None) is not None:
+            raise RuntimeError("a ledger transaction is already open in this thread")
+        with self._begin() as conn:
+            self._local.conn = conn
+            try:
+                if fence is not None:
+                    self._check_fence(conn, fence)
+                yield self
+            finally:
+                self._local.conn = None
+
+    def _check_fence(self, conn, fence: int) -> None:
+        """Record `fence` as the newest token seen, or raise FencedOut if a newer one was.
+
+        The row stays locked until the transaction ends, so on PostgreSQL too fenced writers commit one after
+        another (unfenced transactions do not wait); a token equal to the newest is the same writer again."""
+        stmt = self._upsert(META).values(key="fence", value=fence)
+        stmt = stmt.on_conflict_do_update(index_elements=[META.c.key], set_={"value": stmt.excluded.value},
+                                          where=META.c.value <= stmt.excluded.value)
+        if conn.execute(stmt.returning(META.c.value)).first() is None:
+            seen = conn.execute(select(META.c.value).where(META.c.key == "fence")).scalar_one()
+            raise FencedOut(f"writer token {fence} is older than {seen}")
+
+    @contextmanager
+    def _db(self):
+        """This thread's open transaction, or else a short one of its own (a write outside one commits at once)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+        else:
+            with self._connect() as conn, conn.begin():
+                yield conn
+
+    def _execute(self, stmt) -> list:
+        """Run a write; the rows it returns (with RETURNING)."""
+        with self._db() as conn:
+            result = conn.execute(stmt)
+            return result.all() if result.returns_rows else []
+
+    def _rows(self, stmt) -> list[dict]:
+        with self._db() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def _first(self, stmt) -> dict | None:
+        rows = self._rows(stmt.limit(1))
+        return rows[0] if rows else None
 
     # -- writes (call inside a transaction) ------------------------------
 
     def event(self, fact_id: str | None, kind: str, **detail):
-        self.db.execute(
-            "INSERT INTO events(fact_id, ts, kind, detail) VALUES (?, ?, ?, ?)",
-            (fact_id, time.time(), kind, json.dumps(detail, sort_keys=True)),
-        )
+        self._execute(insert(EVENTS).values(fact_id=fact_id, ts=time.time(), kind=kind,
+                                            detail=json.dumps(detail, sort_keys=True)))
 
-    def add_fact(self, fid: str, fact: Fact, status: str, reason: str | None = None):
+    def add_fact(self, fid: str, fact: Fact, status: str, reason: str | None = None) -> bool:
+        """Record a fact the ledger does not hold yet; False, and nothing written, if it holds it."""
         now = time.time()
-        self.db.execute(
-            "INSERT INTO facts(id, user_id, subject, relation, object, data, status, reason, created, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (fid, fact.user_id, fact.subject, fact.relation, fact.object,
-             json.dumps(fact.to_json(), sort_keys=True), status, reason, now, now),
-        )
+        stmt = self._upsert(FACTS).values(
+            id=fid, user_id=fact.user_id, subject=fact.subject, relation=fact.relation, object=fact.object,
+            data=json.dumps(fact.to_json(), sort_keys=True), status=status, reason=reason, created=now, updated=now)
+        # the same fact added by another transaction at the same moment is waited for, not a key violation
+        if not self._execute(stmt.on_conflict_do_nothing(index_elements=[FACTS.c.id]).returning(FACTS.c.id)):
+            return False
         self.event(fid, RECEIVED, fact=fact.to_json())
         if status != PENDING:
             self.event(fid, status, reason=reason)
+        return True
 
     def set_status(self, fid: str, status: str, reason: str | None = None, **fields):
-        sets = ["status = ?", "updated = ?", "reason = ?"]
-        vals: list = [status, time.time(), reason]
-        for k, v in fields.items():
+        for k in fields:
             if k not in {"stage", "scale", "version_added", "version_removed"}:
                 raise ValueError(f"unknown fact field {k}")
-            sets.append(f"{k} = ?")
-            vals.append(v)
-        self.db.execute(f"UPDATE facts SET {', '.join(sets)} WHERE id = ?", (*vals, fid))
+        self._execute(update(FACTS).where(FACTS.c.id == fid)
+                      .values(status=status, updated=time.time(), reason=reason, **fields))
         self.event(fid, status, reason=reason, **fields)
 
     # -- the transitions of a fact (call inside a transaction) --------------
 
     def spool(self, fid: str, fact: Fact, reason: str) -> None:
         """Accepted by the hook, not yet on the queue."""
-        if self.get(fid) is None:
-            self.add_fact(fid, fact, SPOOLED, reason=reason)
-        else:
+        if not self.add_fact(fid, fact, SPOOLED, reason=reason):
             self.set_status(fid, SPOOLED, reason=reason)
 
     def queued(self, fid: str, reason: str = "on the queue") -> None:
@@ -178,15 +255,11 @@ class Ledger:
 
     def reject(self, fid: str, fact: Fact, reason: str) -> None:
         """Refused by the policy: recorded once, and each refusal after as an event."""
-        if self.get(fid) is None:
-            self.add_fact(fid, fact, REJECTED, reason=reason)
-        else:
+        if not self.add_fact(fid, fact, REJECTED, reason=reason):
             self.event(fid, REJECTED, reason=reason)
 
     def start_edit(self, fid: str, fact: Fact) -> None:
-        if self.get(fid) is None:
-            self.add_fact(fid, fact, PENDING)
-        else:
+        if not self.add_fact(fid, fact, PENDING):
             self.set_status(fid, PENDING, reason="editing")
 
     def activate(self, fid: str, version: int) -> None:
@@ -198,9 +271,7 @@ class Ledger:
         """Replaced by fact `by`: in the same batch (never edited), or from `version` on (its edit removed)."""
         if same_batch:
             why = f"superseded by {by} in the same batch"
-            if self.get(fid) is None:
-                self.add_fact(fid, fact, SUPERSEDED, reason=why)
-            else:
+            if not self.add_fact(fid, fact, SUPERSEDED, reason=why):
                 self.set_status(fid, SUPERSEDED, reason=why)
         else:
             self.set_status(fid, SUPERSEDED, reason=f"superseded by {by}", scale=0.0, version_removed=version)
@@ -218,117 +289,131 @@ class Ledger:
         self.set_status(fid, ACTIVE, reason=f"sleep: stage {stage}", stage=stage, scale=scale)
 
     def add_version(self, n: int, kind: str, **detail):
-        self.db.execute(
-            "INSERT INTO versions(n, ts, kind, detail) VALUES (?, ?, ?, ?)",
-            (n, time.time(), kind, json.dumps(detail, sort_keys=True)),
-        )
+        self._execute(insert(VERSIONS).values(n=n, ts=time.time(), kind=kind,
+                                              detail=json.dumps(detail, sort_keys=True)))
 
     def start_night(self, night: str) -> None:
         """A scheduled night began (again, if an earlier try of it never finished)."""
-        self.db.execute("INSERT INTO nights(id, started) VALUES (?, ?)"
-                        " ON CONFLICT(id) DO UPDATE SET started = excluded.started", (night, time.time()))
+        stmt = self._upsert(NIGHTS).values(id=night, started=time.time())
+        self._execute(stmt.on_conflict_do_update(index_elements=[NIGHTS.c.id],
+                                                 set_={"started": stmt.excluded.started}))
 
     def end_night(self, night: str, report: dict) -> None:
         """The night is done: record it in the transaction that commits its outcome, so it lands once."""
         now = time.time()
-        self.db.execute("INSERT INTO nights(id, started, finished, report) VALUES (?, ?, ?, ?)"
-                        " ON CONFLICT(id) DO UPDATE SET finished = excluded.finished, report = excluded.report",
-                        (night, now, now, json.dumps(report, sort_keys=True)))
+        stmt = self._upsert(NIGHTS).values(id=night, started=now, finished=now,
+                                           report=json.dumps(report, sort_keys=True))
+        self._execute(stmt.on_conflict_do_update(
+            index_elements=[NIGHTS.c.id], set_={"finished": stmt.excluded.finished, "report": stmt.excluded.report}))
 
     def set_live(self, n: int, **detail):
         """Record that a model server now answers from version n."""
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('live_version', ?)", (n,))
+        stmt = self._upsert(META).values(key="live_version", value=n)
+        self._execute(stmt.on_conflict_do_update(index_elements=[META.c.key], set_={"value": stmt.excluded.value}))
         self.event(None, LIVE, version=n, **detail)
 
     # -- reads -----------------------------------------------------------
 
     def get(self, fid: str) -> dict | None:
-        row = self.db.execute("SELECT * FROM facts WHERE id = ?", (fid,)).fetchone()
-        return _row(row) if row else None
+        """The fact's row; inside a transaction it stays locked until the end (on PostgreSQL: SQLite's write lock
+        covers it already), so a change decided on what was read is not undone by another transaction meanwhile."""
+        q = select(FACTS).where(FACTS.c.id == fid)
+        row = self._first(q.with_for_update() if getattr(self._local, "conn", None) is not None else q)
+        return row and _fact(row)
 
     def facts(self, user_id: str | None = None, status: str | tuple[str, ...] | None = None) -> list[dict]:
-        q, args = "SELECT * FROM facts WHERE 1=1", []
+        q = select(FACTS)
         if user_id is not None:
-            q += " AND user_id = ?"
-            args.append(user_id)
+            q = q.where(FACTS.c.user_id == user_id)
         if status is not None:
-            statuses = (status,) if isinstance(status, str) else tuple(status)
-            q += f" AND status IN ({', '.join('?' * len(statuses))})"
-            args.extend(statuses)
-        return [_row(r) for r in self.db.execute(q + " ORDER BY created, id", args)]
+            q = q.where(FACTS.c.status.in_((status,) if isinstance(status, str) else tuple(status)))
+        return [_fact(r) for r in self._rows(q.order_by(FACTS.c.created, FACTS.c.id))]
 
     def active_with_key(self, user_id: str, subject: str, relation: str) -> list[dict]:
         """Active facts stating something about the same subject and relation (any object)."""
-        rows = self.db.execute(
-            "SELECT * FROM facts WHERE status = ? AND user_id = ? AND lower(subject) = ? AND lower(relation) = ?",
-            (ACTIVE, user_id, subject.lower(), relation.lower()),
-        )
-        return [_row(r) for r in rows]
+        q = select(FACTS).where(FACTS.c.status == ACTIVE, FACTS.c.user_id == user_id,
+                                func.lower(FACTS.c.subject) == subject.lower(),
+                                func.lower(FACTS.c.relation) == relation.lower())
+        return [_fact(r) for r in self._rows(q)]
 
     def active_about(self, subjects: set[str], by_last_word: bool = False) -> list[dict]:
         """Active facts, of any user, whose subject is one of `subjects` (exactly: the weights key on its
         tokens), or with `by_last_word` ends in the same word as one of them (see facts.last_word)."""
         if not subjects:
             return []
+        q = select(FACTS).where(FACTS.c.status == ACTIVE).order_by(FACTS.c.created, FACTS.c.id)
         if by_last_word:
             words = {last_word(s) for s in subjects}
-            rows = self.db.execute("SELECT * FROM facts WHERE status = ? ORDER BY created, id", (ACTIVE,))
-            return [_row(r) for r in rows if last_word(r["subject"]) in words]
-        marks = ", ".join("?" * len(subjects))
-        rows = self.db.execute(f"SELECT * FROM facts WHERE status = ? AND subject IN ({marks}) ORDER BY created, id",
-                               (ACTIVE, *sorted(subjects)))
-        return [_row(r) for r in rows]
+            return [_fact(r) for r in self._rows(q) if last_word(r["subject"]) in words]
+        return [_fact(r) for r in self._rows(q.where(FACTS.c.subject.in_(sorted(subjects))))]
 
     def counts(self, user_id: str | None = None) -> dict[str, int]:
-        q, args = "SELECT status, COUNT(*) AS n FROM facts", ()
+        q = select(FACTS.c.status, func.count().label("n")).group_by(FACTS.c.status)
         if user_id is not None:
-            q, args = q + " WHERE user_id = ?", (user_id,)
-        return {r["status"]: r["n"] for r in self.db.execute(q + " GROUP BY status", args)}
+            q = q.where(FACTS.c.user_id == user_id)
+        return {r["status"]: r["n"] for r in self._rows(q)}
 
     def edit_latencies(self, limit: int = 10_000) -> list[float]:
         """Seconds from each of the newest `limit` commits' start (received or last pending) to the commit."""
-        rows = self.db.execute(
-            "SELECT a.ts - (SELECT MAX(p.ts) FROM events p WHERE p.fact_id = a.fact_id"
-            "               AND p.kind IN ('received', 'pending') AND p.seq < a.seq) AS s"
-            " FROM events a WHERE a.kind = ? AND json_extract(a.detail, '$.version_added') IS NOT NULL"
-            " ORDER BY a.seq DESC LIMIT ?", (ACTIVE, limit))
-        return [r["s"] for r in rows if r["s"] is not None]
+        p = EVENTS.alias("p")
+        start = (select(func.max(p.c.ts))
+                 .where(p.c.fact_id == EVENTS.c.fact_id, p.c.kind.in_((RECEIVED, PENDING)), p.c.seq < EVENTS.c.seq)
+                 .scalar_subquery())
+        # a commit is an "active" event with version_added; a night's restage is one without (read in Python:
+        # the two databases spell JSON paths differently)
+        q = (select(EVENTS.c.detail, (EVENTS.c.ts - start).label("s")).where(EVENTS.c.kind == ACTIVE)
+             .order_by(EVENTS.c.seq.desc()).execution_options(yield_per=1000))
+        with self._db() as conn, conn.execute(q) as rows:
+            commits = (s for detail, s in rows if json.loads(detail).get("version_added") is not None)
+            return [s for s in islice(commits, limit) if s is not None]
 
     def publish_latencies(self, limit: int = 10_000) -> list[float]:
         """Seconds from each of the newest `limit` versions' commit until a model server first served it."""
-        rows = self.db.execute(
-            "SELECT MIN(e.ts) - v.ts AS s FROM versions v"
-            " JOIN events e ON e.kind = 'live' AND json_extract(e.detail, '$.version') = v.n"
-            " GROUP BY v.n ORDER BY v.n DESC LIMIT ?", (limit,))
-        return [r["s"] for r in rows]
+        first: dict[int, float] = {}
+        with self._db() as conn:
+            lives = select(EVENTS.c.ts, EVENTS.c.detail).where(EVENTS.c.kind == LIVE).execution_options(yield_per=1000)
+            with conn.execute(lives) as rows:
+                for ts, detail in rows:
+                    n = json.loads(detail).get("version")
+                    first[n] = min(ts, first.get(n, ts))
+            versions = (select(VERSIONS.c.n, VERSIONS.c.ts).order_by(VERSIONS.c.n.desc())
+                        .execution_options(yield_per=1000))
+            with conn.execute(versions) as rows:
+                return list(islice((first[n] - ts for n, ts in rows if n in first), limit))
 
     def history(self, fid: str) -> list[dict]:
-        rows = self.db.execute("SELECT * FROM events WHERE fact_id = ? ORDER BY seq", (fid,))
+        rows = self._rows(select(EVENTS).where(EVENTS.c.fact_id == fid).order_by(EVENTS.c.seq))
         return [{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], **json.loads(r["detail"])} for r in rows]
 
     def version(self, n: int) -> dict | None:
-        row = self.db.execute("SELECT * FROM versions WHERE n = ?", (n,)).fetchone()
+        row = self._first(select(VERSIONS).where(VERSIONS.c.n == n))
         return row and {"n": row["n"], "ts": row["ts"], "kind": row["kind"], **json.loads(row["detail"])}
 
     def live(self) -> dict | None:
         """What a model server last reported serving: version, adapter, server, time."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'live_version'").fetchone()
+        row = self._first(select(META.c.value).where(META.c.key == "live_version"))
         if row is None:
             return None
-        ev = self.db.execute("SELECT ts, detail FROM events WHERE kind = 'live' ORDER BY seq DESC LIMIT 1").fetchone()
+        ev = self._first(select(EVENTS.c.ts, EVENTS.c.detail).where(EVENTS.c.kind == LIVE).order_by(EVENTS.c.seq.desc()))
         return {"version": int(row["value"]), **({"ts": ev["ts"], **json.loads(ev["detail"])} if ev else {})}
 
     def night(self, night: str) -> dict | None:
         """A scheduled night's start, end (None until done) and report."""
-        row = self.db.execute("SELECT * FROM nights WHERE id = ?", (night,)).fetchone()
-        return row and {**dict(row), "report": row["report"] and json.loads(row["report"])}
+        row = self._first(select(NIGHTS).where(NIGHTS.c.id == night))
+        return row and {**row, "report": row["report"] and json.loads(row["report"])}
 
     def latest_version(self) -> int:
-        row = self.db.execute("SELECT MAX(n) AS n FROM versions").fetchone()
-        return int(row["n"] or 0)
+        with self._db() as conn:
+            return int(conn.execute(select(func.max(VERSIONS.c.n))).scalar() or 0)
 
 
-def _row(row: sqlite3.Row) -> dict:
-    d = dict(row)
-    d["fact"] = json.loads(d.pop("data"))
-    return d
+def _sqlite_connection(conn, _record) -> None:
+    """Each new SQLite connection: transactions begun by the ledger alone, a write-ahead log, every commit synced."""
+    conn.isolation_level = None  # else the driver would begin its own transactions before ours
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+
+
+def _fact(row: dict) -> dict:
+    row["fact"] = json.loads(row.pop("data"))
+    return row

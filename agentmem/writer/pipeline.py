@@ -9,20 +9,20 @@ on the queue to be applied exactly once later: the ledger makes a repeat a no-op
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 
 import redis
 
-from ..storage.ledger import FAILED, PENDING, WAITING, FencedOut
+from ..storage.ledger import FAILED, PENDING, TRY_AGAIN, WAITING, FencedOut
 from .fact_queue import Entry
 
 log = logging.getLogger(__name__)
 
 # Failures that say nothing about the fact: leave it on the queue for a later try.
-# sqlite3.OperationalError: the ledger was locked, full or failed to write.
-TRANSIENT = (OSError, MemoryError, FencedOut, redis.RedisError, sqlite3.OperationalError)
+# TRY_AGAIN: the ledger's database was locked, full or failed to write, lost its connection, or (PostgreSQL)
+# met a serialization failure or a deadlock.
+TRANSIENT = (OSError, MemoryError, FencedOut, redis.RedisError, *TRY_AGAIN)
 
 
 @dataclass

@@ -44,7 +44,7 @@ class ReadOnly(RuntimeError):
 
 
 class Writer:
-    """`settings` is a config.Settings (read for home, model, device, cache, memit, covariance, Redis,
+    """`settings` is a config.Settings (read for home, database, model, device, cache, memit, covariance, Redis,
     lock and batching); `model` and `tokenizer` are loaded from it unless given.
 
     Embedded, the writer holds HOME/writer.lock for its life: a second process that would write to the
@@ -69,7 +69,7 @@ class Writer:
             self._release_home()
             raise
         self.model, self.tokenizer = model, tokenizer
-        self.ledger = Ledger(self.layout.ledger)
+        self.ledger = Ledger.open(self.layout, settings.database_url)
         self.batching = Batching(settings.batch_max_facts, settings.batch_max_wait_ms)
         # held while this process edits the model or reads from it
         self.lock = threading.RLock()

@@ -85,7 +85,7 @@ def publish(home, n: int, broken: bool = False) -> None:
         (d / WEIGHTS_FILE).write_bytes(b"not safetensors")
     else:
         save_file({"w": torch.full((2,), float(n))}, str(d / WEIGHTS_FILE))
-    ledger = Ledger(layout.ledger)
+    ledger = Ledger.open(layout)
     with ledger.transaction():
         ledger.add_version(n, "test")
     ledger.close()

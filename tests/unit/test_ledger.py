@@ -1,19 +1,105 @@
-"""The ledger: transactions stay apart across threads, a failed COMMIT leaves it usable, nights are recorded."""
+"""The ledger on SQLite and on PostgreSQL: transactions stay apart across threads and connections, the fence
+refuses an older writer, a failed COMMIT or a lost connection leaves it usable, nights are recorded, and a
+ledger made before migrations opens with its rows."""
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from pydantic import ValidationError
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError, ResourceClosedError
 
-from agentmem.storage.ledger import Ledger
+from agentmem.config import Settings, settings_error
+from agentmem.facts import Fact
+from agentmem.storage.layout import Layout
+from agentmem.storage.ledger import (ACTIVE, EVENTS, FORGOTTEN, METADATA, MIGRATIONS, QUEUED, SPOOLED, TRY_AGAIN,
+                                     FencedOut, Ledger)
+from agentmem.writer.pipeline import TRANSIENT
+
+ROOT = Path(__file__).resolve().parents[2]
+# where our machines and CI run PostgreSQL (trust auth); AGENTMEM_TEST_DATABASE_URL names a database there
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+FACT = Fact(subject="Thea Albescu", relation="lives in", object="Oslo")
 
 
-def test_a_rolled_back_transaction_does_not_take_another_threads_write_with_it(tmp_path):
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database for this session: AGENTMEM_TEST_DATABASE_URL (CI makes one per run), or one made
+    here and dropped after; skipped only when that variable is unset and no server answers at 127.0.0.1:5432."""
+    if url := os.environ.get("AGENTMEM_TEST_DATABASE_URL"):
+        yield url
+        return
+    name = f"agentmem_test_{os.getpid()}"
+    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except OperationalError as e:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL answers at 127.0.0.1:5432 and AGENTMEM_TEST_DATABASE_URL is unset: {e.orig}")
+    yield f"{SERVER}/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """None (the home's SQLite file, the default) or the URL of an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    url = request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        METADATA.drop_all(conn)
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def ledger(tmp_path, database_url):
+    ledger = Ledger.open(Layout(tmp_path), database_url)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def other(ledger, tmp_path, database_url):
+    """A second ledger on the same database, with connections of its own, as another process opens it."""
+    other = Ledger.open(Layout(tmp_path), database_url)
+    yield other
+    other.close()
+
+
+def kinds(ledger: Ledger) -> list[str]:
+    with ledger.engine.connect() as conn:
+        return list(conn.execute(select(EVENTS.c.kind).order_by(EVENTS.c.seq)).scalars())
+
+
+def in_threads(*targets, timeout: float = 20.0) -> None:
+    threads = [threading.Thread(target=t, daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a thread is still waiting"
+
+
+def test_a_rolled_back_transaction_does_not_take_another_threads_write_with_it(ledger):
     inside, errors = threading.Event(), []
 
     def doomed():
@@ -34,24 +120,15 @@ def test_a_rolled_back_transaction_does_not_take_another_threads_write_with_it(t
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=doomed), threading.Thread(target=other)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    in_threads(doomed, other)
     assert errors == []
-    kinds = [r["kind"] for r in ledger.db.execute("SELECT kind FROM events")]
-    assert kinds == ["kept"]
+    assert kinds(ledger) == ["kept"]
     ledger.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(ResourceClosedError):
         ledger.event(None, "after close")
 
 
-def test_active_facts_are_found_by_the_last_word_of_their_subject(tmp_path):
-    from agentmem.facts import Fact
-    from agentmem.storage.ledger import ACTIVE, FORGOTTEN
-
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+def test_active_facts_are_found_by_the_last_word_of_their_subject(ledger):
     with ledger.transaction():
         for i, (subject, status) in enumerate([("Thea Albescu", ACTIVE), ("Elio Albescu", ACTIVE),
                                                ("Ana Albescu", FORGOTTEN), ("Elio Brennan", ACTIVE),
@@ -60,71 +137,116 @@ def test_active_facts_are_found_by_the_last_word_of_their_subject(tmp_path):
     found = ledger.active_about({"Albescu"}, by_last_word=True)
     assert [r["subject"] for r in found] == ["Thea Albescu", "Elio Albescu", "Albescu"]
     assert ledger.active_about(set(), by_last_word=True) == []
+    assert [r["id"] for r in ledger.active_about({"Elio Brennan", "Ana Albescu"})] == ["f3"]
+    assert [r["id"] for r in ledger.active_with_key("default", "thea albescu", "LIVES IN")] == ["f0"]
+    assert ledger.counts() == {ACTIVE: 5, FORGOTTEN: 1}
 
 
-class LockedAtCommit:
-    """A connection whose COMMIT fails as SQLite's does on a busy database: the transaction stays open."""
+def test_latencies_count_commits_and_first_serves_not_restages(ledger):
+    with ledger.transaction():
+        ledger.start_edit("f1", FACT)
+        ledger.activate("f1", 1)
+        ledger.add_version(1, "wake", facts=["f1"])
+        ledger.restage("f1", 1, 0.5)  # an "active" event too, but no commit
+        ledger.add_version(2, "sleep", facts=["f1"])
+        ledger.set_live(1, adapter=None)
+        ledger.set_live(1, adapter=None)  # a second server: the first serve counts
+    assert len(ledger.edit_latencies()) == 1 and ledger.edit_latencies()[0] >= 0
+    assert len(ledger.publish_latencies()) == 1  # version 2 was never served
+    assert ledger.live()["version"] == 1 and ledger.latest_version() == 2
+    assert ledger.version(2) == {"n": 2, "ts": ledger.version(2)["ts"], "kind": "sleep", "facts": ["f1"]}
 
-    def __init__(self, conn):
-        self.conn = conn
 
-    def execute(self, sql, *args):
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("database is locked")
-        return self.conn.execute(sql, *args)
+def test_a_commit_that_fails_is_rolled_back_and_the_ledger_stays_usable(ledger, other, monkeypatch):
+    dialect = ledger.engine.dialect
+    commit = dialect.do_commit
 
-    def __getattr__(self, name):
-        return getattr(self.conn, name)
+    def fails_once(dbapi_connection):
+        monkeypatch.setattr(dialect, "do_commit", commit)
+        # as a busy SQLite's COMMIT fails: the transaction, and its locks, stay open
+        raise dialect.loaded_dbapi.OperationalError("database is locked")
+
+    monkeypatch.setattr(dialect, "do_commit", fails_once)
+    with pytest.raises(TRY_AGAIN) as e:
+        with ledger.transaction(fence=1):
+            ledger.event(None, "lost")
+    assert isinstance(e.value, TRANSIENT)
+
+    def writes():
+        with other.transaction(fence=1):  # the write lock and the fence row were let go
+            other.event(None, "other")
+
+    in_threads(writes, timeout=10)
+    with ledger.transaction(fence=1):
+        ledger.event(None, "kept")
+    assert kinds(ledger) == ["other", "kept"]
 
 
-def test_a_commit_that_fails_is_rolled_back_and_the_ledger_stays_usable(tmp_path):
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    conn = ledger.db
-    ledger._local.conn = LockedAtCommit(conn)
-    with pytest.raises(sqlite3.OperationalError):
+def test_a_statement_that_fails_ends_its_transaction_and_the_next_one_works(ledger):
+    with ledger.transaction():
+        ledger.add_version(1, "wake")
+    with pytest.raises(IntegrityError):
         with ledger.transaction():
             ledger.event(None, "lost")
-    ledger._local.conn = conn
-    assert not conn.in_transaction
+            ledger.add_version(1, "wake")  # PostgreSQL aborts the transaction here; it must not stick
     with ledger.transaction():
         ledger.event(None, "kept")
-    assert [r["kind"] for r in ledger.db.execute("SELECT kind FROM events")] == ["kept"]
-    ledger.close()
+    assert kinds(ledger) == ["kept"]
+
+
+def test_a_lost_connection_is_an_error_to_try_again_and_the_next_transaction_reconnects(ledger, database_url):
+    if database_url is None:
+        pytest.skip("PostgreSQL: a SQLite file has no connection to lose")
+    admin = create_engine(ledger.engine.url)
+    with pytest.raises(TRY_AGAIN) as e:
+        with ledger.transaction():
+            ledger.event(None, "lost")
+            with admin.connect() as conn:  # the server ends every other connection, as a restart does
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                  " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            ledger.event(None, "lost too")
+    admin.dispose()
+    assert isinstance(e.value, TRANSIENT)
+    with ledger.transaction(fence=1):
+        ledger.event(None, "kept")
+    assert kinds(ledger) == ["kept"]
 
 
 DISK_FULL_AT_COMMIT = """
-import os, resource, signal, sqlite3, sys
-from agentmem.storage.ledger import Ledger
-ledger = Ledger(sys.argv[1])
+import os, resource, signal, sys
+from pathlib import Path
+from sqlalchemy import select
+from agentmem.storage.layout import Layout
+from agentmem.storage.ledger import EVENTS, TRY_AGAIN, Ledger
+ledger = Ledger.open(Layout(Path(sys.argv[1])))
 with ledger.transaction():
     ledger.event(None, "first")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(sys.argv[1] + "-wal") + 4096, hard))
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(sys.argv[1] + "/ledger.sqlite-wal") + 4096, hard))
 try:
     with ledger.transaction():
         ledger.event(None, "lost", blob="x" * 200_000)  # held in the page cache until COMMIT writes it
     print("committed")
-except sqlite3.OperationalError as e:
-    print("failed:", e)
+except TRY_AGAIN as e:
+    print("failed:", e.orig)
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 with ledger.transaction():
     ledger.event(None, "kept")
-print([r["kind"] for r in ledger.db.execute("SELECT kind FROM events ORDER BY seq")])
+with ledger.engine.connect() as conn:
+    print(list(conn.execute(select(EVENTS.c.kind).order_by(EVENTS.c.seq)).scalars()))
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
-def test_a_commit_that_cannot_write_raises_an_operational_error_and_the_ledger_stays_usable(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", DISK_FULL_AT_COMMIT, str(tmp_path / "ledger.sqlite")],
-                         env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, check=True)
+def test_a_commit_that_cannot_write_raises_an_error_to_try_again_and_the_ledger_stays_usable(tmp_path):
+    out = subprocess.run([sys.executable, "-c", DISK_FULL_AT_COMMIT, str(tmp_path)],
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True)
     failed, kinds = out.stdout.splitlines()
     assert failed.startswith("failed: ") and kinds == "['first', 'kept']", out.stdout
 
 
-def test_nights_are_recorded_when_started_and_when_done(tmp_path):
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+def test_nights_are_recorded_when_started_and_when_done(ledger):
     assert ledger.night("n1") is None
     with ledger.transaction():
         ledger.start_night("n1")
@@ -133,4 +255,249 @@ def test_nights_are_recorded_when_started_and_when_done(tmp_path):
         ledger.end_night("n1", {"outcome": "published", "version": 3})
     done = ledger.night("n1")
     assert done["finished"] >= done["started"] and done["report"] == {"outcome": "published", "version": 3}
+
+
+@pytest.mark.parametrize("seen_before", [None, 1])
+def test_an_older_token_waits_for_the_newer_writers_commit_and_is_refused(ledger, other, seen_before):
+    if seen_before is not None:
+        with ledger.transaction(fence=seen_before):
+            pass
+    inside, finishing, refused = threading.Event(), [], []
+
+    def newer():
+        with ledger.transaction(fence=3):
+            ledger.event(None, "newer")
+            inside.set()
+            time.sleep(0.5)  # the older writer tries meanwhile
+            finishing.append(time.monotonic())
+
+    def older():
+        inside.wait(5)
+        try:
+            with other.transaction(fence=2):
+                other.event(None, "older")
+        except FencedOut as e:
+            refused.append((time.monotonic(), str(e)))
+
+    in_threads(newer, older)
+    assert len(refused) == 1 and refused[0][1] == "writer token 2 is older than 3"
+    assert refused[0][0] >= finishing[0]  # it waited for the newer writer's transaction, then saw its token
+    assert kinds(ledger) == ["newer"]
+
+
+def test_two_writers_in_threads_commit_alternately_with_increasing_tokens(ledger, other):
+    turns = [threading.Event() for _ in range(7)]
+    refused, errors = [], []
+
+    def writer(me: Ledger, first: int):
+        try:
+            for token in range(first, 7, 2):
+                assert turns[token - 1].wait(10)
+                if token > 2:
+                    try:  # this writer's last token, after the other writer committed a newer one
+                        with me.transaction(fence=token - 2):
+                            me.event(None, "stale")
+                    except FencedOut:
+                        refused.append(token - 2)
+                with me.transaction(fence=token):
+                    me.event(None, f"w{token}")
+                turns[token].set()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            for t in turns:
+                t.set()
+
+    turns[0].set()
+    in_threads(lambda: writer(ledger, 1), lambda: writer(other, 2))
+    assert errors == []
+    assert kinds(ledger) == ["w1", "w2", "w3", "w4", "w5", "w6"]
+    assert refused == [1, 2, 3, 4]
+
+
+def test_the_same_fact_spooled_by_two_writers_at_once_is_one_fact(ledger, other):
+    inside = threading.Event()
+
+    def first():
+        with ledger.transaction():
+            ledger.spool("f1", FACT, "accepted")
+            inside.set()
+            time.sleep(0.3)
+
+    def second():
+        inside.wait(5)
+        with other.transaction():
+            if other.get("f1") is None:  # not committed yet: PostgreSQL waits at the insert, SQLite at BEGIN
+                other.spool("f1", FACT, "accepted")
+            else:
+                other.spool("f1", FACT, "stated again")
+
+    in_threads(first, second)
+    assert ledger.get("f1")["status"] == SPOOLED
+    assert [e["kind"] for e in ledger.history("f1")] == ["received", SPOOLED, SPOOLED]
+
+
+def test_a_change_decided_on_a_fact_read_in_the_same_transaction_is_made_once(ledger, other):
+    with ledger.transaction():
+        ledger.spool("f1", FACT, "accepted")
+    read = threading.Barrier(2, timeout=5)
+
+    def enqueue(me: Ledger):
+        with me.transaction():
+            spooled = me.get("f1")["status"] == SPOOLED
+            try:
+                read.wait(0.5)  # on PostgreSQL the second reader waits for the first's commit, so this times out
+            except threading.BrokenBarrierError:
+                pass
+            if spooled:
+                me.queued("f1")
+
+    in_threads(lambda: enqueue(ledger), lambda: enqueue(other))
+    assert [e["kind"] for e in ledger.history("f1")] == ["received", SPOOLED, QUEUED]
+
+
+def test_on_postgresql_writes_to_different_facts_do_not_wait_for_each_other(ledger, other, database_url):
+    if database_url is None:
+        pytest.skip("SQLite takes one writer at a time")
+    inside, done = threading.Event(), threading.Event()
+
+    def slow():
+        with ledger.transaction():
+            ledger.spool("f1", FACT, "accepted")
+            inside.set()
+            assert done.wait(10)  # still open while the other writer commits
+
+    def quick():
+        inside.wait(5)
+        with other.transaction():
+            other.spool("f2", Fact(subject="Elio Brennan", relation="works at", object="Hollin Labs"), "accepted")
+        done.set()
+
+    in_threads(slow, quick)
+    assert done.is_set() and {f["id"] for f in ledger.facts()} == {"f1", "f2"}
+
+
+def test_the_migrations_build_the_tables_the_ledger_uses_and_take_them_down(ledger, tmp_path, database_url):
+    with ledger.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with ledger.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert inspect(ledger.engine).get_table_names() == ["alembic_version"]
+    again = Ledger.open(Layout(tmp_path), database_url)
+    assert again.facts() == [] and again.latest_version() == 0
+    again.close()
+
+
+# The ledger's statements before migrations; older homes also lack nights and events_kind.
+SCHEMA_BEFORE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS facts (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    object TEXT NOT NULL,
+    data TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage INTEGER NOT NULL DEFAULT 0,
+    scale REAL NOT NULL DEFAULT 0,
+    reason TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    version_added INTEGER,
+    version_removed INTEGER
+);
+CREATE INDEX IF NOT EXISTS facts_user ON facts(user_id);
+CREATE INDEX IF NOT EXISTS facts_status ON facts(status);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    fact_id TEXT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_fact ON events(fact_id);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    n INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nights (
+    id TEXT PRIMARY KEY,
+    started REAL NOT NULL,
+    finished REAL,
+    report TEXT
+);
+"""
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_a_sqlite_ledger_made_before_migrations_opens_with_its_facts_and_keeps_working(tmp_path, older):
+    db = sqlite3.connect(Layout(tmp_path).ledger)
+    db.executescript(SCHEMA_BEFORE_MIGRATIONS)
+    if older:
+        db.executescript("DROP TABLE nights; DROP INDEX events_kind;")
+    db.execute("INSERT INTO facts(id, user_id, subject, relation, object, data, status, stage, scale, created,"
+               " updated, version_added) VALUES ('f1', 'default', ?, ?, ?, ?, 'active', 0, 1.0, 1.0, 2.0, 1)",
+               (FACT.subject, FACT.relation, FACT.object, json.dumps(FACT.to_json(), sort_keys=True)))
+    db.executemany("INSERT INTO events(fact_id, ts, kind, detail) VALUES ('f1', ?, ?, ?)",
+                   [(1.0, "received", json.dumps({"fact": FACT.to_json()})), (2.0, ACTIVE, '{"version_added": 1}')])
+    db.execute("INSERT INTO versions(n, ts, kind, detail) VALUES (1, 2.0, 'wake', '{\"facts\": [\"f1\"]}')")
+    db.execute("INSERT INTO meta(key, value) VALUES ('fence', 5)")
+    db.commit()
+    db.close()
+
+    ledger = Ledger.open(Layout(tmp_path))
+    row = ledger.get("f1")
+    assert row["status"] == ACTIVE and Fact.parse(row["fact"]) == FACT and ledger.latest_version() == 1
+    assert [e["kind"] for e in ledger.history("f1")] == ["received", ACTIVE]
+    assert ledger.edit_latencies() == [1.0]
+    with pytest.raises(FencedOut):
+        with ledger.transaction(fence=4):
+            pass
+    with ledger.transaction(fence=5):
+        ledger.forget("f1", version=2)
+        ledger.start_night("n1")
+    assert [e["seq"] for e in ledger.history("f1")] == [1, 2, 3] and ledger.get("f1")["status"] == FORGOTTEN
+    assert ledger.night("n1")["finished"] is None
+    with ledger.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert {i["name"] for i in inspect(conn).get_indexes("events")} == {"events_fact", "events_kind"}
     ledger.close()
+
+
+def test_the_database_url_setting_names_the_ledger_the_command_line_reads(tmp_path, database_url):
+    ledger = Ledger.open(Layout(tmp_path), database_url)
+    with ledger.transaction():
+        ledger.spool("f1", FACT, "accepted")
+    ledger.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENTMEM_HOME": str(tmp_path)}
+    env.pop("AGENTMEM_DATABASE_URL", None)
+    if database_url is not None:
+        env["AGENTMEM_DATABASE_URL"] = database_url
+    code = "import sys; sys.argv = ['agentmem', 'facts', '--json']; from agentmem.cli import run; run()"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert [f["id"] for f in json.loads(out.stdout)] == ["f1"]
+    assert (tmp_path / "ledger.sqlite").exists() == (database_url is None)
+
+
+@pytest.mark.parametrize("url", ["mysql://root@127.0.0.1/agentmem", "not a url"])
+def test_a_database_other_than_postgresql_or_sqlite_is_refused_naming_the_setting(url):
+    with pytest.raises(ValidationError) as e:
+        Settings(database_url=url)
+    assert settings_error(e.value).startswith("AGENTMEM_DATABASE_URL: ")
+
+
+def test_the_ledger_refuses_a_database_other_than_postgresql_or_a_sqlite_file():
+    with pytest.raises(ValueError, match="SQLite or PostgreSQL, not 'mysql'"):
+        Ledger("mysql://root@127.0.0.1/agentmem")
+    with pytest.raises(ValueError, match="a SQLite ledger is a file"):
+        Ledger("sqlite://")

@@ -90,7 +90,7 @@ class FakeWriter:
 
     def __init__(self, settings):
         self.layout = Layout(settings.home)
-        self.editor = SimpleNamespace(ledger=Ledger(self.layout.ledger), fence=None)
+        self.editor = SimpleNamespace(ledger=Ledger.open(self.layout), fence=None)
 
     @contextmanager
     def writing(self, wait):
@@ -121,7 +121,7 @@ def night_moving_stages(runs: list, fail_first: bool = False):
 def sleep_task(workers, tmp_path):
     workers.Writer = FakeWriter
     app = workers.make_app(Settings(home=tmp_path, redis_url=REDIS_URL))
-    ledger = Ledger(Layout(tmp_path).ledger)
+    ledger = Ledger.open(Layout(tmp_path))
     with ledger.transaction():
         ledger.add_fact("f1", Fact(subject="Thea Albescu", relation="lives in", object="Oslo"), ACTIVE)
     yield app.tasks[SLEEP_TASK], ledger
@@ -159,7 +159,7 @@ def test_run_night_records_the_night_it_was_given(tmp_path):
     from agentmem.sleep.config import SleepConfig
     from agentmem.sleep.night import run_night
 
-    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger = Ledger.open(Layout(tmp_path))
     editor = SimpleNamespace(ledger=ledger, fence=None, store=None)
     report = run_night(editor, SleepConfig(), tmp_path / "sleep", night="night-1")
     assert report["outcome"] == "nothing to consolidate"

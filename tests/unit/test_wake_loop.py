@@ -2,7 +2,9 @@
 
 import sqlite3
 
+import psycopg
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from agentmem.facts import Fact
 from agentmem.writer.fact_queue import Entry
@@ -42,11 +44,14 @@ def entries():
 
 
 @pytest.mark.parametrize("error", [sqlite3.OperationalError("database is locked"),
-                                   sqlite3.OperationalError("database or disk is full")])
+                                   sqlite3.OperationalError("database or disk is full"),
+                                   psycopg.errors.SerializationFailure("could not serialize access"),
+                                   psycopg.errors.AdminShutdown("terminating connection")])
 def test_a_ledger_error_leaves_the_batch_on_the_queue(error):
+    error = OperationalError("COMMIT", {}, error)  # as SQLAlchemy hands on the driver's error
     assert isinstance(error, TRANSIENT)
     queue, totals = Queue(), Totals()
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(OperationalError):
         apply_batch(Editor(error), queue, entries(), totals)
     assert queue.acked == [] and totals.failed == []
 
