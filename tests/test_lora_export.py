@@ -3,7 +3,6 @@ the adapter alone answers as the edited weights do (the building block of per-us
 
 import torch
 
-from agentmem import Memory
 from agentmem.bench.data import fictional_facts
 from agentmem.edit.lora import compacted, stacked
 from agentmem.serving import generate
