@@ -15,7 +15,7 @@ from typing import Sequence
 from pydantic import BaseModel, Field
 
 from .schema import Fact
-from .perspective import user_subject
+from .perspective import is_user_subject, user_subject
 
 _INSTRUCTION = re.compile(
     r"\b(ignore (all |any )?(previous|prior|above|earlier) (instructions|messages|rules)|"
@@ -297,6 +297,10 @@ class Policy:
             return why
         if about_user(fact):
             return None
+        if is_user_subject(fact.subject):
+            # "User <id>" keys another user's own facts: only that user writes them
+            owner = fact.subject.split("'s ")[0]
+            return f"names another user's keyed identity ({owner!r}): a user states facts about themselves only"
         if self.cfg.user_world_only:
             return "not about the user or the user's world"
         return None

@@ -218,3 +218,19 @@ def test_the_secrets_screen_can_be_turned_off():
 
 def test_a_long_message_is_searched_only_at_its_start():
     assert find_secrets("I like tea. " * 2_000 + "My PIN is 4821") == []
+
+
+def test_a_user_cannot_write_into_another_users_keyed_facts():
+    told = RuleExtractor().extract("User Alice lives in Berlin.", "u1")
+    # what a model extractor may return as well: another user's people, any casing
+    told += [Fact(subject="User alice's sister", relation="works at", object="Siemens", user_id="u1"),
+             Fact(subject="User u2", relation="is allergic to", object="peanuts", user_id="u1")]
+    assert [f.subject for f in told] == ["User Alice", "User alice's sister", "User u2"]
+    for f in told:
+        why = Policy().screen_fact(f)
+        assert why and "another user's keyed identity" in why, (f, why)
+
+
+def test_a_users_own_keyed_facts_and_other_people_pass():
+    for text in ("I live in Lisbon.", "My sister works at Siemens.", "Tom Varga plays the cello."):
+        assert all(Policy().screen_fact(f) is None for f in RuleExtractor().extract(text, "u1")), text
