@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ..edit.arch import Architecture
 from ..edit.lora import LayerLora
+from .atomic import save_tensors
 from .layout import ADAPTER_FILES
 
 # ranks the serving engines take without complaint: a LoRA is padded with zero columns up to the next one
@@ -42,5 +42,5 @@ def write_down_proj_lora(dest: Path, layers: dict[int, LayerLora], arch: Archite
     dest.mkdir(parents=True, exist_ok=True)
     config_file, weights_file = ADAPTER_FILES
     (dest / config_file).write_text(json.dumps(config, indent=2, sort_keys=True))
-    save_file(tensors, str(dest / weights_file))
+    save_tensors(tensors, dest / weights_file)
     return rank
