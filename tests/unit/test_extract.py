@@ -21,8 +21,7 @@ from agentmem.extract import (
 )
 from agentmem.extract.llm import SCHEMA
 from agentmem.extract.vocabulary import FAVOURITES, PETS, ROLES
-from agentmem.bench.extraction import score, score_dataset
-from agentmem.bench.pipeline import EXTRACTION_SET
+from agentmem.bench.extraction import DEV_SET, EXTRACTION_SET, HELDOUT_SET, NO_MODEL, extraction_benchmark, score, score_dataset
 from agentmem.facts import RELATIONS, Fact
 from agentmem.facts.perspective import to_third_person, user_subject
 
@@ -321,3 +320,52 @@ def test_llm_extractor_unreachable_server_names_the_url():
     url = f"http://127.0.0.1:{port}"
     with pytest.raises(ExtractionError, match=f"{url}/v1/chat/completions"):
         LLMExtractor(url, "m", timeout=2).extract("I live in Lisbon.", "u1")
+
+
+# --- `agentmem eval extraction` --------------------------------------------------------
+
+CATEGORIES = {"self", "named-people", "pets", "work", "places-contrast", "lists", "negation", "plans", "corrections",
+              "hypotheticals", "questions", "quotes", "instructions", "secrets", "small-talk"}
+
+
+@pytest.mark.parametrize("path, least, per_category", [(HELDOUT_SET, 300, 15), (DEV_SET, 150, 10)])
+def test_heldout_and_dev_sets_are_well_formed_and_apart(path, least, per_category):
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(rows) >= least and len({r["id"] for r in rows}) == len(rows)
+    counts = {c: sum(r["category"] == c for r in rows) for c in CATEGORIES}
+    assert set(r["category"] for r in rows) == CATEGORIES and min(counts.values()) >= per_category, counts
+    for row in rows:
+        for e in row["expected"]:
+            Fact.parse({k: e[k] for k in ("subject", "relation", "object")})
+    said = lambda rs: {m["content"].lower() for r in rs for m in r["messages"] if m["role"] == "user"}  # noqa: E731
+    others = [json.loads(line) for p in {HELDOUT_SET, DEV_SET, EXTRACTION_SET} - {path}
+              for line in p.read_text().splitlines() if line.strip()]
+    assert not said(rows) & said(others)
+
+
+def test_extraction_benchmark_per_category_without_a_model():
+    result = extraction_benchmark(DEV_SET)
+    assert result["llm"] == result["both"] == {"skipped": NO_MODEL}
+    rules = result["rules"]
+    assert set(rules["categories"]) == CATEGORIES
+    assert sum(c["snippets"] for c in rules["categories"].values()) == result["snippets"] == rules["overall"]["snippets"]
+    assert sum(c["tp"] + c["fn"] for c in rules["categories"].values()) == result["expected_facts"]
+
+
+def test_extraction_benchmark_scores_the_model_and_both(chat_server, tmp_path):
+    data = tmp_path / "two.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "category": "self", "user_id": "u1", "messages": [{"role": "user", "content": "I live in Oslo."}],
+         "expected": [{"subject": "User u1", "relation": "lives in", "object": "Oslo"}]},
+        {"id": "b", "category": "pets", "user_id": "u1", "messages": [{"role": "user", "content": "Rex is my dog."}],
+         "expected": [{"subject": "User u1", "relation": "owns a dog named", "object": "Rex"}]},
+    ]))
+    chat_server.reply = _completion(json.dumps({"facts": [
+        {"subject": "User u1", "relation": "owns a dog named", "object": "Rex"},
+        {"subject": "User u1", "relation": "lives in", "object": "Bergen"}]}))
+    host, port = chat_server.server_address
+    result = extraction_benchmark(data, "llm", f"http://{host}:{port}", "m")
+    assert result["rules"]["categories"]["self"]["tp"] == 1
+    assert result["llm"]["overall"]["tp"] == 1 and result["llm"]["overall"]["fp"] == 3
+    # both: the rules' Oslo is kept over the model's Bergen, the model adds the dog
+    assert result["both"]["categories"]["self"]["tp"] == 1 and result["both"]["categories"]["pets"]["tp"] == 1
