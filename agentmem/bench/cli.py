@@ -64,7 +64,7 @@ def eval_pipeline(
 
 @eval_app.command("extraction")
 def eval_extraction(
-    dataset: Optional[Path] = typer.Option(None, help="snippets (JSONL, with a category each); default: the held-out set"),
+    dataset: Optional[Path] = typer.Option(None, help="snippets (JSONL, a category each); default: the held-out set"),
     extractor: str = typer.Option("rules", envvar="AGENTMEM_EXTRACTOR", help="llm: also score the model and both"),
     extractor_url: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_URL"),
     extractor_model: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_MODEL"),
