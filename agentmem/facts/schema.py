@@ -86,9 +86,11 @@ RELATIONS: dict[str, list[str]] = {
     "runs a": ["What business does {s} run?", "What kind of business does {s} have?", "What does {s} run?"],
     "teaches": ["What does {s} teach?", "What subject does {s} teach?", "What is {s} a teacher of?"],
     "works in": ["What field does {s} work in?", "Which industry does {s} work in?", "What sector does {s} work in?"],
-    "does not eat": ["What does {s} not eat?", "What food does {s} avoid?", "What won't {s} eat?"],
-    "does not drink": ["What does {s} not drink?", "What drink does {s} avoid?", "What won't {s} drink?"],
-    "does not speak": ["What language does {s} not speak?", "Which language can {s} not speak?", "What language is {s} unable to speak?"],
+    "does not eat": ["What does {s} not eat?", "What food does {s} avoid?", "What won't {s} eat?", "What doesn't {s} eat?"],
+    "does not drink": ["What does {s} not drink?", "What drink does {s} avoid?", "What won't {s} drink?",
+                       "What doesn't {s} drink?"],
+    "does not speak": ["What language does {s} not speak?", "Which language can {s} not speak?",
+                       "What language is {s} unable to speak?", "What language doesn't {s} speak?"],
 }
 
 # The people a user names by their relation to the user ("my aunt Wilhelmina"): "has an aunt named" and its
@@ -167,7 +169,8 @@ _SPELLING = [(re.compile(p, re.I), r) for p, r in [
 
 def _template_pattern(template: str) -> re.Pattern:
     head, _, tail = template.rstrip("?").partition("{s}")
-    return re.compile(rf"^{re.escape(head)}(?P<s>.+?){re.escape(tail)}\s*\??$", re.I)
+    # a subject never ends in "not": "What language does X not speak?" asks what X does not speak
+    return re.compile(rf"^{re.escape(head)}(?P<s>.+?)(?<! not){re.escape(tail)}\s*\??$", re.I)
 
 
 _CANONICAL = [(_template_pattern(t), rel, qs[0]) for rel, qs in RELATIONS.items() for t in qs]
