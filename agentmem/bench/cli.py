@@ -62,6 +62,23 @@ def eval_pipeline(
     _report(result, out)
 
 
+@eval_app.command("extraction")
+def eval_extraction(
+    dataset: Optional[Path] = typer.Option(None, help="snippets (JSONL, a category each); default: the held-out set"),
+    extractor: str = typer.Option("rules", envvar="AGENTMEM_EXTRACTOR", help="llm: also score the model and both"),
+    extractor_url: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_URL"),
+    extractor_model: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_MODEL"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Extraction precision and recall, overall and per category: the rules, the model extractor and both."""
+    from .extraction import HELDOUT_SET, extraction_benchmark
+
+    dataset = dataset or HELDOUT_SET
+    if not dataset.exists():
+        fail(f"extraction dataset {dataset} not found")
+    _report(extraction_benchmark(dataset, extractor, extractor_url, extractor_model), out)
+
+
 @eval_app.command("serve")
 def eval_serve(
     home: Optional[Path] = HomeOpt,

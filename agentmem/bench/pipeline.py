@@ -18,10 +18,7 @@ from pathlib import Path
 import torch
 
 from ..extract import RuleExtractor
-from .extraction import score_dataset
-
-# conversation snippets with the facts a careful reader would store (hand-written, see the tests)
-EXTRACTION_SET = Path(__file__).parents[1] / "data" / "extraction.jsonl"
+from .extraction import EXTRACTION_SET, score_dataset
 
 # (statement pattern, first-person question, objects): what people say about themselves
 STATEMENTS = [

@@ -8,10 +8,19 @@ Conventions shared by both:
   relation to the user are keyed by that relation word as the user said it ("my sister" ->
   "User u1's sister"), because that is how the user will ask about them later; their name
   becomes a fact about the user ("User u1 has a sister named Maria").
+- Named with a full name ("my aunt Wilhelmina Fairweather works as a beekeeper"), the person is
+  the subject by that name (few people share a full name; many share "User u1's aunt" across
+  users and "Maria" across the world), and the relation stays a fact about the user ("User u1
+  has an aunt named Wilhelmina Fairweather"): the alias by which "What does my aunt do?" can
+  find them. Mum, dad, girlfriend, coworker, grandma ... are named as mother, father, partner,
+  colleague, grandmother; a group ("my parents") is described but never named.
 - Anyone else is keyed by their name ("Tom works at Google" -> subject "Tom").
 - One value per (subject, relation): a list said in one breath stays one object ("Portuguese
-  and Spanish"), and a later statement replaces an earlier one.
+  and Spanish"), and a later statement replaces an earlier one; predicates joined by "and" are
+  facts each ("lives in Vienna and teaches piano").
 - "I'm from Kyoto" is "is from", not "was born in": people say it of where they grew up too.
+- A negation has its own relation ("I don't eat pork": "does not eat"; "I don't like X":
+  "dislikes"); what is no longer so ("I don't live in London anymore") gives nothing.
 
 The extractor is chosen by `make_extractor` (settings: `extractor`, `extractor_url`, `extractor_model`).
 """

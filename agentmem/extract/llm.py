@@ -39,12 +39,19 @@ Reply with JSON: {{"facts": [{{"subject": ..., "relation": ..., "object": ...}}]
 {{"subject": "{user}", "relation": "lives in", "object": "Oslo"}}.
 - People and pets the user refers to by their relation to the user are "{user}'s <word>": \
 "my sister lives in Rome" -> subject "{user}'s sister". Their name is a fact about the user: \
-"my sister Maria" -> {{"subject": "{user}", "relation": "has a sister named", "object": "Maria"}}.
+"my sister Maria" -> {{"subject": "{user}", "relation": "has a sister named", "object": "Maria"}}. \
+Named with a full name, the person is the subject by that name and the relation is still a fact about the \
+user: "my aunt Ida Berg is a nurse" -> {{"subject": "{user}", "relation": "has an aunt named", "object": \
+"Ida Berg"}} and {{"subject": "Ida Berg", "relation": "works as", "object": "nurse"}}.
 - Anyone or anything else is the subject by name ("Tom works at Google" -> subject "Tom").
+- A sentence that says several things gives a fact for each ("lives in Vienna and teaches piano"); a list \
+for one relation stays one object ("Portuguese and Spanish").
+- A negation has its own relation, never the positive one: "I don't eat pork" -> "does not eat"; \
+"I don't like X" -> "dislikes".
 - relation is one of the allowed relations below, exactly as written; \
 "<subject> <relation> <object>" reads as an English sentence.
 - object is a short noun phrase: leave out times, reasons and filler ("last year", "because ...").
-- Nothing from questions, hypotheticals, wishes, negations, the past ("I used to ..."), \
+- Nothing from questions, hypotheticals, wishes, what is no longer so ("I used to ...", "not anymore"), \
 statements about the assistant, or instructions to the assistant.
 - Claims about the world ("The capital of X is Y") are extracted as stated, even if wrong.
 - No facts: {{"facts": []}}.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-# Relation word -> the relation that names them (None: they can be described but not named).
+from ..facts.schema import KIN
+
+# Relation word -> the relation that names them (None: a group, described but not named).
 ROLES: dict[str, str | None] = {
     "sister": "has a sister named", "brother": "has a brother named",
     "son": "has a son named", "daughter": "has a daughter named",
@@ -13,21 +15,36 @@ ROLES: dict[str, str | None] = {
     "wife": "is married to", "husband": "is married to", "spouse": "is married to",
     "partner": "has a partner named", "girlfriend": "has a partner named", "boyfriend": "has a partner named",
     "fiance": "has a partner named", "fiancee": "has a partner named",
-    "friend": "is friends with",
+    "friend": "is friends with", "bestie": "is friends with",
     "colleague": "has a colleague named", "coworker": "has a colleague named", "co-worker": "has a colleague named",
-    "boss": "has a boss named", "manager": "has a boss named",
-    "roommate": "has a roommate named", "flatmate": "has a roommate named", "housemate": "has a roommate named",
-    "grandmother": None, "grandma": None, "grandfather": None, "grandpa": None, "aunt": None, "uncle": None,
-    "cousin": None, "niece": None, "nephew": None, "neighbour": None, "neighbor": None,
+    "boss": "has a boss named", "manager": "has a boss named", "roommate": "has a roommate named",
+    "grandma": "has a grandmother named", "granny": "has a grandmother named", "nan": "has a grandmother named",
+    "nana": "has a grandmother named", "grandpa": "has a grandfather named", "grandad": "has a grandfather named",
+    "granddad": "has a grandfather named", "auntie": "has an aunt named", "neighbor": "has a neighbour named",
+    "stepmom": "has a stepmother named", "stepmum": "has a stepmother named", "stepdad": "has a stepfather named",
+    "bf": "has a partner named", "gf": "has a partner named", "hubby": "is married to",
+} | {w: f"has {'an' if w[0] in 'aeiou' else 'a'} {w} named" for w in KIN} | {
+    w: None for w in ("parents", "kids", "children", "grandparents", "family", "in-laws", "twins")
 }
 
-PETS: dict[str, str] = {"dog": "owns a dog named", "puppy": "owns a dog named", "cat": "owns a cat named",
-                        "kitten": "owns a cat named"} | {
+# Breeds people name instead of the animal ("my labrador Maple").
+DOG_BREEDS = (
+    "labrador", "golden retriever", "retriever", "beagle", "poodle", "terrier", "collie", "border collie",
+    "spaniel", "cocker spaniel", "husky", "pug", "bulldog", "french bulldog", "frenchie", "corgi", "chihuahua",
+    "greyhound", "whippet", "schnauzer", "dalmatian", "rottweiler", "german shepherd", "sheepdog", "labradoodle",
+    "cockapoo", "cavapoo", "dachshund", "sausage dog", "doberman", "great dane", "mastiff", "staffie", "pitbull",
+    "pit bull", "vizsla", "akita", "shiba", "samoyed", "malamute", "pomeranian", "yorkie",
+    "jack russell", "shih tzu", "springer spaniel",
+)
+CAT_BREEDS = ("siamese", "persian", "maine coon", "ragdoll", "bengal", "sphynx", "tabby")
+
+PETS: dict[str, str] = {"dog": "owns a dog named", "puppy": "owns a dog named", "pup": "owns a dog named",
+                        "cat": "owns a cat named", "kitten": "owns a cat named", "kitty": "owns a cat named"} | {
     p: "owns a pet named" for p in (
         "parrot", "rabbit", "bunny", "hamster", "horse", "pony", "bird", "budgie", "fish", "goldfish", "turtle",
         "tortoise", "snake", "lizard", "gecko", "ferret", "hedgehog", "chinchilla", "guinea pig", "rat", "mouse",
     )
-}
+} | {b: "owns a dog named" for b in DOG_BREEDS} | {b: "owns a cat named" for b in CAT_BREEDS}
 
 KIN_ADJ = r"(?:(?:older|younger|big|little|baby|twin|oldest|youngest|eldest|elder|best|new|old|good|close) )?"
 
@@ -44,7 +61,7 @@ INSTRUMENTS = {
     "piano", "guitar", "violin", "cello", "drums", "bass", "flute", "saxophone", "sax", "trumpet", "ukulele",
     "harp", "clarinet", "banjo", "accordion", "trombone", "oboe", "keyboard", "keyboards", "harmonica", "viola",
     "mandolin", "organ", "bagpipes", "double bass", "electric guitar", "acoustic guitar", "synth", "tuba",
-    "bassoon", "french horn", "xylophone", "recorder",
+    "bassoon", "french horn", "xylophone", "recorder", "fiddle",
 }
 
 SPORTS = {
@@ -90,7 +107,8 @@ NOT_NAMES = {
     "swedish", "norwegian", "danish", "finnish", "icelandic", "chinese", "japanese", "korean", "vietnamese",
     "thai", "indian", "pakistani", "filipino", "indonesian", "australian", "nigerian", "kenyan", "egyptian",
     "moroccan", "african", "european", "asian", "latino", "latina", "not", "very", "really", "from", "in",
-    "let's", "let",
+    "let's", "let", "grew", "born", "raised", "living", "working", "moved", "studying", "learning", "currently",
+    "originally", "based", "lived",
 }
 
 PLAN_VERBS = {
@@ -124,6 +142,52 @@ STOP = {
     "unless", "lol", "haha", "lmao", "btw", "especially", "particularly", "including", "except", "not",
     "like", "such", "please", "thanks", "i", "we", "you", "he", "she", "they", "it", "me", "him", "her",
     "them", "us", "your", "those", "in", "at", "on", "from", "by", "named", "called", "and/or", "etc",
+    "instead", "after", "before", "during", "sorry",
 }
 
 PUNCT = ".,;:!?\"'()[]{}*_~`<>"
+
+DIETS = ("vegetarian", "veggie", "vegan", "pescatarian", "pescetarian", "flexitarian", "plant-based", "keto",
+         "paleo", "gluten-free", "gluten free", "dairy-free", "dairy free", "lactose-free", "low-carb", "low carb",
+         "halal", "kosher", "raw vegan", "carnivore")
+
+NATIONALITIES = (
+    "american", "canadian", "mexican", "brazilian", "argentinian", "argentine", "chilean", "colombian", "peruvian",
+    "venezuelan", "cuban", "british", "english", "scottish", "irish", "welsh", "french", "german", "dutch",
+    "belgian", "swiss", "austrian", "italian", "spanish", "portuguese", "greek", "turkish", "polish", "czech",
+    "slovak", "hungarian", "romanian", "bulgarian", "serbian", "croatian", "slovenian", "russian", "ukrainian",
+    "swedish", "norwegian", "danish", "finnish", "icelandic", "estonian", "latvian", "lithuanian", "chinese",
+    "japanese", "korean", "vietnamese", "thai", "indian", "pakistani", "bangladeshi", "sri lankan", "nepali",
+    "filipino", "indonesian", "malaysian", "singaporean", "australian", "kiwi", "new zealander", "nigerian",
+    "ghanaian", "kenyan", "ethiopian", "south african", "egyptian", "moroccan", "algerian", "tunisian",
+    "lebanese", "israeli", "iranian", "iraqi", "syrian", "jordanian", "saudi", "emirati",
+)
+
+# The trade a business is ("a small plumbing business", "a bakery"): what "I run ..." must end in.
+BUSINESSES = {
+    "business", "company", "firm", "agency", "studio", "startup", "start-up", "shop", "store", "bakery", "cafe",
+    "café", "restaurant", "bar", "pub", "hotel", "hostel", "b&b", "salon", "clinic", "practice", "gym", "school",
+    "nursery", "daycare", "farm", "vineyard", "winery", "brewery", "distillery", "bookshop", "bookstore",
+    "boutique", "consultancy", "gallery", "garage", "workshop", "truck", "stall", "charity", "franchise",
+    "kitchen", "diner", "bistro", "deli", "pharmacy", "surgery", "dojo", "label", "magazine", "newsletter",
+}
+
+# Fields of work ("I work in marketing"); a place after "work in" is no fact.
+FIELDS = {
+    "marketing", "finance", "banking", "insurance", "healthcare", "health care", "medicine", "it", "tech",
+    "technology", "software", "education", "sales", "hr", "human resources", "retail", "hospitality",
+    "construction", "logistics", "publishing", "advertising", "law", "academia", "research", "pharma",
+    "consulting", "real estate", "property", "fashion", "journalism", "media", "film", "tv", "television",
+    "government", "politics", "the public sector", "public sector", "the nonprofit sector", "nonprofits",
+    "engineering", "accounting", "recruitment", "recruiting", "design", "tourism", "aviation", "energy",
+    "agriculture", "manufacturing", "telecoms", "cybersecurity", "security", "data science", "pr",
+    "public relations", "social work", "social care", "customer service", "customer support", "operations",
+    "procurement", "biotech", "gaming", "music", "theatre", "the arts", "events",
+}
+
+# What people say they are in the middle of ("I'm writing a novel"), with the preposition some take.
+ONGOING = ("training for", "preparing for", "recovering from", "saving up for", "saving for", "working on",
+           "writing", "renovating", "restoring", "building", "rebuilding", "recording", "knitting", "researching",
+           "volunteering at", "volunteering for", "fixing up", "doing up", "organising", "organizing")
+
+TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sir", "dame"}

@@ -77,7 +77,37 @@ RELATIONS: dict[str, list[str]] = {
     "has a favourite season:": ["What is {s}'s favourite season?", "Which season does {s} like best?", "What season does {s} prefer?"],
     "has a favourite city:": ["What is {s}'s favourite city?", "Which city does {s} like best?", "What city does {s} love most?"],
     "has the capital city": ["What is the capital of {s}?", "Which city is the capital of {s}?", "What is {s}'s capital city?"],
+    "follows the diet": ["What diet does {s} follow?", "Which diet does {s} keep to?", "What kind of diet is {s} on?"],
+    "has the nationality": ["What is {s}'s nationality?", "What nationality is {s}?", "Which nationality does {s} have?"],
+    "studies": ["What does {s} study?", "What subject does {s} study?", "What is {s}'s field of study?"],
+    "studies at": ["Where does {s} study?", "Which university does {s} go to?", "Where is {s} a student?"],
+    "is learning": ["What is {s} learning?", "What is {s} learning at the moment?", "What skill is {s} learning?"],
+    "is currently": ["What is {s} doing these days?", "What is {s} working on at the moment?", "What is {s} busy with?"],
+    "runs a": ["What business does {s} run?", "What kind of business does {s} have?", "What does {s} run?"],
+    "teaches": ["What does {s} teach?", "What subject does {s} teach?", "What is {s} a teacher of?"],
+    "works in": ["What field does {s} work in?", "Which industry does {s} work in?", "What sector does {s} work in?"],
+    "does not eat": ["What does {s} not eat?", "What food does {s} avoid?", "What won't {s} eat?", "What doesn't {s} eat?"],
+    "does not drink": ["What does {s} not drink?", "What drink does {s} avoid?", "What won't {s} drink?",
+                       "What doesn't {s} drink?"],
+    "does not speak": ["What language does {s} not speak?", "Which language can {s} not speak?",
+                       "What language is {s} unable to speak?", "What language doesn't {s} speak?"],
 }
+
+# The people a user names by their relation to the user ("my aunt Wilhelmina"): "has an aunt named" and its
+# questions, beside the sister, brother, ... above.
+KIN = ("aunt", "uncle", "cousin", "niece", "nephew", "grandmother", "grandfather", "grandson", "granddaughter",
+       "stepmother", "stepfather", "stepson", "stepdaughter", "stepsister", "stepbrother", "mother-in-law",
+       "father-in-law", "sister-in-law", "brother-in-law", "son-in-law", "daughter-in-law", "godmother",
+       "godfather", "neighbour", "flatmate", "housemate", "classmate", "teacher", "tutor", "mentor", "coach",
+       "therapist", "landlord", "landlady")
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+RELATIONS |= {f"has {_article(w)} {w} named": [f"What is {{s}}'s {w}'s name?", f"What is {{s}}'s {w} called?",
+                                                f"Who is {{s}}'s {w}?"] for w in KIN}
 
 
 # Relations whose natural completion prompt is not "{subject} {relation}".
@@ -100,6 +130,10 @@ ATTRIBUTES: dict[str, str] = {
     "is friends with": "friend", "supports the football club": "football club", "is named": "name",
     "is from": "hometown", "grew up in": "childhood home", "owns a": "prized possession",
     "is planning to": "plan", "plays": "sport", "is a member of": "club",
+    "follows the diet": "diet", "has the nationality": "nationality", "studies": "subject of study",
+    "studies at": "school", "is learning": "new skill", "is currently": "current project", "runs a": "business",
+    "teaches": "teaching subject", "works in": "industry", "does not eat": "avoided food",
+    "does not drink": "avoided drink", "does not speak": "language gap",
 }
 
 
@@ -135,7 +169,8 @@ _SPELLING = [(re.compile(p, re.I), r) for p, r in [
 
 def _template_pattern(template: str) -> re.Pattern:
     head, _, tail = template.rstrip("?").partition("{s}")
-    return re.compile(rf"^{re.escape(head)}(?P<s>.+?){re.escape(tail)}\s*\??$", re.I)
+    # a subject never ends in "not": "What language does X not speak?" asks what X does not speak
+    return re.compile(rf"^{re.escape(head)}(?P<s>.+?)(?<! not){re.escape(tail)}\s*\??$", re.I)
 
 
 _CANONICAL = [(_template_pattern(t), rel, qs[0]) for rel, qs in RELATIONS.items() for t in qs]

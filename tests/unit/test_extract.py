@@ -21,8 +21,8 @@ from agentmem.extract import (
 )
 from agentmem.extract.llm import SCHEMA
 from agentmem.extract.vocabulary import FAVOURITES, PETS, ROLES
-from agentmem.bench.extraction import score, score_dataset
-from agentmem.bench.pipeline import EXTRACTION_SET
+from agentmem.bench.extraction import (DEV_SET, EXTRACTION_SET, HELDOUT_SET, NO_MODEL, extraction_benchmark, score,
+                                       score_dataset)
 from agentmem.facts import RELATIONS, Fact
 from agentmem.facts.perspective import to_third_person, user_subject
 
@@ -202,6 +202,14 @@ HOSTILE = {
     "long club phrase": "I am in a " + "x " * 1900 + " club",
     "many commas": ", " * 2000,
     "name too long to store": "My name is " + "A" * 300,
+    "repeated learning": "I am learning " * 500,
+    "long lesson phrase": "I'm taking " + "x " * 2000 + "lessons",
+    "repeated name first": "Ann Lee, my sister, " * 200,
+    "long move": "I moved from " + "a " * 2000 + " to X",
+    "long student phrase": "I am a " + "x " * 2000 + "student at Y",
+    "repeated lowercase role": "my sister " + "ana " * 900 + "works at x",
+    "repeated correction": "sorry, " * 600 + "I mean x",
+    "repeated titles": "Dr. " * 1000,
 }
 
 
@@ -236,6 +244,111 @@ def test_statements_the_user_does_not_assert_give_nothing(text):
 def test_a_request_still_names_the_users_pet():
     facts = RuleExtractor().extract("Write a poem about my dog Max.", "u1")
     assert [(f.subject, f.relation, f.object) for f in facts] == [("User u1", "owns a dog named", "Max")]
+
+
+# Phrasings by category, the issue's own examples among them: (text, the triples it gives; "U" is "User u1").
+PHRASINGS = {
+    "named-people": [
+        ("My neighbour Corentin Haverkamp plays the accordion.",
+         {("U", "has a neighbour named", "Corentin Haverkamp"), ("Corentin Haverkamp", "plays the", "accordion")}),
+        ("My aunt Wilhelmina Fairweather works as a beekeeper.",
+         {("U", "has an aunt named", "Wilhelmina Fairweather"), ("Wilhelmina Fairweather", "works as", "a beekeeper")}),
+        ("My colleague Anselm Quiroga has a dog named Mochi.",
+         {("U", "has a colleague named", "Anselm Quiroga"), ("Anselm Quiroga", "owns a dog named", "Mochi")}),
+        ("My best friend Olu runs a bakery in Lagos.",
+         {("U", "is friends with", "Olu"), ("U's friend", "runs a", "bakery")}),
+        ("Beatriz Salgado, my flatmate, speaks four languages.",
+         {("U", "has a flatmate named", "Beatriz Salgado"), ("Beatriz Salgado", "speaks", "four languages")}),
+        ("I have a friend named Ola Nordmann who lives in Bergen.",
+         {("U", "is friends with", "Ola Nordmann"), ("Ola Nordmann", "lives in", "Bergen")}),
+        ("My cousin is called Ruairi Byrne and he plays the fiddle.",
+         {("U", "has a cousin named", "Ruairi Byrne"), ("Ruairi Byrne", "plays the", "fiddle")}),
+        ("my sister ana works at the bank",
+         {("U", "has a sister named", "ana"), ("U's sister", "works at", "the bank")}),
+        ("My neighbour Frank is a firefighter.",
+         {("U", "has a neighbour named", "Frank"), ("U's neighbour", "works as", "a firefighter")}),
+    ],
+    "lists": [
+        ("My sister Ilona lives in Vienna and teaches piano.",
+         {("U", "has a sister named", "Ilona"), ("U's sister", "lives in", "Vienna"),
+          ("U's sister", "teaches", "piano")}),
+        ("My dad lives in Accra and runs a pharmacy.",
+         {("U's dad", "lives in", "Accra"), ("U's dad", "runs a", "pharmacy")}),
+        ("I love sushi, ramen and dumplings.", {("U", "likes", "sushi, ramen and dumplings")}),
+    ],
+    "places-contrast": [
+        ("I grew up in Tallinn but now live in Helsinki.",
+         {("U", "grew up in", "Tallinn"), ("U", "lives in", "Helsinki")}),
+        ("Born and raised in Glasgow, now living in Leeds.",
+         {("U", "was born in", "Glasgow"), ("U", "grew up in", "Glasgow"), ("U", "lives in", "Leeds")}),
+        ("We moved from Boston to Seattle in 2021.", {("U", "lives in", "Seattle")}),
+        ("I lived in Oslo for five years and I still live there.", {("U", "lives in", "Oslo")}),
+        ("I'm from Naples but I've been in Milan for years.", {("U", "is from", "Naples"), ("U", "lives in", "Milan")}),
+    ],
+    "negation": [
+        ("I don't really like horror movies.", {("U", "dislikes", "horror movies")}),
+        ("I don't eat meat or fish.", {("U", "does not eat", "meat or fish")}),
+        ("My son doesn't speak French.", {("U's son", "does not speak", "French")}),
+        ("I'm not keen on spicy food.", {("U", "dislikes", "spicy food")}),
+        ("I don't live in London anymore.", set()),
+        ("I never drink coffee after noon.", set()),
+    ],
+    "self": [
+        ("I'm a vegetarian.", {("U", "follows the diet", "vegetarian")}),
+        ("I've been learning the bassoon for two years.", {("U", "is learning", "bassoon")}),
+        ("I study marine biology.", {("U", "studies", "marine biology")}),
+        ("I'm majoring in chemistry at UCLA.", {("U", "studies", "chemistry"), ("U", "studies at", "UCLA")}),
+        ("I'm learning to code.", {("U", "is learning", "coding")}),
+        ("I'm Irish.", {("U", "has the nationality", "Irish")}),
+        ("I'm on a keto diet.", {("U", "follows the diet", "keto")}),
+        ("I'm training for an ironman.", {("U", "is currently", "training for an ironman")}),
+    ],
+    "work": [
+        ("I teach history at a high school.", {("U", "teaches", "history"), ("U", "works at", "a high school")}),
+        ("i work in IT at a hospital", {("U", "works in", "IT"), ("U", "works at", "a hospital")}),
+        ("I run a coffee shop in Porto.", {("U", "runs a", "coffee shop")}),
+        ("I've been a paramedic for eight years.", {("U", "works as", "a paramedic")}),
+        ("I'm an architect from Porto living in Berlin.",
+         {("U", "works as", "an architect"), ("U", "is from", "Porto"), ("U", "lives in", "Berlin")}),
+    ],
+    "pets": [
+        ("Our cat Miso loves sleeping on the radiator.",
+         {("U", "owns a cat named", "Miso"), ("U's cat", "likes", "sleeping on the radiator")}),
+        ("We have two cats called Bean and Sprout.", {("U", "owns a cat named", "Bean and Sprout")}),
+        ("i got a new puppy, his name is Biscuit", {("U", "owns a dog named", "Biscuit")}),
+        ("My brother's cat is called Zeus.", {("U's brother", "owns a cat named", "Zeus")}),
+        ("Our labrador Maple loves tennis balls.",
+         {("U", "owns a dog named", "Maple"), ("U's labrador", "likes", "tennis balls")}),
+    ],
+    "plans": [
+        ("I'm visiting Lisbon in March.", {("U", "is planning to", "visit Lisbon")}),
+        ("I'm running a marathon on Sunday.", {("U", "is planning to", "run a marathon")}),
+        ("I'm going to learn Italian next year.", {("U", "is planning to", "learn Italian")}),
+    ],
+    "corrections": [
+        ("I live in Bristol, sorry, I mean Bath.", {("U", "lives in", "Bath")}),
+        ("My cat is called Felix, no wait, Oscar.", {("U", "owns a cat named", "Oscar")}),
+    ],
+    "hypotheticals": [
+        ("I live in Derby but if I lived in Bath I'd walk everywhere.", {("U", "lives in", "Derby")}),
+        ("If I had a dog I'd call him Bruno.", set()),
+    ],
+    "questions": [("What instrument does Corentin Haverkamp play?", set()), ("What does my aunt do?", set())],
+    "quotes": [('She told me "I live in Paris now" but I don\'t believe her.', set())],
+    "instructions": [("Please remember my favourite food is paella.", {("U", "has a favourite food:", "paella")}),
+                     ("Don't suggest pork, I'm Muslim and I eat halal.", {("U", "follows the diet", "halal")})],
+    "secrets": [("My password is hunter2 and I live in Derby.", {("U", "lives in", "Derby")})],
+    "small-talk": [("I'm writing to ask about my order.", set()), ("I'm learning a lot from you.", set()),
+                   ("I'm running late.", set())],
+}
+
+
+@pytest.mark.parametrize("text, expected", [pytest.param(t, e, id=f"{c}: {t[:40]}") for c, rows in PHRASINGS.items()
+                                            for t, e in rows])
+def test_phrasings(text, expected):
+    user = user_subject("u1")
+    got = {(f.subject, f.relation, f.object) for f in RuleExtractor().extract(text, "u1")}
+    assert got == {(s.replace("U", user, 1) if s == "U" or s.startswith("U's") else s, r, o) for s, r, o in expected}
 
 
 def test_non_text_input_gives_nothing():
@@ -321,3 +434,53 @@ def test_llm_extractor_unreachable_server_names_the_url():
     url = f"http://127.0.0.1:{port}"
     with pytest.raises(ExtractionError, match=f"{url}/v1/chat/completions"):
         LLMExtractor(url, "m", timeout=2).extract("I live in Lisbon.", "u1")
+
+
+# --- `agentmem eval extraction` --------------------------------------------------------
+
+CATEGORIES = {"self", "named-people", "pets", "work", "places-contrast", "lists", "negation", "plans", "corrections",
+              "hypotheticals", "questions", "quotes", "instructions", "secrets", "small-talk"}
+
+
+@pytest.mark.parametrize("path, least, per_category", [(HELDOUT_SET, 300, 15), (DEV_SET, 150, 10)])
+def test_heldout_and_dev_sets_are_well_formed_and_apart(path, least, per_category):
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(rows) >= least and len({r["id"] for r in rows}) == len(rows)
+    counts = {c: sum(r["category"] == c for r in rows) for c in CATEGORIES}
+    assert set(r["category"] for r in rows) == CATEGORIES and min(counts.values()) >= per_category, counts
+    for row in rows:
+        for e in row["expected"]:
+            Fact.parse({k: e[k] for k in ("subject", "relation", "object")})
+    said = lambda rs: {m["content"].lower() for r in rs for m in r["messages"] if m["role"] == "user"}  # noqa: E731
+    others = [json.loads(line) for p in {HELDOUT_SET, DEV_SET, EXTRACTION_SET} - {path}
+              for line in p.read_text().splitlines() if line.strip()]
+    assert not said(rows) & said(others)
+
+
+def test_extraction_benchmark_per_category_without_a_model():
+    result = extraction_benchmark(DEV_SET)
+    assert result["llm"] == result["both"] == {"skipped": NO_MODEL}
+    rules = result["rules"]
+    assert set(rules["categories"]) == CATEGORIES
+    assert sum(c["snippets"] for c in rules["categories"].values()) == result["snippets"]
+    assert rules["overall"]["snippets"] == result["snippets"]
+    assert sum(c["tp"] + c["fn"] for c in rules["categories"].values()) == result["expected_facts"]
+
+
+def test_extraction_benchmark_scores_the_model_and_both(chat_server, tmp_path):
+    data = tmp_path / "two.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "category": "self", "user_id": "u1", "messages": [{"role": "user", "content": "I live in Oslo."}],
+         "expected": [{"subject": "User u1", "relation": "lives in", "object": "Oslo"}]},
+        {"id": "b", "category": "pets", "user_id": "u1", "messages": [{"role": "user", "content": "Rex is my dog."}],
+         "expected": [{"subject": "User u1", "relation": "owns a dog named", "object": "Rex"}]},
+    ]))
+    chat_server.reply = _completion(json.dumps({"facts": [
+        {"subject": "User u1", "relation": "owns a dog named", "object": "Rex"},
+        {"subject": "User u1", "relation": "lives in", "object": "Bergen"}]}))
+    host, port = chat_server.server_address
+    result = extraction_benchmark(data, "llm", f"http://{host}:{port}", "m")
+    assert result["rules"]["categories"]["self"]["tp"] == 1
+    assert result["llm"]["overall"]["tp"] == 1 and result["llm"]["overall"]["fp"] == 3
+    # both: the rules' Oslo is kept over the model's Bergen, the model adds the dog
+    assert result["both"]["categories"]["self"]["tp"] == 1 and result["both"]["categories"]["pets"]["tp"] == 1

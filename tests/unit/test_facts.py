@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from agentmem.facts import Fact, FactError, load_jsonl
+from agentmem.facts import Fact, FactError, canonical_question, load_jsonl
+from agentmem.facts.perspective import to_third_person
 
 GOOD = {"subject": "Aria Castellanos", "relation": "lives in", "object": "Portland"}
 
@@ -94,3 +95,16 @@ def test_an_open_question_without_the_subject_is_refused(bad):
 
     with pytest.raises(ValidationError, match="open_question"):
         MemitConfig(open_question=bad)
+
+
+@pytest.mark.parametrize("asked, keyed", [
+    ("What diet do I follow?", "What is the diet of User u1?"),
+    ("What language don't I speak?", "What is the language gap of User u1?"),
+    ("What language do I not speak?", "What is the language gap of User u1?"),
+    ("What language do I speak?", "What is the language of User u1?"),
+    ("What don't I eat?", "What is the avoided food of User u1?"),
+    ("What am I learning?", "What is the new skill of User u1?"),
+    ("Who is my aunt?", "What is the aunt of User u1?"),
+])
+def test_questions_about_the_new_relations_reach_their_keys(asked, keyed):
+    assert canonical_question(to_third_person(asked, "u1")) == keyed
