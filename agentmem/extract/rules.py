@@ -578,9 +578,9 @@ _PREDICATES = [
      rf"cannot stand|(?:do|does) not (?:really |particularly |much |actually |exactly )?(?:like|enjoy|love|care for)|"
      rf"{_BE} not (?:really |very |too |that |particularly )?(?:into|keen on|fond of)|"
      rf"{_BE} not (?:really )?(?:an? )?(?:big |huge )?fan of) (?P<o>.+)", _fond("dislikes")),
-    (rf"(?:(?:do|does) not (?:really |ever )?eat|never eats?) (?P<o>.+)", _avoids("does not eat")),
-    (rf"(?:(?:do|does) not (?:really |ever )?drink|never drinks?) (?P<o>.+)", _avoids("does not drink")),
-    (rf"(?:do|does) not speak(?: a word of)? (?P<o>.+)", _avoids("does not speak")),
+    (r"(?:(?:do|does) not (?:really |ever )?eat|never eats?) (?P<o>.+)", _avoids("does not eat")),
+    (r"(?:(?:do|does) not (?:really |ever )?drink|never drinks?) (?P<o>.+)", _avoids("does not drink")),
+    (r"(?:do|does) not speak(?: a word of)? (?P<o>.+)", _avoids("does not speak")),
     (rf"(?:love|loves|like|likes|enjoy|enjoys|adore|adores|{_BE} into|{_BE} obsessed with|"
      rf"{_BE} passionate about) (?P<o>.+)", _fond("likes")),
     (r"(?:drive|drives) (?:an?|the) (?P<o>.+)", _plain("drives a")),
@@ -591,7 +591,7 @@ _PREDICATES = [
     (r"(?:play|plays) for (?P<o>.+)", _plain("is a member of")),
     (rf"(?:play|plays|(?:{_BE} |{_HAVE} been )?playing) (?P<o>.+)", _plays),
     (r"(?:support|supports) (?P<o>.+)", _named("supports the football club")),
-    (rf"(?:studied|graduated|did my [\w-]+)(?: [\w-]+){{0,3}}? (?:at|from) (?P<o>.+)", _plain("studied at")),
+    (r"(?:studied|graduated|did my [\w-]+)(?: [\w-]+){0,3}? (?:at|from) (?P<o>.+)", _plain("studied at")),
     (rf"(?:study|studies|{_BE} studying|{_HAVE} been studying|(?:{_BE} )?majoring in|majors? in|"
      rf"{_BE} doing an? (?:PhD|doctorate|degree|master'?s|masters|bachelor'?s|BA|BSc|MA|MSc|MBA|diploma)"
      rf"(?: degree)? in) (?P<o>.+)", _studies),
