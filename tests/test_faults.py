@@ -330,3 +330,18 @@ def test_a_really_full_disk_leaves_nothing_half_written_and_the_write_lands_once
         mem.remember([second])
         assert mem.ledger.get(second.fact_id())["status"] == ACTIVE and mem.version == version + 1
         _consistent(mem)
+
+
+def test_a_full_disk_under_the_wake_loop_keeps_the_fact_queued_until_there_is_room(small_disks):
+    home, _ = small_disks
+    with Memory.open(home) as mem:
+        mem.wait(timeout=60)
+        filler = _fill(home, 100_000)
+        (fact,) = mem.observe(said("I live in Narvik."), user_id="ott")
+        assert not mem.wait([fact.id], timeout=20)  # the embedded worker cannot write its edit ...
+        history = [e["kind"] for e in mem.history(fact.id)]
+        assert "failed" not in history and mem.ledger.get(fact.id)["status"] in ("queued", "pending"), history
+        filler.unlink()  # ... and, with room again, applies it on its own
+        assert mem.wait([fact.id], timeout=180)
+        assert mem.ledger.get(fact.id)["status"] == ACTIVE
+        assert "narvik" in mem.ask("Where do I live?", user_id="ott").lower()

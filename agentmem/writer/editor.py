@@ -224,8 +224,12 @@ class WakeEditor:
                 retired[old["id"]] = fid
         return ids, todo, retired, shadowed
 
-    def edit(self, facts: list[Fact]) -> tuple[list[str], dict]:
-        """Write `facts` into the weights as one batch; returns (fact ids, stats)."""
+    def edit(self, facts: list[Fact], retry_on: tuple[type[BaseException], ...] = ()) -> tuple[list[str], dict]:
+        """Write `facts` into the weights as one batch; returns (fact ids, stats).
+
+        A failure of a type in `retry_on` says nothing about the facts (a full disk, a lost lock): they go
+        back to queued, for the queue to deliver again, instead of failed.
+        """
         ids, todo, retired, shadowed = self._plan(facts)
         with self.ledger.transaction(self.fence):
             for fid, f, new in shadowed:
@@ -256,10 +260,14 @@ class WakeEditor:
         except BaseException as e:
             self.store.discard()
             self._load_weights(self.store.materialise(self.active()))
+            why = f"{type(e).__name__}: {e}"
             try:
                 with self.ledger.transaction(self.fence):
                     for fid, _, _ in todo:
-                        self.ledger.fail(fid, f"edit failed: {type(e).__name__}: {e}")
+                        if isinstance(e, retry_on):
+                            self.ledger.queued(fid, reason=f"not applied ({why}); it stays on the queue")
+                        else:
+                            self.ledger.fail(fid, f"edit failed: {why}")
             except FencedOut:
                 pass  # a newer writer owns the ledger now; it re-runs these facts from the queue
             raise

@@ -68,7 +68,7 @@ def apply_batch(editor, queue, entries: list[Entry], totals: Totals) -> None:
             totals.skipped += 1
     if todo:
         try:
-            editor.edit([e.fact for e in todo])
+            editor.edit([e.fact for e in todo], retry_on=TRANSIENT)
             totals.edited += len(todo)
         except TRANSIENT:
             raise
@@ -76,7 +76,7 @@ def apply_batch(editor, queue, entries: list[Entry], totals: Totals) -> None:
             log.warning("batch of %d failed (%s); retrying one by one", len(todo), e)
             for one in todo:
                 try:
-                    editor.edit([one.fact])
+                    editor.edit([one.fact], retry_on=TRANSIENT)
                     totals.edited += 1
                 except TRANSIENT:
                     raise

@@ -33,7 +33,7 @@ class Editor:
     def __init__(self, error, bad=None):
         self.ledger, self.error, self.bad, self.edited = Ledger(), error, bad, []
 
-    def edit(self, facts):
+    def edit(self, facts, retry_on=()):
         if any(self.bad is None or f in self.bad for f in facts):
             raise self.error
         self.edited += facts
