@@ -9,7 +9,6 @@ from agentmem.serving import generate
 from agentmem.storage.lora_adapter import write_down_proj_lora
 
 
-@torch.no_grad()
 def test_edits_served_as_an_adapter_answer_as_the_edited_weights_do(open_memory, tmp_path):
     facts = fictional_facts(3, seed=11)
     questions = [f.questions()[0] for f in facts]
@@ -26,7 +25,7 @@ def test_edits_served_as_an_adapter_answer_as_the_edited_weights_do(open_memory,
     fresh.publish_adapter(tmp_path / "adapter")
     assert [fresh.ask(q, max_new_tokens=24) for q in questions] == expected
     ids_text = edited.tokenizer(facts[0].completion_prompt, return_tensors="pt")["input_ids"]
-    with fresh.reading() as net:
+    with fresh.reading() as net, torch.no_grad():
         gap = (net(input_ids=ids_text).logits - edited.model(input_ids=ids_text).logits).abs().max().item()
     assert gap < 1e-3, (gap, rank)
 
