@@ -105,9 +105,13 @@ def test_bad_facts_are_refused_and_change_nothing(wake, bad, field):
 
 def test_reopening_restores_the_same_weights(wake):
     mem = wake["mem"]
-    again = Memory.open(wake["home"])
+    # `mem` holds the home for writing: a second opener reads what is published, read-only
+    with pytest.raises(RuntimeError, match="open for writing by another process"):
+        Memory.open(wake["home"])
+    again = Memory.open(wake["home"], read_only=True)
     try:
-        mine, theirs = _edited_weights(mem), _edited_weights(again)
+        with again.reading():
+            mine, theirs = _edited_weights(mem), _edited_weights(again)
         assert all(torch.equal(mine[l], theirs[l]) for l in mine)
         assert again.version == mem.version
     finally:
