@@ -160,7 +160,7 @@ def test_kill_9_mid_batch_then_restart_applies_each_fact_exactly_once(workers, o
 
 def test_two_workers_serialise_their_edits(workers, observer):
     workers.start()
-    workers.start()
+    workers.start(warm=False)  # consuming once ready; its own first wake may well go to the other one
     mem = observer()
     ids = []
     for text in ("I live in Bergen.", "My dog is called Pepper.", "I work at Halden Shipping.", "I play the cello."):
