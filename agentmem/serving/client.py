@@ -70,16 +70,5 @@ class ServerClient:
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as e:
             raise ServerError(f"model server {self.url} unreachable: {e}") from None
 
-    def wait_ready(self, timeout: float = 600.0) -> int:
-        """Block until the server answers GET /v1/models; returns its live version."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self.live_version()
-            except ServerError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.25)
-
     def close(self) -> None:
         self.http.close()
