@@ -1,0 +1,67 @@
+"""What keeps a night's cost bounded, without a model: the samples of held facts, the interval that says what
+an audited sample tells of them all, and the saved state a stopped `agentmem eval week` resumes from."""
+
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from agentmem.bench.cli import eval_app
+from agentmem.bench.run_state import RunState, RunStateError
+from agentmem.sleep.audit import estimate, nearest_first, sample, wilson
+
+
+def test_a_sample_is_fixed_size_drawn_anew_and_all_when_there_are_few():
+    held = [f"f{i}" for i in range(200)]
+    one, other = sample(held, 16, random.Random("0:7")), sample(held, 16, random.Random("0:8"))
+    assert len(one) == 16 == len(set(one)) and set(one) <= set(held)
+    assert one == sorted(one, key=held.index)  # in the facts' own order
+    assert one != other  # another night (another version) refreshes and audits other facts
+    assert one == sample(held, 16, random.Random("0:7"))  # a rerun of the same night draws the same
+    assert sample(held[:5], 16, random.Random(0)) == held[:5]
+
+
+def test_the_refresh_takes_the_facts_a_nights_training_endangers_first():
+    held = [f"f{i}" for i in range(10)]
+    near = {"f2", "f5", "f7"}
+    assert nearest_first(held, near, 2, random.Random(0)) in (["f2", "f5"], ["f2", "f7"], ["f5", "f7"])
+    more = nearest_first(held, near, 5, random.Random(0))
+    assert len(more) == 5 and near <= set(more) and more == sorted(more, key=held.index)
+    assert nearest_first(held, set(), 3, random.Random(0)) == sample(held, 3, random.Random(0))
+    assert nearest_first(held, near, 0, random.Random(0)) == []
+
+
+@pytest.mark.parametrize("hits, n, lo, hi", [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634),
+                                             (32, 32, 0.8928, 1.0)])
+def test_wilson_interval_matches_its_formula_at_the_edges_and_the_middle(hits, n, lo, hi):
+    got = wilson(hits, n)
+    assert got == pytest.approx((lo, hi), abs=1e-4)
+
+
+def test_held_recall_is_exact_when_every_held_fact_was_asked_and_an_interval_when_sampled():
+    assert estimate(8, 8, 8) == {"recall": 1.0, "asked": 8, "of": 8, "ci95": [1.0, 1.0], "method": "every fact asked"}
+    est = estimate(31, 32, 500)
+    assert est["method"] == "Wilson score interval" and est["of"] == 500
+    assert est["ci95"][0] < est["recall"] < est["ci95"][1] <= 1.0
+    assert estimate(0, 0, 0)["recall"] is None  # no held facts yet: the first night
+
+
+def test_a_stopped_run_resumes_with_what_it_had_saved(tmp_path):
+    run = RunState.open(tmp_path, "sleep", {"facts_per_day": 4}, resume=False)
+    run.data["result"] = {"days": [{"day": 1, "night_steps": 30}]}
+    run.data["today"] = {"day": 2, "wake_seconds": 5.1}
+    run.save()
+    again = RunState.open(tmp_path, "sleep", {"facts_per_day": 4}, resume=True)
+    assert again.data["result"]["days"] == [{"day": 1, "night_steps": 30}]
+    assert again.data["today"] == {"day": 2, "wake_seconds": 5.1}  # day 2's edits are done; its night is not
+    with pytest.raises(RunStateError, match="resume it"):
+        RunState.open(tmp_path, "sleep", {"facts_per_day": 4}, resume=False)  # would start over on it
+    with pytest.raises(RunStateError, match="started at"):
+        RunState.open(tmp_path, "sleep", {"facts_per_day": 6}, resume=True)  # other facts per day
+    assert RunState.open(tmp_path / "new", "sleep", {"facts_per_day": 4}, resume=True).data == {
+        "sizes": {"facts_per_day": 4}}
+
+
+def test_resume_without_a_home_is_refused_before_anything_loads():
+    r = CliRunner().invoke(eval_app, ["week", "--days", "2", "--resume"])
+    assert r.exit_code == 1 and "--resume needs the --home" in r.output
