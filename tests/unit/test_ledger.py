@@ -194,9 +194,9 @@ def test_a_statement_that_fails_ends_its_transaction_and_the_next_one_works(ledg
     assert kinds(ledger) == ["kept"]
 
 
+# a SQLite file has no connection to lose: this runs on PostgreSQL only
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_lost_connection_is_an_error_to_try_again_and_the_next_transaction_reconnects(ledger, database_url):
-    if database_url is None:
-        pytest.skip("PostgreSQL: a SQLite file has no connection to lose")
     admin = create_engine(ledger.engine.url)
     with pytest.raises(TRY_AGAIN) as e:
         with ledger.transaction():
@@ -355,9 +355,9 @@ def test_a_change_decided_on_a_fact_read_in_the_same_transaction_is_made_once(le
     assert [e["kind"] for e in ledger.history("f1")] == ["received", SPOOLED, QUEUED]
 
 
+# SQLite takes one writer at a time by design (BEGIN IMMEDIATE): this runs on PostgreSQL only
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_on_postgresql_writes_to_different_facts_do_not_wait_for_each_other(ledger, other, database_url):
-    if database_url is None:
-        pytest.skip("SQLite takes one writer at a time")
     inside, done = threading.Event(), threading.Event()
 
     def slow():
