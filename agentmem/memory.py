@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from .config import Settings
 from .extract import chat_messages, make_extractor, user_turns
+from .extract.people import naming, resolve, resolve_facts
 from .facts import Fact, FactError, canonical_question
 from .facts.perspective import to_third_person
 from .facts.policy import Policy, redact, secret_in
@@ -99,18 +100,23 @@ class Memory:
 
         Returns every extracted fact with `id`, `status` (queued, spooled when
         Redis was unreachable, known, rejected) and `reason`. Nothing is
-        edited here; `wait` blocks until the queue has applied them.
+        edited here; `wait` blocks until the queue has applied them. A fact
+        that names one of the user's people ("User u1 has an aunt named ...")
+        binds the alias ("aunt") in the ledger, and what is said after of
+        "my aunt" is stored about her by name (see extract/people.py).
         """
         if not isinstance(user_id, str) or not user_id.strip():
             raise ValueError("user_id must be non-empty text")
         self.writer.check_writable()
         found: dict[tuple, tuple[Fact, str | None, bool]] = {}
         secrets = []
+        aliases = self.ledger.aliases(user_id)
         for text in user_turns(messages):
             turn_reason = self.policy.screen_turn(text)
             if self.settings.policy.secrets and (why := secret_in(text[:20_000])):
                 secrets.append(why)
-            facts = self.extractor.extract(text, user_id)
+            # what the user says of "my aunt" once she is named in full is about her by name
+            facts = resolve_facts(self.extractor.extract(text, user_id), aliases)
             for f, secret in zip(facts, self.policy.screen_secrets(text, facts)):
                 found.pop(f.key, None)  # a later statement replaces an earlier one
                 found[f.key] = (f, turn_reason or secret, secret is not None)
@@ -137,6 +143,9 @@ class Memory:
                     out.append(_tagged(f, fid, REJECTED, why))
                     continue
                 fid = f.fact_id()
+                if alias := naming(f):
+                    # a person named again, or by another name ("my aunt is actually called ..."), rebinds it
+                    self.ledger.bind_alias(user_id, *alias, fid)
                 row = self.ledger.get(fid)
                 if row and row["status"] in (ACTIVE, *WAITING, PENDING):
                     out.append(_tagged(f, fid, "known" if row["status"] == ACTIVE else row["status"], None))
@@ -214,13 +223,15 @@ class Memory:
     def ask(self, question: str, user_id: str = "default", max_new_tokens: int = 48) -> str:
         """Greedy chat answer from the newest published version; no memory text enters the context.
 
-        First-person questions are put in the third person about the user
+        One of the user's people named in full is asked about by name ("What
+        does my aunt do?" -> "What does Wilhelmina Fairweather do?"), other
+        first-person questions are put in the third person about the user
         ("Where do I live?" -> "Where does User u1 live?"), as observed facts are
         keyed, and a question worded as a known relation's template is asked in
         the wording its edits were keyed on.
         """
         _check_text(question, "question")
-        q = canonical_question(to_third_person(question, user_id))
+        q = canonical_question(to_third_person(resolve(question, self.ledger.aliases(user_id)), user_id))
         messages = [{"role": "user", "content": q}]
         if self.server is not None:
             return self.server.chat(messages, max_new_tokens, min_version=self.version)
@@ -233,11 +244,15 @@ class Memory:
             raise ValueError("a conversation must end with a user turn")
         for m in conv:
             _check_text(m["content"], f"{m['role']} message")
-        # a first-person question about a remembered relation is asked as its edits were keyed;
-        # any other turn is left as the user wrote it
-        last = to_third_person(conv[-1]["content"], user_id)
+        # a first-person question about a remembered relation is asked as its edits were keyed, one about
+        # "my aunt" names her; any other turn is left as the user wrote it
+        said = conv[-1]["content"]
+        named = resolve(said, self.ledger.aliases(user_id))
+        last = to_third_person(named, user_id)
         if (keyed := canonical_question(last)) != last:
             conv[-1] = {"role": "user", "content": keyed}
+        elif named != said:
+            conv[-1] = {"role": "user", "content": named}
         return conv
 
     def chat(self, messages: Iterable[Any], user_id: str = "default", max_new_tokens: int = 128) -> str:

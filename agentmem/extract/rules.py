@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..facts import Fact
 from ..facts.perspective import to_third_person, user_subject
 from .base import MAX_CHARS, MAX_OBJECT_WORDS, latest, make_fact
+from .people import full_name
 from .vocabulary import (BUSINESSES, DATE, DIETS, FAVOURITES, FIELDS, GERUNDS, INSTRUMENTS, JOBS, JOB_SUFFIX, KIN_ADJ,
                          MONTHS, NATIONALITIES, NOT_JOBS, NOT_NAMES, NOT_NOW, ONGOING, PETS, PLAN_VERBS, PUNCT, ROLES,
                          ROLE_WORD, SPORTS, STOP, TITLES)
@@ -166,11 +167,6 @@ def _names(raw: str, cased: bool) -> str | None:
         if name != part.strip(PUNCT + " "):
             break
     return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else (names or [None])[0]
-
-
-def _full(name: str | None) -> bool:
-    """A name of two words or more: few people share it, so it can be the subject itself."""
-    return bool(name) and len(name.split()) > 1
 
 
 def _head(phrase: str) -> str:
@@ -771,7 +767,7 @@ class _Reader:
                 self.add(subject, "is named", name)
             if name:  # "my sister Maria lives ...": naming() records the name
                 rest = _drop_words(rest, len(name.split()))
-                if _full(name) and not m["theirs"]:
+                if full_name(name) and not m["theirs"]:
                     subject = _Subject(name, "person")
             return subject, rest
         if m := _SUBJ_PRONOUN.match(clause):
@@ -811,7 +807,7 @@ class _Reader:
             if not naming:  # "my parents": a group has no one name
                 return
             subject, relation = subject.owner, naming
-        if relation in _NAMES_A_PERSON and _full(obj):
+        if relation in _NAMES_A_PERSON and full_name(obj):
             # what is said next about them ("... and she ...") is about the person by name
             self.last = _Subject(obj, "person")
         if relation.split()[-1] in ("a", "an", "the"):

@@ -1,4 +1,5 @@
-"""The ledger: every fact, its status and stage, and every event, in SQLite (the default) or PostgreSQL.
+"""The ledger: every fact, its status and stage, every event, and the aliases of the people users name, in
+SQLite (the default) or PostgreSQL.
 
 It is the source of truth: the training copy and published versions are
 rebuilt from it. Each change is one transaction, so a crash leaves the ledger
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import (Column, Float, Index, Integer, MetaData, Table, Text, create_engine, event, func, insert,
-                        select, text, update)
+from sqlalchemy import (Column, Float, Index, Integer, MetaData, Table, Text, create_engine, delete, event, func,
+                        insert, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError, ResourceClosedError
@@ -76,6 +77,16 @@ NIGHTS = Table(
     Column("started", Float, nullable=False),
     Column("finished", Float),
     Column("report", Text),
+)
+# The person each user's relation word names ("aunt" -> "Wilhelmina Fairweather"), by the fact that named them
+ALIASES = Table(
+    "aliases", METADATA,
+    Column("user_id", Text, primary_key=True),
+    Column("word", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("fact_id", Text, nullable=False),
+    Column("updated", Float, nullable=False),
+    Index("aliases_fact", "fact_id"),
 )
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -280,9 +291,18 @@ class Ledger:
         self.set_status(fid, FAILED, reason=reason)
 
     def forget(self, fid: str, version: int | None = None) -> None:
-        """Forgotten on request; `version` is the first without its edit (None: it had none)."""
+        """Forgotten on request; `version` is the first without its edit (None: it had none). An alias the
+        fact bound goes with it."""
         fields = {"scale": 0.0} if version is None else {"scale": 0.0, "version_removed": version}
         self.set_status(fid, FORGOTTEN, reason="forgotten on request", **fields)
+        self._execute(delete(ALIASES).where(ALIASES.c.fact_id == fid))
+
+    def bind_alias(self, user_id: str, word: str, name: str, fid: str) -> None:
+        """The user's `word` ("aunt") names `name`, as fact `fid` says; naming them again rebinds it."""
+        stmt = self._upsert(ALIASES).values(user_id=user_id, word=word, name=name, fact_id=fid, updated=time.time())
+        self._execute(stmt.on_conflict_do_update(
+            index_elements=[ALIASES.c.user_id, ALIASES.c.word],
+            set_={"name": stmt.excluded.name, "fact_id": stmt.excluded.fact_id, "updated": stmt.excluded.updated}))
 
     def restage(self, fid: str, stage: int, scale: float) -> None:
         """A night moved the fact to `stage`, its edit now at `scale`."""
@@ -346,6 +366,11 @@ class Ledger:
             words = {last_word(s) for s in subjects}
             return [_fact(r) for r in self._rows(q) if last_word(r["subject"]) in words]
         return [_fact(r) for r in self._rows(q.where(FACTS.c.subject.in_(sorted(subjects))))]
+
+    def aliases(self, user_id: str) -> dict[str, str]:
+        """The user's aliases: relation word -> the person's name."""
+        rows = self._rows(select(ALIASES.c.word, ALIASES.c.name).where(ALIASES.c.user_id == user_id))
+        return {r["word"]: r["name"] for r in rows}
 
     def counts(self, user_id: str | None = None) -> dict[str, int]:
         q = select(FACTS.c.status, func.count().label("n")).group_by(FACTS.c.status)

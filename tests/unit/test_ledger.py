@@ -379,7 +379,7 @@ def test_on_postgresql_writes_to_different_facts_do_not_wait_for_each_other(ledg
 def test_the_migrations_build_the_tables_the_ledger_uses_and_take_them_down(ledger, tmp_path, database_url):
     with ledger.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with ledger.engine.begin() as conn:
@@ -388,6 +388,60 @@ def test_the_migrations_build_the_tables_the_ledger_uses_and_take_them_down(ledg
     assert inspect(ledger.engine).get_table_names() == ["alembic_version"]
     again = Ledger.open(Layout(tmp_path), database_url)
     assert again.facts() == [] and again.latest_version() == 0
+    again.close()
+
+
+def naming(user_id: str, relation: str, name: str) -> Fact:
+    return Fact(subject=f"User {user_id}", relation=relation, object=name, user_id=user_id)
+
+
+def test_aliases_are_kept_per_user_rebound_by_a_new_name_and_forgotten_with_the_fact_that_bound_them(ledger,
+                                                                                                     other):
+    with ledger.transaction():
+        for fid, user, word, name in [("f1", "u1", "aunt", "Wilhelmina Fairweather"),
+                                      ("f2", "u2", "aunt", "Hilde Brandt"), ("f3", "u1", "neighbour", "Corentin Dubois")]:
+            ledger.spool(fid, naming(user, f"has {'an' if word == 'aunt' else 'a'} {word} named", name), "accepted")
+            ledger.bind_alias(user, word, name, fid)
+    assert other.aliases("u1") == {"aunt": "Wilhelmina Fairweather", "neighbour": "Corentin Dubois"}
+    assert other.aliases("u2") == {"aunt": "Hilde Brandt"} and other.aliases("u3") == {}
+    with ledger.transaction():
+        ledger.spool("f4", naming("u1", "has an aunt named", "Hilde Brandt"), "accepted")
+        ledger.bind_alias("u1", "aunt", "Hilde Brandt", "f4")
+    assert other.aliases("u1")["aunt"] == "Hilde Brandt"
+    with ledger.transaction():
+        ledger.forget("f1")  # the alias is f4's now
+    assert other.aliases("u1")["aunt"] == "Hilde Brandt"
+    with ledger.transaction():
+        ledger.forget("f4")
+    assert other.aliases("u1") == {"neighbour": "Corentin Dubois"} and other.aliases("u2") == {"aunt": "Hilde Brandt"}
+
+
+def test_an_alias_bound_in_a_transaction_that_fails_is_not_kept(ledger):
+    with pytest.raises(RuntimeError), ledger.transaction():
+        ledger.spool("f1", naming("u1", "has an aunt named", "Wilhelmina Fairweather"), "accepted")
+        ledger.bind_alias("u1", "aunt", "Wilhelmina Fairweather", "f1")
+        raise RuntimeError("the hook failed after")
+    assert ledger.aliases("u1") == {} and ledger.get("f1") is None
+
+
+def test_a_ledger_that_gains_aliases_binds_those_its_facts_name(ledger, tmp_path, database_url):
+    with ledger.transaction():
+        ledger.spool("f1", naming("u1", "has an aunt named", "Wilhelmina Fairweather"), "accepted")
+        ledger.spool("f2", naming("u1", "has an aunt named", "Hilde Brandt"), "accepted")
+        ledger.spool("f3", naming("u1", "is married to", "Anna Berg"), "accepted")
+        ledger.spool("f4", naming("u2", "has a neighbour named", "Corentin Dubois"), "accepted")
+        ledger.forget("f4")
+        ledger.spool("f5", Fact(subject="User u1's aunt", relation="has a son named", object="Bo Lee", user_id="u1"),
+                     "accepted")
+        ledger.spool("f6", FACT, "accepted")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with ledger.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert "aliases" not in inspect(ledger.engine).get_table_names()
+    again = Ledger.open(Layout(tmp_path), database_url)
+    assert again.aliases("u1") == {"aunt": "Hilde Brandt", "spouse": "Anna Berg"} and again.aliases("u2") == {}
     again.close()
 
 
@@ -469,7 +523,7 @@ def test_a_sqlite_ledger_made_before_migrations_opens_with_its_facts_and_keeps_w
     assert [e["seq"] for e in ledger.history("f1")] == [1, 2, 3] and ledger.get("f1")["status"] == FORGOTTEN
     assert ledger.night("n1")["finished"] is None
     with ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
         assert {i["name"] for i in inspect(conn).get_indexes("events")} == {"events_fact", "events_kind"}
     ledger.close()
 
