@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     extractor: str = Field("rules", pattern="^(rules|llm)$")
     extractor_url: str | None = None
     extractor_model: str | None = None
+    # a user's adapter is at most this rank (vLLM's --max-lora-rank: 8, 16, 32, 64, 128, 256 or 512); past it
+    # the user's edits are compacted, exactly while their true rank allows, else truncated
+    user_max_rank: int = Field(128, ge=8, le=512)
     # wake batches: up to this many facts, waiting at most this long for more. Facts that come while
     # an edit runs (seconds) join the next batch anyway, so the wait only delays a lone fact.
     batch_max_facts: int = Field(16, ge=1, le=256)

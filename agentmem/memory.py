@@ -18,9 +18,9 @@ from typing import Any, Iterable, Iterator
 from .config import Settings
 from .extract import chat_messages, make_extractor, user_turns
 from .extract.people import naming, resolve, resolve_facts
-from .facts import Fact, FactError, canonical_question
+from .facts import SHARED, Fact, FactError, canonical_question
 from .facts.perspective import to_third_person
-from .facts.policy import Policy, redact, secret_in
+from .facts.policy import Policy, names_another_user, redact, secret_in
 from .serving import generate
 from .serving.client import ServerClient
 from .serving.replica import Replica
@@ -77,10 +77,16 @@ class Memory:
     # -- writing ---------------------------------------------------------
 
     def remember(self, facts: Iterable[Fact | dict]) -> list[str]:
-        """Edit the facts into the weights now; returns their ids. All are validated first."""
+        """Edit the facts into the weights now; returns their ids. All are validated first.
+
+        Each fact goes to its user's memory (`user_id`), or with none to the shared scope every user reads.
+        """
         parsed = [Fact.parse(f) for f in _as_list(facts)]
         if not parsed:
             raise FactError("no facts given")
+        for f in parsed:
+            if why := names_another_user(f):
+                raise FactError(f"invalid fact: field 'subject' {why}")
         with self.writer.writing() as editor:
             ids, self.last_stats = editor.edit(parsed)
         return ids
@@ -95,6 +101,16 @@ class Memory:
         with self.writer.writing(wait) as editor:
             editor.forget(fact_id)
 
+    def forget_user(self, user_id: str, wait: float = 600.0) -> int:
+        """Remove everything of a user at once: their facts (queued ones too), edits, adapters and versions; the
+        ledger keeps no value of theirs. Returns how many facts went. Nothing of theirs is answerable after.
+
+        In Redis mode it waits up to `wait` seconds for the writer lock, then raises LockBusy.
+        """
+        _check_user(user_id)
+        with self.writer.writing(wait) as editor:
+            return editor.forget_user(user_id)
+
     def observe(self, messages: Iterable[Any], user_id: str = "default") -> list[Fact]:
         """The conversation hook: extract facts from the user's turns, screen them, queue them.
 
@@ -105,8 +121,7 @@ class Memory:
         binds the alias ("aunt") in the ledger, and what is said after of
         "my aunt" is stored about her by name (see extract/people.py).
         """
-        if not isinstance(user_id, str) or not user_id.strip():
-            raise ValueError("user_id must be non-empty text")
+        _check_user(user_id)
         self.writer.check_writable()
         found: dict[tuple, tuple[Fact, str | None, bool]] = {}
         secrets = []
@@ -197,31 +212,38 @@ class Memory:
     # -- reading ---------------------------------------------------------
 
     @contextmanager
-    def reading(self) -> Iterator[Any]:
-        """The model that answers for the newest version, held still (no write lands) while the block runs."""
+    def reading(self, user_id: str | None = None) -> Iterator[Any]:
+        """The model that answers for the newest version, with the newest adapter of `user_id` (None: the
+        shared memory alone), held still (no write lands) while the block runs."""
         with self.writer.lock:
-            yield self._reader()
+            yield self._reader(SHARED if user_id is None else user_id)
 
-    def _reader(self):
+    def _reader(self, scope: str):
         """The editor's own model (which carries the served adapter so that it edits through it), or, in a
-        process that has not written, the model itself, or a replica while a version serves an adapter."""
+        process that has not written, the model itself, or a replica while a version serves an adapter;
+        with the user's adapter of `scope` added in."""
+        user = published.newest_user(self.layout, self.ledger, scope)
         editor = self.writer.editor
         if editor is not None:
             editor.follow_adapter()
             self.writer.sync()
+            editor.overlay.hold_user(user)
             return editor.adapter.net
         pub = published.newest(self.layout, self.ledger)
         if pub is None or pub.adapter is None:
             self.writer.sync()
+            self.writer.overlay.hold_user(user)
             return self.model
         if self._replica is None:
             self._replica = Replica(self.model_dir, self.settings.device)
         if self._replica.version != pub.version:
             self._replica.apply(pub)
+        self._replica.overlay.hold_user(user)
         return self._replica.net
 
-    def ask(self, question: str, user_id: str = "default", max_new_tokens: int = 48) -> str:
-        """Greedy chat answer from the newest published version; no memory text enters the context.
+    def ask(self, question: str, user_id: str | None = "default", max_new_tokens: int = 48) -> str:
+        """Greedy chat answer from the newest published version with `user_id`'s memory (None: the shared
+        memory alone); no memory text enters the context.
 
         One of the user's people named in full is asked about by name ("What
         does my aunt do?" -> "What does Wilhelmina Fairweather do?"), other
@@ -231,19 +253,24 @@ class Memory:
         the wording its edits were keyed on.
         """
         _check_text(question, "question")
-        q = canonical_question(to_third_person(resolve(question, self.ledger.aliases(user_id)), user_id))
-        messages = [{"role": "user", "content": q}]
+        if user_id is not None:
+            _check_user(user_id)
+            question = to_third_person(resolve(question, self.ledger.aliases(user_id)), user_id)
+        messages = [{"role": "user", "content": canonical_question(question)}]
         if self.server is not None:
             return self.server.chat(messages, max_new_tokens, min_version=self.version)
-        with self.reading() as net:
+        with self.reading(user_id) as net:
             return generate.chat(net, self.tokenizer, messages, max_new_tokens)
 
-    def _conversation(self, messages: Iterable[Any], user_id: str) -> list[dict]:
+    def _conversation(self, messages: Iterable[Any], user_id: str | None) -> list[dict]:
         conv = chat_messages(messages)
         if not conv or conv[-1]["role"] != "user":
             raise ValueError("a conversation must end with a user turn")
         for m in conv:
             _check_text(m["content"], f"{m['role']} message")
+        if user_id is None:
+            return conv
+        _check_user(user_id)
         # a first-person question about a remembered relation is asked as its edits were keyed, one about
         # "my aunt" names her; any other turn is left as the user wrote it
         said = conv[-1]["content"]
@@ -255,29 +282,34 @@ class Memory:
             conv[-1] = {"role": "user", "content": named}
         return conv
 
-    def chat(self, messages: Iterable[Any], user_id: str = "default", max_new_tokens: int = 128) -> str:
-        """Greedy reply to a conversation (LangChain messages or role/content dicts) from the newest version."""
+    def chat(self, messages: Iterable[Any], user_id: str | None = "default", max_new_tokens: int = 128) -> str:
+        """Greedy reply to a conversation (LangChain messages or role/content dicts) from the newest version,
+        with `user_id`'s memory (None: the shared memory alone)."""
         conv = self._conversation(messages, user_id)
         if self.server is not None:
             return self.server.chat(conv, max_new_tokens, min_version=self.version)
-        with self.reading() as net:
+        with self.reading(user_id) as net:
             return generate.chat(net, self.tokenizer, conv, max_new_tokens)
 
-    def stream_chat(self, messages: Iterable[Any], user_id: str = "default", max_new_tokens: int = 128) -> Iterator[str]:
+    def stream_chat(self, messages: Iterable[Any], user_id: str | None = "default",
+                    max_new_tokens: int = 128) -> Iterator[str]:
         """`chat`, as text pieces while they are generated."""
         conv = self._conversation(messages, user_id)
         if self.server is not None:
             yield from self.server.stream_chat(conv, max_new_tokens, min_version=self.version)
             return
-        with self.reading() as net:
+        with self.reading(user_id) as net:
             yield from generate.stream_chat(net, self.tokenizer, conv, max_new_tokens)
 
-    def complete(self, prompt: str, max_new_tokens: int = 16) -> str:
-        """Greedy raw completion from the newest published version (through the server when one is set)."""
+    def complete(self, prompt: str, max_new_tokens: int = 16, user_id: str | None = None) -> str:
+        """Greedy raw completion from the newest published version (through the server when one is set), with
+        `user_id`'s memory (default: the shared memory alone)."""
         _check_text(prompt, "prompt")
+        if user_id is not None:
+            _check_user(user_id)
         if self.server is not None:
             return self.server.complete(prompt, max_new_tokens, min_version=self.version)
-        with self.reading() as net:
+        with self.reading(user_id) as net:
             return generate.complete(net, self.tokenizer, prompt, max_new_tokens)
 
     def facts(self, user_id: str | None = None) -> list[dict]:
@@ -329,6 +361,11 @@ def _as_list(facts) -> list:
     if isinstance(facts, (Fact, dict)):
         return [facts]
     return list(facts)
+
+
+def _check_user(user_id) -> None:
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise ValueError("user_id must be non-empty text")
 
 
 def _check_text(text, name: str) -> None:

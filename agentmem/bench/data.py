@@ -50,7 +50,7 @@ def _people(rng: random.Random) -> list[str]:
     return names
 
 
-def fictional_facts(n: int, seed: int = 0, user_id: str = "default") -> list[Fact]:
+def fictional_facts(n: int, seed: int = 0, user_id: str | None = None) -> list[Fact]:
     """`n` facts about distinct fictional people, each with a relation that has paraphrases."""
     rng = random.Random(seed)
     names = _people(rng)

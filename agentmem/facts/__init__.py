@@ -1,5 +1,5 @@
 """Facts: the schema, who "I" is, and the policy on what may enter the weights (no torch here)."""
 
-from .schema import RELATIONS, Fact, FactError, canonical_question, last_word, load_jsonl
+from .schema import RELATIONS, SHARED, Fact, FactError, canonical_question, last_word, load_jsonl
 
-__all__ = ["RELATIONS", "Fact", "FactError", "canonical_question", "last_word", "load_jsonl"]
+__all__ = ["RELATIONS", "SHARED", "Fact", "FactError", "canonical_question", "last_word", "load_jsonl"]

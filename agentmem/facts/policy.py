@@ -266,9 +266,20 @@ def instruction_in(text: str) -> str | None:
 
 def about_user(fact: Fact) -> bool:
     """The fact is about the user or the user's people and things ("User u1's sister")."""
+    if fact.user_id is None:
+        return False
     me = user_subject(fact.user_id).lower()
     s = fact.subject.lower()
     return s == me or s.startswith(me + "'s ")
+
+
+def names_another_user(fact: Fact) -> str | None:
+    """Why the fact is refused if its subject is a user's keyed identity ("User u2") that is not its own user's:
+    only that user writes those facts, into their own scope (the shared scope holds no user's)."""
+    if about_user(fact) or not is_user_subject(fact.subject):
+        return None
+    owner = fact.subject.split("'s ")[0]
+    return f"names another user's keyed identity ({owner!r}): a user states facts about themselves only"
 
 
 class Policy:
@@ -297,10 +308,8 @@ class Policy:
             return why
         if about_user(fact):
             return None
-        if is_user_subject(fact.subject):
-            # "User <id>" keys another user's own facts: only that user writes them
-            owner = fact.subject.split("'s ")[0]
-            return f"names another user's keyed identity ({owner!r}): a user states facts about themselves only"
+        if why := names_another_user(fact):
+            return why
         if self.cfg.user_world_only:
             return "not about the user or the user's world"
         return None

@@ -18,6 +18,9 @@ from .perspective import is_user_subject
 
 MAX_FIELD_CHARS = 200
 MAX_OBJECT_CHARS = 100
+# The scope of facts an operator states about the world or the organisation (Fact.user_id None): every
+# user reads it, no user writes it. A user's scope is their user id, which is never empty.
+SHARED = ""
 
 
 class FactError(ValueError):
@@ -205,12 +208,14 @@ class Fact(BaseModel):
     object: str
     prompt: str | None = Field(None, description="completion prompt containing {subject}")
     question: str | None = Field(None, description="a chat question whose answer is the object")
-    user_id: str = "default"
+    user_id: str | None = Field(None, description="the user whose memory holds it; None: the shared scope")
     id: str | None = None
 
     @field_validator("subject", "relation", "object", "user_id", mode="before")
     @classmethod
     def _text(cls, v, info):
+        if v is None and info.field_name == "user_id":
+            return v
         if not isinstance(v, str):
             raise ValueError(f"must be text, got {type(v).__name__}")
         if not v.strip():
@@ -305,9 +310,14 @@ class Fact(BaseModel):
         return [q for q in known if q not in used] or [f"Tell me something about {self.subject}."]
 
     @property
+    def scope(self) -> str:
+        """Whose memory the fact goes to: its user's, or SHARED."""
+        return SHARED if self.user_id is None else self.user_id
+
+    @property
     def key(self) -> tuple[str, str, str]:
         """What makes two facts the same statement about the same subject."""
-        return (self.user_id, self.subject.lower(), self.relation.lower())
+        return (self.scope, self.subject.lower(), self.relation.lower())
 
     def fact_id(self) -> str:
         """A stable id: the same statement by the same user always gets the same id."""

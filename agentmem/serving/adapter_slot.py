@@ -24,12 +24,7 @@ class AdapterSlot:
         return self._peft if self._peft is not None else self.model
 
     def param(self, name: str) -> torch.nn.Parameter:
-        """A checkpoint-named parameter, wherever peft has moved it."""
-        try:
-            return self.model.get_parameter(name)
-        except AttributeError:
-            # peft wraps a targeted linear layer: its own weight moves to base_layer
-            return self.model.get_parameter(name.removesuffix(".weight") + ".base_layer.weight")
+        return param_of(self.model, name)
 
     def set(self, name: str | None, path: Path | None) -> None:
         """Carry the adapter in folder `path` under `name` (a new name per adapter), or none."""
@@ -52,3 +47,12 @@ class AdapterSlot:
             for p in self._peft.parameters():
                 p.requires_grad_(False)
         self.name = name
+
+
+def param_of(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
+    """A checkpoint-named parameter, wherever peft has moved it."""
+    try:
+        return model.get_parameter(name)
+    except AttributeError:
+        # peft wraps a targeted linear layer: its own weight moves to base_layer
+        return model.get_parameter(name.removesuffix(".weight") + ".base_layer.weight")

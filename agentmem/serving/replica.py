@@ -18,6 +18,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from ..storage.published import Published
 from . import generate, model_store
 from .adapter_slot import AdapterSlot
+from .scope_overlay import ScopeOverlay
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Replica:
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.version = 0
         self.slot = AdapterSlot(self.model)
+        self.overlay = ScopeOverlay(self.slot.param)  # the user whose memory is added in, if any
 
     # -- following versions ---------------------------------------------
 
@@ -56,6 +58,7 @@ class Replica:
         return self.slot.name
 
     def apply(self, pub: Published) -> None:
+        self.overlay.release()
         self.set_tensors(pub.tensors())
         self.set_adapter(pub.adapter, pub.adapter_dir)
         self.version = pub.version

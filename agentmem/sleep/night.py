@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..facts import Fact
+from ..facts import SHARED, Fact
 from ..measure import contains, perplexity
 from ..serving import generate, model_store
 from ..serving.replica import Replica
@@ -55,7 +55,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     if night is not None:
         with ledger.transaction(editor.fence):
             ledger.start_night(night)
-    rows = ledger.facts(status=ACTIVE)
+    rows = ledger.facts(status=ACTIVE, scope=SHARED)  # users' facts stay in their own adapters
     facts = {r["id"]: Fact.parse(r["fact"]) for r in rows}
     stage = {r["id"]: int(r["stage"]) for r in rows}
     report: dict = {"started": time.time(), "facts": len(facts), "config": cfg.model_dump()}

@@ -5,6 +5,7 @@
     HOME/store/training/                    the edited tensors (base + scaled edits) and active.json
     HOME/store/versions/vNNNNNN/            model.safetensors (changed tensors only), manifest.json
     HOME/store/adapters/aNNNNNN/            PEFT LoRA adapters (and facts.json: what a night trained on)
+    HOME/store/users/<user>/<user>-vNNNNNN/ each user's published memory: one PEFT LoRA adapter per user version
     HOME/store/staging/<writer>/            a writer's files before its fenced commit moves them into place
     HOME/sleep/night-*.json                 one report per night
     HOME/server/                            the model server's logs
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from pathlib import Path
 
 WEIGHTS_FILE = "model.safetensors"
@@ -86,6 +88,29 @@ class Layout:
 
     def adapter_dir(self, name: str) -> Path:
         return self.store / self.adapter_ref(name)
+
+    @property
+    def users(self) -> Path:
+        return self.store / "users"
+
+    @staticmethod
+    def user_key(scope: str) -> str:
+        """A user's folder name: any user id as one safe path component, never another user's."""
+        if not scope:
+            raise ValueError("the shared scope has no user folder")
+        return "u" + hashlib.sha256(scope.encode()).hexdigest()[:20]
+
+    def user_dir(self, scope: str) -> Path:
+        return self.users / self.user_key(scope)
+
+    @classmethod
+    def user_adapter_name(cls, scope: str, n: int) -> str:
+        """The adapter of a user's version n: a new name every time, even for a user forgotten and come back
+        (a server never confuses two)."""
+        return f"{cls.user_key(scope)}-v{n:06d}-{secrets.token_hex(4)}"
+
+    def user_adapter_dir(self, scope: str, name: str) -> Path:
+        return self.user_dir(scope) / check_name(name)
 
     @property
     def staging(self) -> Path:

@@ -45,8 +45,11 @@ FACTS = Table(
     Column("updated", Float, nullable=False),
     Column("version_added", Integer),
     Column("version_removed", Integer),
+    # whose memory holds the fact: a user id, or SHARED (a ledger made before scopes has every fact there)
+    Column("scope", Text, nullable=False, server_default=text("''")),
     Index("facts_user", "user_id"),
     Index("facts_status", "status"),
+    Index("facts_scope", "scope", "status"),
 )
 EVENTS = Table(
     "events", METADATA,
@@ -89,6 +92,16 @@ ALIASES = Table(
     Index("aliases_fact", "fact_id"),
 )
 
+# Each user's published memory: version n of a scope serves adapter `adapter` (None: no facts left)
+USER_VERSIONS = Table(
+    "user_versions", METADATA,
+    Column("scope", Text, primary_key=True),
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("adapter", Text),
+    Column("detail", Text, nullable=False),
+)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 # the databases the ledger runs on, each with its INSERT ... ON CONFLICT (the same statement, spelled per dialect)
 UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -109,6 +122,7 @@ WAITING = (SPOOLED, QUEUED)
 
 # Event kinds besides the statuses (each status change is also an event of that status's name).
 RECEIVED, LIVE, RE_EDITED, UNLEARNED, SLEEP_ROLLED_BACK = "received", "live", "re-edited", "unlearned", "sleep_rolled_back"
+USER_FORGOTTEN = "user_forgotten"
 
 
 class FencedOut(RuntimeError):
@@ -236,7 +250,7 @@ class Ledger:
         """Record a fact the ledger does not hold yet; False, and nothing written, if it holds it."""
         now = time.time()
         stmt = self._upsert(FACTS).values(
-            id=fid, user_id=fact.user_id, subject=fact.subject, relation=fact.relation, object=fact.object,
+            id=fid, user_id=fact.scope, scope=fact.scope, subject=fact.subject, relation=fact.relation, object=fact.object,
             data=json.dumps(fact.to_json(), sort_keys=True), status=status, reason=reason, created=now, updated=now)
         # the same fact added by another transaction at the same moment is waited for, not a key violation
         if not self._execute(stmt.on_conflict_do_nothing(index_elements=[FACTS.c.id]).returning(FACTS.c.id)):
@@ -312,6 +326,21 @@ class Ledger:
         self._execute(insert(VERSIONS).values(n=n, ts=time.time(), kind=kind,
                                               detail=json.dumps(detail, sort_keys=True)))
 
+    def add_user_version(self, scope: str, n: int, adapter: str | None, **detail) -> None:
+        self._execute(insert(USER_VERSIONS).values(scope=scope, n=n, ts=time.time(), adapter=adapter,
+                                                   detail=json.dumps(detail, sort_keys=True)))
+
+    def drop_user(self, scope: str) -> int:
+        """Remove every fact of a user's scope with its events, aliases and versions: the ledger keeps no value
+        of theirs, only an event that they were forgotten and how many facts went. Returns that number."""
+        ids = select(FACTS.c.id).where(FACTS.c.scope == scope).scalar_subquery()
+        self._execute(delete(EVENTS).where(EVENTS.c.fact_id.in_(ids)))
+        n = len(self._execute(delete(FACTS).where(FACTS.c.scope == scope).returning(FACTS.c.id)))
+        self._execute(delete(ALIASES).where(ALIASES.c.user_id == scope))
+        self._execute(delete(USER_VERSIONS).where(USER_VERSIONS.c.scope == scope))
+        self.event(None, USER_FORGOTTEN, facts=n)
+        return n
+
     def start_night(self, night: str) -> None:
         """A scheduled night began (again, if an earlier try of it never finished)."""
         stmt = self._upsert(NIGHTS).values(id=night, started=time.time())
@@ -341,27 +370,31 @@ class Ledger:
         row = self._first(q.with_for_update() if getattr(self._local, "conn", None) is not None else q)
         return row and _fact(row)
 
-    def facts(self, user_id: str | None = None, status: str | tuple[str, ...] | None = None) -> list[dict]:
+    def facts(self, user_id: str | None = None, status: str | tuple[str, ...] | None = None,
+              scope: str | None = None) -> list[dict]:
         q = select(FACTS)
         if user_id is not None:
             q = q.where(FACTS.c.user_id == user_id)
+        if scope is not None:
+            q = q.where(FACTS.c.scope == scope)
         if status is not None:
             q = q.where(FACTS.c.status.in_((status,) if isinstance(status, str) else tuple(status)))
         return [_fact(r) for r in self._rows(q.order_by(FACTS.c.created, FACTS.c.id))]
 
-    def active_with_key(self, user_id: str, subject: str, relation: str) -> list[dict]:
-        """Active facts stating something about the same subject and relation (any object)."""
-        q = select(FACTS).where(FACTS.c.status == ACTIVE, FACTS.c.user_id == user_id,
+    def active_with_key(self, scope: str, subject: str, relation: str) -> list[dict]:
+        """Active facts of `scope` stating something about the same subject and relation (any object)."""
+        q = select(FACTS).where(FACTS.c.status == ACTIVE, FACTS.c.scope == scope,
                                 func.lower(FACTS.c.subject) == subject.lower(),
                                 func.lower(FACTS.c.relation) == relation.lower())
         return [_fact(r) for r in self._rows(q)]
 
-    def active_about(self, subjects: set[str], by_last_word: bool = False) -> list[dict]:
-        """Active facts, of any user, whose subject is one of `subjects` (exactly: the weights key on its
+    def active_about(self, scope: str, subjects: set[str], by_last_word: bool = False) -> list[dict]:
+        """Active facts of `scope` whose subject is one of `subjects` (exactly: the weights key on its
         tokens), or with `by_last_word` ends in the same word as one of them (see facts.last_word)."""
         if not subjects:
             return []
-        q = select(FACTS).where(FACTS.c.status == ACTIVE).order_by(FACTS.c.created, FACTS.c.id)
+        q = (select(FACTS).where(FACTS.c.status == ACTIVE, FACTS.c.scope == scope)
+             .order_by(FACTS.c.created, FACTS.c.id))
         if by_last_word:
             words = {last_word(s) for s in subjects}
             return [_fact(r) for r in self._rows(q) if last_word(r["subject"]) in words]
@@ -430,6 +463,23 @@ class Ledger:
     def latest_version(self) -> int:
         with self._db() as conn:
             return int(conn.execute(select(func.max(VERSIONS.c.n))).scalar() or 0)
+
+    def user_version(self, scope: str, n: int | None = None) -> dict | None:
+        """A user's version n (default: their newest): n, ts, adapter (None: nothing to serve) and its detail."""
+        q = select(USER_VERSIONS).where(USER_VERSIONS.c.scope == scope)
+        q = q.where(USER_VERSIONS.c.n == n) if n is not None else q.order_by(USER_VERSIONS.c.n.desc())
+        row = self._first(q)
+        return row and {"n": row["n"], "ts": row["ts"], "adapter": row["adapter"], **json.loads(row["detail"])}
+
+    def latest_user_version(self, scope: str) -> int:
+        with self._db() as conn:
+            q = select(func.max(USER_VERSIONS.c.n)).where(USER_VERSIONS.c.scope == scope)
+            return int(conn.execute(q).scalar() or 0)
+
+    def scopes(self) -> dict[str, int]:
+        """Facts per scope (any status): SHARED and every user that has some."""
+        q = select(FACTS.c.scope, func.count().label("n")).group_by(FACTS.c.scope)
+        return {r["scope"]: r["n"] for r in self._rows(q)}
 
 
 def _sqlite_connection(conn, _record) -> None:

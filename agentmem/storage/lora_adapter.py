@@ -1,4 +1,5 @@
-"""Writing wake edits as a PEFT LoRA adapter folder on the down projections, which peft and vLLM load as they are."""
+"""Wake edits as a PEFT LoRA adapter folder on the down projections, which peft and vLLM load as they are, and
+any LoRA folder read back as the weight changes it makes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from ..edit.arch import Architecture
 from ..edit.lora import LayerLora
@@ -44,3 +46,20 @@ def write_down_proj_lora(dest: Path, layers: dict[int, LayerLora], arch: Archite
     (dest / config_file).write_text(json.dumps(config, indent=2, sort_keys=True))
     save_tensors(tensors, dest / weights_file)
     return rank
+
+
+def lora_deltas(src: Path) -> dict[str, torch.Tensor]:
+    """What the PEFT LoRA adapter in folder `src` adds to each weight it targets, by checkpoint name
+    (dW = alpha / r * B @ A): adding these to the weights answers as the adapter does."""
+    config_file, weights_file = ADAPTER_FILES
+    config = json.loads((Path(src) / config_file).read_text())
+    scale = config.get("lora_alpha", config["r"]) / config["r"]
+    tensors = load_file(str(Path(src) / weights_file))
+    out = {}
+    for key, A in tensors.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        B = tensors[key.replace(".lora_A.", ".lora_B.")]
+        out[f"{module}.weight"] = (scale * (B.double() @ A.double())).float()
+    return out

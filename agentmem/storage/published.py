@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from .layout import MANIFEST_FILE, WEIGHTS_FILE, Layout
 from .ledger import Ledger
+from .lora_adapter import lora_deltas
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,29 @@ def read(layout: Layout, n: int) -> Published | None:
         adapter=adapter["name"] if adapter else None,
         adapter_dir=adapter_dir,
     )
+
+
+@dataclass(frozen=True)
+class UserAdapter:
+    """A user's published memory: their version n and the adapter folder it serves."""
+
+    scope: str
+    version: int
+    name: str  # a new name per adapter: what a server or an overlay keys it by
+    path: Path
+
+    def deltas(self) -> dict[str, torch.Tensor]:
+        return lora_deltas(self.path)
+
+
+def newest_user(layout: Layout, ledger: Ledger, scope: str) -> UserAdapter | None:
+    """The adapter of a user's newest version; None for the shared scope, a user with none, or none left."""
+    if not scope:
+        return None
+    row = ledger.user_version(scope)
+    if row is None or row["adapter"] is None:
+        return None
+    return UserAdapter(scope, row["n"], row["adapter"], layout.user_adapter_dir(scope, row["adapter"]))
 
 
 def newest(layout: Layout, ledger: Ledger) -> Published | None:

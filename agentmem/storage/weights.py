@@ -18,9 +18,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..edit.arch import Architecture
+from ..edit.lora import LayerLora
 from ..edit.memit import Edit
 from .atomic import atomic_path, fsync_dir, save_tensors, write_json
 from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINING_ACTIVE_FILE, WEIGHTS_FILE, Layout
+from .lora_adapter import write_down_proj_lora
 
 
 class WeightStore:
@@ -158,11 +160,12 @@ class WeightStore:
 
     # -- materialising ---------------------------------------------------
 
-    def materialise(self, active: list[tuple[str, float]]) -> dict[int, torch.Tensor]:
-        """Edited tensors for the given (fact id, scale) set: base + sum of scaled deltas."""
+    def materialise(self, active: list[tuple[str, float]],
+                    onto: dict[int, torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+        """Edited tensors for the given (fact id, scale) set: base (or `onto`) + sum of scaled deltas."""
         out = {}
         for l in self.layers:
-            W = self.base[l].double()
+            W = (self.base if onto is None else onto)[l].double()
             for fid, scale in active:
                 if scale == 0:
                     continue
@@ -209,6 +212,22 @@ class WeightStore:
             for f in (*ADAPTER_FILES, *extra):
                 shutil.copyfile(src / f, tmp / f)
         return rel
+
+    def save_user_adapter(self, scope: str, name: str, layers: dict[int, LayerLora]) -> int:
+        """Stage a user's wake edits as the PEFT LoRA adapter `name`; returns its rank."""
+        with atomic_path(self._stage(self.layout.user_adapter_dir(scope, name)), directory=True) as tmp:
+            return write_down_proj_lora(tmp, layers, self.arch, self.base_dir)
+
+    def prune_user_adapters(self, scope: str, keep: list[str]) -> None:
+        """Remove a user's adapters other than `keep` (call inside the fenced ledger transaction)."""
+        folder = self.layout.user_dir(scope)
+        for p in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if p.name not in keep and not p.name.startswith("."):
+                self._set_aside(p, created=False)
+
+    def delete_user(self, scope: str) -> None:
+        """Remove every adapter of a user (call inside the fenced ledger transaction)."""
+        self._set_aside(self.layout.user_dir(scope), created=False)
 
     def publish(self, n: int, tensors: dict[int, torch.Tensor], manifest: dict) -> None:
         """Write version n: only the changed tensors plus a manifest naming the base, the facts and the adapter."""

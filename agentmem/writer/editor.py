@@ -16,32 +16,40 @@ import torch
 from ..edit import memit
 from ..edit.arch import for_model, num_layers
 from ..edit.config import MemitConfig
+from ..edit.lora import compacted, stacked
 from ..edit.preserve import preservation_keys
 from ..edit.requests import Request, raw_context, to_request
 from ..edit.solve import LayerSolver
-from ..facts import Fact
+from ..facts import SHARED, Fact
 from ..serving.adapter_slot import AdapterSlot
+from ..serving.scope_overlay import ScopeOverlay
 from ..storage.cache import CovarianceCache, cached_preservation_keys, fingerprint
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, FORGOTTEN, PENDING, RE_EDITED, FencedOut, Ledger
+from ..storage.published import newest_user
 from ..storage.weights import WeightStore
 from .writer_lock import Lease
 
 log = logging.getLogger(__name__)
 
 
-
-
-
-
 class WakeEditor:
+    """Edits facts into the shared scope (the training copy and the published versions) or into a user's scope
+    (that user's adapter, computed on the shared weights plus their own edits; see method.md section 7).
+
+    `max_rank` caps a user adapter's rank (the serving engine's max_lora_rank)."""
+
     def __init__(self, model, tokenizer, model_dir: Path, layout: Layout, ledger: Ledger,
                  cache_dir: Path, cfg: MemitConfig, cov_samples: int = 512,
-                 cov_text: Path | None = None, progress=None, fence: int | None = None):
+                 cov_text: Path | None = None, progress=None, fence: int | None = None, max_rank: int = 128,
+                 overlay: ScopeOverlay | None = None):
         self.model, self.tok, self.ledger, self.cfg = model, tokenizer, ledger, cfg
+        self.max_rank = max_rank
         # new edits are computed through the adapter the newest version serves: a target
         # value found without it can miss once the adapter sits on top of the edit
         self.adapter = AdapterSlot(model)
+        # a user's published adapter, added over the shared weights while that user is read
+        self.overlay = overlay or ScopeOverlay(self.adapter.param)
         self.arch = for_model(model)
         self.layers = cfg.layers or self.arch.default_edit_layers(num_layers(model))
         self.store = WeightStore(layout, model_dir, self.arch, self.layers)
@@ -55,12 +63,28 @@ class WakeEditor:
         # The version whose weights the model holds as this editor left them (None: unknown, or
         # changed since): recover() skips rebuilding them when no other writer has published since.
         self._synced: int | None = None
+        self._shared: dict[int, torch.Tensor] | None = None  # the shared edited tensors, as last published
         self.recover()
 
     # -- state -----------------------------------------------------------
 
-    def active(self) -> list[tuple[str, float]]:
-        return [(f["id"], f["scale"]) for f in self.ledger.facts(status=ACTIVE)]
+    def active(self, scope: str = SHARED) -> list[tuple[str, float]]:
+        return [(f["id"], f["scale"]) for f in self.ledger.facts(status=ACTIVE, scope=scope)]
+
+    def shared_weights(self) -> dict[int, torch.Tensor]:
+        if self._shared is None:
+            self._shared = self.store.materialise(self.active())
+        return self._shared
+
+    def _load_shared(self) -> None:
+        """Back to the shared weights as last published (after a user's edit, or a write that failed)."""
+        synced = self._synced
+        self._load_weights(self.shared_weights())
+        self._synced = synced
+
+    def hold(self, scope: str) -> None:
+        """Make the model answer for `scope`: the shared weights, plus a user's newest published adapter."""
+        self.overlay.hold_user(newest_user(self.store.layout, self.ledger, scope))
 
     def _preservation_keys(self, cache_dir: Path) -> dict[int, torch.Tensor]:
         """Keys of the preserved names on the unedited model (recover() reloads the edits after)."""
@@ -73,6 +97,7 @@ class WakeEditor:
 
     def _load_weights(self, tensors: dict[int, torch.Tensor]) -> None:
         self._synced = None
+        self.overlay.release()
         with torch.no_grad():
             for l, w in tensors.items():
                 self.arch.down_proj(self.model, l).weight.copy_(w)
@@ -89,7 +114,7 @@ class WakeEditor:
             self.store.clean_staging()
             for f in self.ledger.facts(status=PENDING):
                 self.ledger.queued(f["id"], reason="interrupted before its edit was committed; queued again")
-            active_ids = {fid for fid, _ in self.active()}
+            active_ids = {f["id"] for f in self.ledger.facts(status=ACTIVE)}
             for fid in self.store.edit_ids() - active_ids:
                 self.store.delete_edit(fid)
 
@@ -101,7 +126,7 @@ class WakeEditor:
         if latest != self._synced:
             self.store.forget_cached()
             active = self.active()
-            tensors = self.store.materialise(active)
+            tensors = self._shared = self.store.materialise(active)
             self._load_weights(tensors)
             if self.store.training_active() != [tuple(a) for a in active]:
                 self.store.write_training(tensors, active)
@@ -141,6 +166,7 @@ class WakeEditor:
         """
         active = self.active() if active is None else active
         tensors = self.store.materialise(active)
+        self._shared = None
         self._load_weights(tensors)
         n = self.ledger.latest_version() + 1
         if adapter == "keep":
@@ -162,8 +188,39 @@ class WakeEditor:
             self.store.prune_versions(keep=5)
 
         self._commit_files(land)
-        self._synced = n
+        self._synced, self._shared = n, tensors
         self.follow_adapter()
+        return n
+
+    def _publish_user(self, scope: str, kind: str, fids: list[str], active: list[tuple[str, float]],
+                      commit) -> int:
+        """Publish a user's next version: their `active` edits as one LoRA on the down projections (exact, or
+        compacted to max_rank with what that left out in the version's detail), or no adapter when none is
+        left. The adapter is staged first; it moves into place, and the version and `commit(n)` land, in one
+        fenced ledger transaction."""
+        n = self.ledger.latest_user_version(scope) + 1
+        layers = {l: compacted(lo, self.max_rank) for l, lo in
+                  stacked([(self.store.load_edit(fid), sc) for fid, sc in active]).items()}
+        name = self.store.layout.user_adapter_name(scope, n) if layers else None
+        try:
+            rank = self.store.save_user_adapter(scope, name, layers) if name else 0
+        except BaseException:
+            self.store.discard()
+            raise
+        lost = max((lo.lost for lo in layers.values()), default=0.0)
+        if lost:
+            log.warning("user adapter %s truncated to rank %d: %.3g of its update left out", name, rank, lost)
+
+        def land() -> None:
+            if self.ledger.latest_user_version(scope) != n - 1:
+                raise FencedOut(f"user version {n} was published by another writer first")
+            self.ledger.add_user_version(scope, n, name, kind=kind, facts=fids, active=len(active), rank=rank,
+                                         lost=round(lost, 6))
+            commit(n)
+            previous = self.ledger.user_version(scope, n - 1) or {}
+            self.store.prune_user_adapters(scope, keep=[a for a in (name, previous.get("adapter")) if a])
+
+        self._commit_files(land)
         return n
 
     def follow_adapter(self) -> None:
@@ -179,7 +236,7 @@ class WakeEditor:
         fids = active if self.cfg.constraints != "none" else []
         return {l: self.cfg.constraint_weight * k for l, k in self.store.constraint_keys(fids).items()}
 
-    def _sharing_a_key(self, reqs: list[Request], kept: set[str],
+    def _sharing_a_key(self, scope: str, reqs: list[Request], kept: set[str],
                        earlier: dict[str, Request]) -> dict[str, Request]:
         """The kept active facts, and the `earlier` facts of this batch, whose raw key is one of
         `reqs`' (see edit.requests.subject_slots), by id.
@@ -189,7 +246,7 @@ class WakeEditor:
         the subject's new offset to them too.
         """
         contexts = {raw_context(r) for r in reqs}
-        rows = self.ledger.active_about({r.subject for r in reqs}, by_last_word=self.cfg.share_last_word)
+        rows = self.ledger.active_about(scope, {r.subject for r in reqs}, by_last_word=self.cfg.share_last_word)
         found = {r["id"]: to_request(Fact.parse(r["fact"]), self.cfg) for r in rows if r["id"] in kept}
         found.update(earlier)
         return {fid: r for fid, r in found.items() if raw_context(r) in contexts}
@@ -220,7 +277,7 @@ class WakeEditor:
             if row and row["status"] == ACTIVE:
                 continue
             todo.append((fid, f, row))
-            for old in self.ledger.active_with_key(f.user_id, f.subject, f.relation):
+            for old in self.ledger.active_with_key(f.scope, f.subject, f.relation):
                 retired[old["id"]] = fid
         return ids, todo, retired, shadowed
 
@@ -228,8 +285,15 @@ class WakeEditor:
         """Write `facts` into the weights as one batch; returns (fact ids, stats).
 
         A failure of a type in `retry_on` says nothing about the facts (a full disk, a lost lock): they go
-        back to queued, for the queue to deliver again, instead of failed.
+        back to queued, for the queue to deliver again, instead of failed. Facts of several scopes are
+        edited as one batch per scope, in turn.
         """
+        scopes = list(dict.fromkeys(f.scope for f in facts))
+        if len(scopes) > 1:
+            done = [self.edit([f for f in facts if f.scope == s], retry_on) for s in scopes]
+            stats = {"edited": sum(st["edited"] for _, st in done), "scopes": [st for _, st in done]}
+            return [f.fact_id() for f in facts], stats
+        scope = scopes[0] if scopes else SHARED
         ids, todo, retired, shadowed = self._plan(facts)
         with self.ledger.transaction(self.fence):
             for fid, f, new in shadowed:
@@ -240,7 +304,7 @@ class WakeEditor:
                 self.ledger.start_edit(fid, f)
         if not todo:
             return ids, {"edited": 0}
-        keep = [(fid, sc) for fid, sc in self.active() if fid not in retired]
+        keep = [(fid, sc) for fid, sc in self.active(scope) if fid not in retired]
 
         def commit(n: int) -> None:
             for fid, _, _ in todo:
@@ -250,16 +314,28 @@ class WakeEditor:
                 self.store.delete_edit(fid)
 
         t0 = time.perf_counter()
+        after = keep + [(fid, 1.0) for fid, _, _ in todo]
         try:
-            if retired:
+            if scope != SHARED:
+                # a user's edit is computed on the shared weights plus that user's own edits
+                self._load_weights(self.store.materialise(keep, onto=self.shared_weights()))
+            elif retired:
                 # the new edits are computed against the weights without the facts they replace
                 self._load_weights(self.store.materialise(keep))
-            parts = self._write({fid: to_request(f, self.cfg) for fid, f, _ in todo}, keep)
+            parts = self._write(scope, {fid: to_request(f, self.cfg) for fid, f, _ in todo}, keep)
             seconds = time.perf_counter() - t0
-            n = self._publish("wake", [fid for fid, _, _ in todo], keep + [(fid, 1.0) for fid, _, _ in todo], commit)
+            fids = [fid for fid, _, _ in todo]
+            if scope == SHARED:
+                n = self._publish("wake", fids, after, commit)
+            else:
+                n = self._publish_user(scope, "wake", fids, after, commit)
+                self._load_shared()
         except BaseException as e:
             self.store.discard()
-            self._load_weights(self.store.materialise(self.active()))
+            if scope == SHARED:
+                self._load_weights(self.store.materialise(self.active()))
+            else:
+                self._load_shared()
             why = f"{type(e).__name__}: {e}"
             try:
                 with self.ledger.transaction(self.fence):
@@ -273,18 +349,20 @@ class WakeEditor:
             raise
         stats = {"edited": len(todo), "superseded": len(retired) + len(shadowed), "seconds": round(seconds, 3),
                  "version": n, "rounds": len(parts), **memit.merged_stats(parts)}
+        if scope != SHARED:
+            stats["user_version"] = stats.pop("version")
         log.info("wake edit: %s", stats)
         return ids, stats
 
-    def _write(self, reqs: dict[str, Request], keep: list[tuple[str, float]]) -> list[dict]:
-        """Compute and save the edits of `reqs` (by fact id) on the loaded weights, which hold `keep`;
-        returns each round's statistics."""
+    def _write(self, scope: str, reqs: dict[str, Request], keep: list[tuple[str, float]]) -> list[dict]:
+        """Compute and save the edits of `reqs` (by fact id) on the loaded weights, which hold `keep` (of
+        `scope`); returns each round's statistics."""
         order = list(reqs)
         done: list[str] = []  # facts of `reqs` whose edits are applied and saved
         parts = []
         for part in memit.batch_rounds(list(reqs.values())):
             new = [order[i] for i in part]
-            again = self._sharing_a_key([reqs[f] for f in new], {fid for fid, _ in keep},
+            again = self._sharing_a_key(scope, [reqs[f] for f in new], {fid for fid, _ in keep},
                                         {f: reqs[f] for f in done})
             prev = self._constraint_keys([fid for fid, _ in keep if fid not in again] +
                                          [f for f in done if f not in again])
@@ -312,22 +390,26 @@ class WakeEditor:
         return self._publish("sleep", fids, active, commit, adapter=adapter)
 
     def forget(self, fid: str) -> int:
+        """Take a fact's edit out of its scope's weights and publish that scope's next version; returns it."""
         row = self.ledger.get(fid)
         if row is None:
             raise KeyError(f"no fact with id {fid!r}")
+        scope = row["scope"]
+        current = self.ledger.latest_user_version(scope) if scope != SHARED else self.ledger.latest_version()
         if row["status"] == FORGOTTEN:
-            return self.ledger.latest_version()
+            return current
         if row["status"] != ACTIVE:
             with self.ledger.transaction(self.fence):
                 self.ledger.forget(fid)
-            return self.ledger.latest_version()
-        rest = [(f, sc) for f, sc in self.active() if f != fid]
+            return current
+        rest = [(f, sc) for f, sc in self.active(scope) if f != fid]
         # A fact about the same subject edited in fid's batch or later re-fitted fid's answers beside
         # its own (see _sharing_a_key), and those columns sit in its edit: such facts are edited
         # again without fid, or the model would still give fid's object.
-        refit = {f: r for f, r in self._sharing_a_key([to_request(Fact.parse(row["fact"]), self.cfg)],
+        refit = {f: r for f, r in self._sharing_a_key(scope, [to_request(Fact.parse(row["fact"]), self.cfg)],
                                                       {f for f, sc in rest if sc > 0}, {}).items()
                  if self.ledger.get(f)["version_added"] >= row["version_added"]}
+
         def commit(n: int) -> None:
             self.ledger.forget(fid, version=n)
             self.store.delete_edit(fid)
@@ -337,11 +419,31 @@ class WakeEditor:
         try:
             if refit:
                 keep = [(f, sc) for f, sc in rest if f not in refit]
-                self._load_weights(self.store.materialise(keep))
-                self._write(refit, keep)
-            n = self._publish("forget", [fid], rest, commit)
+                self._load_weights(self.store.materialise(keep, onto=None if scope == SHARED else
+                                                          self.shared_weights()))
+                self._write(scope, refit, keep)
+            if scope == SHARED:
+                return self._publish("forget", [fid], rest, commit)
+            return self._publish_user(scope, "forget", [fid], rest, commit)
         except BaseException:
             self.store.discard()
-            self._load_weights(self.store.materialise(self.active()))
             raise
-        return n
+        finally:
+            self._load_shared()
+
+    def forget_user(self, scope: str) -> int:
+        """Remove everything of a user at once: facts (with their events and aliases), edits, adapters and
+        versions; returns how many facts went. Readers of this home find no adapter for them after."""
+        if scope == SHARED:
+            raise ValueError("the shared scope is not a user's: forget its facts one by one")
+        fids = {f["id"] for f in self.ledger.facts(scope=scope)}
+
+        def body() -> None:
+            for fid in fids & self.store.edit_ids():
+                self.store.delete_edit(fid)
+            self.store.delete_user(scope)
+            self.ledger.drop_user(scope)
+
+        self._commit_files(body)
+        self.overlay.release()
+        return len(fids)

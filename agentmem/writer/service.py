@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 
 from ..facts import Fact
 from ..serving import model_store
+from ..serving.adapter_slot import param_of
+from ..serving.scope_overlay import ScopeOverlay
 from ..storage.layout import WEIGHTS_FILE, Layout
 from ..storage.ledger import PENDING, QUEUED, SPOOLED, WAITING, Ledger
 from .dispatch import Dispatch
@@ -69,6 +71,8 @@ class Writer:
             self._release_home()
             raise
         self.model, self.tokenizer = model, tokenizer
+        # the one user memory added into self.model at a time (for reading; the editor releases it to write)
+        self.overlay = ScopeOverlay(lambda name: param_of(self.model, name))
         self.ledger = Ledger.open(self.layout, settings.database_url)
         self.batching = Batching(settings.batch_max_facts, settings.batch_max_wait_ms)
         # held while this process edits the model or reads from it
@@ -100,7 +104,8 @@ class Writer:
         s = self.settings
         return WakeEditor(
             self.model, self.tokenizer, self.model_dir, self.layout, self.ledger,
-            s.cache_dir, s.memit, s.cov_samples, s.cov_text, self.progress, fence=fence,
+            s.cache_dir, s.memit, s.cov_samples, s.cov_text, self.progress, fence=fence, max_rank=s.user_max_rank,
+            overlay=self.overlay,
         )
 
     @contextmanager
@@ -246,6 +251,7 @@ class Writer:
             tensors = load_file(str(self.layout.version_dir(latest) / WEIGHTS_FILE))
         except FileNotFoundError:
             return  # pruned or not yet renamed into place: the next call sees a newer one
+        self.overlay.release()
         with torch.no_grad():
             for name, t in tensors.items():
                 self.model.get_parameter(name).copy_(t)

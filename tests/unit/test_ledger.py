@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ResourceClosedError
 
 from agentmem.config import Settings, settings_error
-from agentmem.facts import Fact
+from agentmem.facts import SHARED, Fact
 from agentmem.storage.layout import Layout
 from agentmem.storage.ledger import (ACTIVE, EVENTS, FORGOTTEN, METADATA, MIGRATIONS, QUEUED, SPOOLED, TRY_AGAIN,
                                      FencedOut, Ledger)
@@ -134,12 +134,17 @@ def test_active_facts_are_found_by_the_last_word_of_their_subject(ledger):
                                                ("Ana Albescu", FORGOTTEN), ("Elio Brennan", ACTIVE),
                                                ("Albescu", ACTIVE), ("Thea Albescuson", ACTIVE)]):
             ledger.add_fact(f"f{i}", Fact(subject=subject, relation="lives in", object="Oslo"), status)
-    found = ledger.active_about({"Albescu"}, by_last_word=True)
+        # a user's own fact about the same person is in that user's scope only
+        ledger.add_fact("u", Fact(subject="Thea Albescu", relation="lives in", object="Rome", user_id="u1"), ACTIVE)
+    found = ledger.active_about(SHARED, {"Albescu"}, by_last_word=True)
     assert [r["subject"] for r in found] == ["Thea Albescu", "Elio Albescu", "Albescu"]
-    assert ledger.active_about(set(), by_last_word=True) == []
-    assert [r["id"] for r in ledger.active_about({"Elio Brennan", "Ana Albescu"})] == ["f3"]
-    assert [r["id"] for r in ledger.active_with_key("default", "thea albescu", "LIVES IN")] == ["f0"]
-    assert ledger.counts() == {ACTIVE: 5, FORGOTTEN: 1}
+    assert ledger.active_about(SHARED, set(), by_last_word=True) == []
+    assert [r["id"] for r in ledger.active_about(SHARED, {"Elio Brennan", "Ana Albescu"})] == ["f3"]
+    assert [r["id"] for r in ledger.active_with_key(SHARED, "thea albescu", "LIVES IN")] == ["f0"]
+    assert [r["id"] for r in ledger.active_with_key("u1", "thea albescu", "LIVES IN")] == ["u"]
+    assert [r["id"] for r in ledger.active_about("u1", {"Albescu"}, by_last_word=True)] == ["u"]
+    assert ledger.counts() == {ACTIVE: 6, FORGOTTEN: 1}
+    assert ledger.scopes() == {SHARED: 6, "u1": 1}
 
 
 def test_latencies_count_commits_and_first_serves_not_restages(ledger):
@@ -379,7 +384,7 @@ def test_on_postgresql_writes_to_different_facts_do_not_wait_for_each_other(ledg
 def test_the_migrations_build_the_tables_the_ledger_uses_and_take_them_down(ledger, tmp_path, database_url):
     with ledger.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with ledger.engine.begin() as conn:
@@ -389,6 +394,27 @@ def test_the_migrations_build_the_tables_the_ledger_uses_and_take_them_down(ledg
     again = Ledger.open(Layout(tmp_path), database_url)
     assert again.facts() == [] and again.latest_version() == 0
     again.close()
+
+
+def test_a_forgotten_user_leaves_no_value_of_theirs_and_other_users_keep_theirs(ledger, other):
+    told = {u: Fact(subject=f"User {u}", relation="lives in", object=f"{u}-town", user_id=u) for u in ("u1", "u2")}
+    with ledger.transaction():
+        for u, f in told.items():
+            ledger.spool(f"f-{u}", f, "accepted")
+            ledger.bind_alias(u, "aunt", f"Aunt of {u}", f"f-{u}")
+            ledger.add_user_version(u, 1, f"a-{u}", facts=[f"f-{u}"])
+            ledger.add_user_version(u, 2, None, facts=[])
+    assert other.latest_user_version("u1") == 2 and other.user_version("u1")["adapter"] is None
+    assert other.user_version("u1", 1)["adapter"] == "a-u1" and other.user_version("u3") is None
+    with ledger.transaction():
+        assert ledger.drop_user("u1") == 1
+    assert other.facts(scope="u1") == [] and other.history("f-u1") == [] and other.aliases("u1") == {}
+    assert other.latest_user_version("u1") == 0
+    with ledger.engine.connect() as conn:
+        # nothing anywhere in the ledger still says where u1 lives
+        dump = [str(r) for t in ("facts", "events", "aliases", "user_versions") for r in conn.execute(text(f"SELECT * FROM {t}"))]
+    assert dump and not any("u1-town" in r or "Aunt of u1" in r for r in dump)
+    assert [f["id"] for f in other.facts(scope="u2")] == ["f-u2"] and other.latest_user_version("u2") == 2
 
 
 def naming(user_id: str, relation: str, name: str) -> Fact:
@@ -512,6 +538,7 @@ def test_a_sqlite_ledger_made_before_migrations_opens_with_its_facts_and_keeps_w
     ledger = Ledger.open(Layout(tmp_path))
     row = ledger.get("f1")
     assert row["status"] == ACTIVE and Fact.parse(row["fact"]) == FACT and ledger.latest_version() == 1
+    assert row["scope"] == SHARED  # where its edit is: the home answers as before
     assert [e["kind"] for e in ledger.history("f1")] == ["received", ACTIVE]
     assert ledger.edit_latencies() == [1.0]
     with pytest.raises(FencedOut):
@@ -523,7 +550,7 @@ def test_a_sqlite_ledger_made_before_migrations_opens_with_its_facts_and_keeps_w
     assert [e["seq"] for e in ledger.history("f1")] == [1, 2, 3] and ledger.get("f1")["status"] == FORGOTTEN
     assert ledger.night("n1")["finished"] is None
     with ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
         assert {i["name"] for i in inspect(conn).get_indexes("events")} == {"events_fact", "events_kind"}
     ledger.close()
 
