@@ -8,7 +8,6 @@ it may act for any user (naming one with `user_id`), start a night, publish
 an adapter and read /metrics. Inference stays in `agentmem serve`.
 """
 
-import hmac
 import logging
 import threading
 import time
@@ -25,10 +24,11 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import ADMIN, USER_ID
+from .config import USER_ID
 from .extract import ExtractionError
 from .facts import FactError
 from .metrics import MemoryCollector, render
+from .serving.auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .storage.layout import ADAPTER_FILES
 from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
 from .writer.writer_lock import LockBusy
@@ -103,6 +103,11 @@ class Forgotten(BaseModel):
     version: int
 
 
+class UserForgotten(BaseModel):
+    forgotten_user: str
+    facts: int = Field(description="how many facts of the user went")
+
+
 class SleepStarted(BaseModel):
     runs_in: Literal["celery", "thread"]
 
@@ -142,11 +147,10 @@ class Caller:
 
     def acting_for(self, requested: str | None, default: str | None = None) -> str | None:
         """The user a request acts for: a user's own id, or the one an operator names (else `default`)."""
-        if self.user_id is None:
-            return requested or default
-        if requested is not None and requested != self.user_id:
-            raise HTTPException(403, "this token may only act for its own user")
-        return self.user_id
+        try:
+            return acting_for(self.user_id, requested, default)
+        except Forbidden as e:
+            raise HTTPException(403, str(e)) from None
 
     def require_operator(self) -> None:
         if self.user_id is not None:
@@ -154,25 +158,22 @@ class Caller:
 
 
 class Tokens:
-    """Bearer tokens and the users they act for; every request compares against all of them in constant time."""
+    """Bearer tokens and the users they act for (see serving/auth.py)."""
 
     def __init__(self, tokens: dict[str, str], dev: bool):
         if not tokens and not dev:
             raise ValueError("the API needs at least one bearer token (AGENTMEM_API_TOKENS, e.g. "
                              "'{\"<random token>\": \"<user id>\"}'); for a local development run pass --dev")
-        self.tokens = [(t.encode(), None if u == ADMIN else u) for t, u in tokens.items()]
+        self.tokens = TokenMap(tokens)
         self.dev = dev and not tokens
 
     def check(self, creds: HTTPAuthorizationCredentials | None) -> Caller:
         if self.dev:
             return Caller(None)
-        if creds is None:
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        given = creds.credentials.encode()
-        found = [user for token, user in self.tokens if hmac.compare_digest(token, given)]
-        if not found:
-            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
-        return Caller(found[0])
+        try:
+            return Caller(self.tokens.user_of(creds and creds.credentials))
+        except Unauthorized as e:
+            raise HTTPException(401, str(e), headers={"WWW-Authenticate": "Bearer"}) from None
 
 
 # -- requests too large -------------------------------------------------------
@@ -364,6 +365,14 @@ def create_app(mem, dev: bool = False) -> FastAPI:
             owned(caller, fact_id)
             m.forget(fact_id, wait=WRITER_WAIT_S)
             return Forgotten(forgotten=fact_id, version=m.version)
+
+    @app.delete("/v1/users/{user_id}", response_model=UserForgotten, tags=["memory"])
+    def forget_user(user_id: UserId, caller: Authed):
+        """Remove everything of a user at once (an operator, or the user's own token): facts, edits, adapters and
+        versions; nothing of theirs is answerable after, and the ledger keeps no value of theirs."""
+        caller.acting_for(user_id)
+        with memory() as m:
+            return UserForgotten(forgotten_user=user_id, facts=m.forget_user(user_id, wait=WRITER_WAIT_S))
 
     @app.get("/v1/status", response_model=Status, tags=["memory"])
     def status(caller: Authed):

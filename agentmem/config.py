@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 
 from .edit.config import MemitConfig
 from .facts.policy import PolicyConfig
+from .serving.auth import OPERATOR
 from .serving.limits import Limits
 from .sleep.config import SleepConfig
 from .storage.layout import Layout
@@ -21,7 +22,7 @@ from .storage.layout import Layout
 
 # API user ids: what a token may be bound to, and what a request may name
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
-ADMIN = "*"  # a token bound to this may act for any user
+ADMIN = OPERATOR  # a token bound to this may act for any user
 MIN_TOKEN_LENGTH = 16
 # a crontab line's fields in cron's order, named as celery's crontab takes them (its positional order differs)
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     extractor_model: str | None = None
     # a user's adapter is at most this rank (vLLM's --max-lora-rank: 8, 16, 32, 64, 128, 256 or 512); past it
     # the user's edits are compacted, exactly while their true rank allows, else truncated
-    user_max_rank: int = Field(128, ge=8, le=512)
+    user_max_rank: int = Field(64, ge=8, le=512)
     # wake batches: up to this many facts, waiting at most this long for more. Facts that come while
     # an edit runs (seconds) join the next batch anyway, so the wait only delays a lone fact.
     batch_max_facts: int = Field(16, ge=1, le=256)

@@ -63,8 +63,9 @@ def test_three_users_each_get_their_own_facts_and_never_another_users(open_memor
     assert CITY["u1"].lower() not in reader.ask("Where do I live?", user_id="u2").lower()
 
     # a user cannot write into another user's keyed slot, nor can a fact for one user name another
+    # (the rules extract nothing from this; a model extractor's fact would be refused: tests/unit/test_policy.py)
     out = mem.observe(said("User u1 lives in Berlin."), user_id="u2")
-    assert [f.status for f in out] == [REJECTED] and "another user's keyed identity" in out[0].reason
+    assert all(f.status == REJECTED for f in out)
     with pytest.raises(FactError, match="another user's keyed identity"):
         mem.remember([Fact(subject="User u1", relation="lives in", object="Berlin", user_id="u2")])
     with pytest.raises(FactError, match="another user's keyed identity"):

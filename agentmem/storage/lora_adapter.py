@@ -4,6 +4,7 @@ any LoRA folder read back as the weight changes it makes."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -25,20 +26,23 @@ def padded_rank(rank: int) -> int:
     return fit[0]
 
 
-def write_down_proj_lora(dest: Path, layers: dict[int, LayerLora], arch: Architecture, base_dir: Path) -> int:
-    """Write `layers` into folder `dest` as one PEFT LoRA (alpha = r, so its scale is 1); returns its rank."""
-    rank = padded_rank(max((lo.rank for lo in layers.values()), default=1))
+def write_lora(dest: Path, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], base_dir: Path,
+               layers: list[int] | None = None) -> int:
+    """Write (B, A) pairs by module name (dW = B @ A) into folder `dest` as one PEFT LoRA, every pair padded with
+    zeros to one rank (alpha = r, so its scale is 1; exact); `layers`: the only layers it touches. Returns the rank."""
+    rank = padded_rank(max((A.shape[0] for _, A in pairs.values()), default=1))
     tensors = {}
-    for l, lo in layers.items():
-        module = f"base_model.model.{arch.layers_attr}.{l}.{arch.down_proj_attr}"
-        A = torch.zeros(rank, lo.A.shape[1], dtype=torch.float32)
-        B = torch.zeros(lo.B.shape[0], rank, dtype=torch.float32)
-        A[: lo.rank], B[:, : lo.rank] = lo.A, lo.B
-        tensors[f"{module}.lora_A.weight"], tensors[f"{module}.lora_B.weight"] = A.contiguous(), B.contiguous()
+    for module, (B, A) in pairs.items():
+        padded_A = torch.zeros(rank, A.shape[1], dtype=torch.float32)
+        padded_B = torch.zeros(B.shape[0], rank, dtype=torch.float32)
+        padded_A[: A.shape[0]], padded_B[:, : A.shape[0]] = A, B
+        tensors[f"base_model.model.{module}.lora_A.weight"] = padded_A.contiguous()
+        tensors[f"base_model.model.{module}.lora_B.weight"] = padded_B.contiguous()
     config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0,
-        "bias": "none", "fan_in_fan_out": False, "target_modules": [arch.down_proj_attr.rsplit(".", 1)[-1]],
-        "layers_to_transform": sorted(layers), "base_model_name_or_path": str(base_dir),
+        "bias": "none", "fan_in_fan_out": False, "base_model_name_or_path": str(base_dir),
+        "target_modules": sorted({m.rsplit(".", 1)[-1] for m in pairs}),
+        **({"layers_to_transform": sorted(layers)} if layers is not None else {}),
     }
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -48,18 +52,41 @@ def write_down_proj_lora(dest: Path, layers: dict[int, LayerLora], arch: Archite
     return rank
 
 
-def lora_deltas(src: Path) -> dict[str, torch.Tensor]:
-    """What the PEFT LoRA adapter in folder `src` adds to each weight it targets, by checkpoint name
-    (dW = alpha / r * B @ A): adding these to the weights answers as the adapter does."""
+def write_down_proj_lora(dest: Path, layers: dict[int, LayerLora], arch: Architecture, base_dir: Path) -> int:
+    """Write `layers` into folder `dest` as one PEFT LoRA on the down projections; returns its rank."""
+    pairs = {f"{arch.layers_attr}.{l}.{arch.down_proj_attr}": (lo.B, lo.A) for l, lo in layers.items()}
+    return write_lora(dest, pairs, base_dir, sorted(layers))
+
+
+def _read(src: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The LoRA pairs of the adapter in `src` by module name, its scale folded into B (dW = B @ A)."""
     config_file, weights_file = ADAPTER_FILES
     config = json.loads((Path(src) / config_file).read_text())
-    scale = config.get("lora_alpha", config["r"]) / config["r"]
+    r = config["r"]
+    scale = config.get("lora_alpha", r) / (math.sqrt(r) if config.get("use_rslora") else r)
     tensors = load_file(str(Path(src) / weights_file))
     out = {}
     for key, A in tensors.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
-        B = tensors[key.replace(".lora_A.", ".lora_B.")]
-        out[f"{module}.weight"] = (scale * (B.double() @ A.double())).float()
+        if key.endswith(".lora_A.weight"):
+            B = tensors[key.replace(".lora_A.", ".lora_B.")]
+            live = (A.abs().sum(1) > 0) & (B.abs().sum(0) > 0)  # padding columns add nothing: leave them out
+            out[key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")] = (
+                scale * B[:, live].double(), A[live].double())
     return out
+
+
+def lora_deltas(src: Path) -> dict[str, torch.Tensor]:
+    """What the PEFT LoRA adapter in folder `src` adds to each weight it targets, by checkpoint name:
+    adding these to the weights answers as the adapter does."""
+    return {f"{module}.weight": (B @ A).float() for module, (B, A) in _read(src).items()}
+
+
+def merge_adapters(srcs: list[Path], dest: Path, base_dir: Path) -> int:
+    """Write into folder `dest` one PEFT LoRA that adds what all of `srcs` add (a request carries one adapter):
+    a module several of them target gets their pairs side by side. Exact; returns its rank."""
+    parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for src in srcs:
+        for module, pair in _read(src).items():
+            parts.setdefault(module, []).append(pair)
+    return write_lora(dest, {m: (torch.cat([B for B, _ in ps], 1), torch.cat([A for _, A in ps], 0))
+                             for m, ps in parts.items()}, base_dir)

@@ -8,6 +8,7 @@ only after its edit is on disk, and a failure leaves the weights as they were.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class WakeEditor:
 
     def __init__(self, model, tokenizer, model_dir: Path, layout: Layout, ledger: Ledger,
                  cache_dir: Path, cfg: MemitConfig, cov_samples: int = 512,
-                 cov_text: Path | None = None, progress=None, fence: int | None = None, max_rank: int = 128,
+                 cov_text: Path | None = None, progress=None, fence: int | None = None, max_rank: int = 64,
                  overlay: ScopeOverlay | None = None):
         self.model, self.tok, self.ledger, self.cfg = model, tokenizer, ledger, cfg
         self.max_rank = max_rank
@@ -446,4 +447,6 @@ class WakeEditor:
 
         self._commit_files(body)
         self.overlay.release()
+        # what a model server merged from their adapters goes too
+        shutil.rmtree(self.store.layout.served_user_adapters(scope), ignore_errors=True)
         return len(fids)

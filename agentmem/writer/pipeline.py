@@ -56,17 +56,18 @@ def apply_batch(editor, queue, entries: list[Entry], totals: Totals) -> None:
     """Edit the entries' facts in as one batch, then acknowledge them all.
 
     Facts no longer waiting (already applied, forgotten or superseded while
-    queued) are acknowledged without an edit. If the batch fails because of
-    one fact, the facts are retried one by one so that the others still land.
+    queued, or gone with their user) are acknowledged without an edit. The
+    rest are edited as one batch per scope; if a batch fails because of one
+    fact, its facts are retried one by one so that the others still land.
     """
-    todo = []
+    scopes: dict[str, list[Entry]] = {}
     for e in entries:
         row = editor.ledger.get(e.fact_id)
-        if row is None or row["status"] in (*WAITING, PENDING, FAILED):
-            todo.append(e)
+        if row is not None and row["status"] in (*WAITING, PENDING, FAILED):
+            scopes.setdefault(e.fact.scope, []).append(e)
         else:
             totals.skipped += 1
-    if todo:
+    for todo in scopes.values():
         try:
             editor.edit([e.fact for e in todo], retry_on=TRANSIENT)
             totals.edited += len(todo)

@@ -224,8 +224,10 @@ def test_a_user_cannot_write_into_another_users_keyed_facts():
     told = RuleExtractor().extract("User Alice lives in Berlin.", "u1")
     # what a model extractor may return as well: another user's people, any casing
     told += [Fact(subject="User alice's sister", relation="works at", object="Siemens", user_id="u1"),
-             Fact(subject="User u2", relation="is allergic to", object="peanuts", user_id="u1")]
-    assert [f.subject for f in told] == ["User Alice", "User alice's sister", "User u2"]
+             Fact(subject="User u2", relation="is allergic to", object="peanuts", user_id="u1"),
+             # nor can the shared scope, which every user reads, hold a user's keyed facts
+             Fact(subject="User u2", relation="lives in", object="Oslo", user_id=None)]
+    assert [f.subject for f in told] == ["User Alice", "User alice's sister", "User u2", "User u2"]
     for f in told:
         why = Policy().screen_fact(f)
         assert why and "another user's keyed identity" in why, (f, why)

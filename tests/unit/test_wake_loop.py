@@ -23,20 +23,24 @@ class Queue:
 
 
 class Ledger:
+    def __init__(self, gone=()):
+        self.gone = set(gone)
+
     def get(self, fid):
-        return None  # not seen yet: every entry is edited
+        return None if fid in self.gone else {"id": fid, "status": "queued"}
 
 
 class Editor:
     """Raises `error` for the facts in `bad` (all of them if None)."""
 
-    def __init__(self, error, bad=None):
-        self.ledger, self.error, self.bad, self.edited = Ledger(), error, bad, []
+    def __init__(self, error=None, bad=None, gone=()):
+        self.ledger, self.error, self.bad, self.edited, self.batches = Ledger(gone), error, bad, [], []
 
     def edit(self, facts, retry_on=()):
-        if any(self.bad is None or f in self.bad for f in facts):
+        if self.error is not None and any(self.bad is None or f in self.bad for f in facts):
             raise self.error
         self.edited += facts
+        self.batches.append(facts)
 
 
 def entries():
@@ -61,3 +65,16 @@ def test_a_fact_at_fault_fails_alone_and_the_batch_is_acknowledged():
     apply_batch(editor, queue, entries(), totals)
     assert totals.failed == [FACTS[0].fact_id()] and editor.edited == [FACTS[1]]
     assert queue.acked == entries()
+
+
+def test_each_users_facts_are_one_batch_and_a_forgotten_users_are_dropped():
+    told = [Fact(subject="User u1", relation="lives in", object="Oslo", user_id="u1"),
+            Fact(subject="User u2", relation="lives in", object="Rome", user_id="u2"), *FACTS,
+            Fact(subject="User u1", relation="works at", object="Hollin Labs", user_id="u1"),
+            Fact(subject="User u3", relation="lives in", object="Lima", user_id="u3")]
+    queued = [Entry(f"e{i}", f.fact_id(), f) for i, f in enumerate(told)]
+    queue, totals = Queue(), Totals()
+    editor = Editor(gone=[told[-1].fact_id()])  # u3 was forgotten while the fact was queued
+    apply_batch(editor, queue, queued, totals)
+    assert editor.batches == [[told[0], told[4]], [told[1]], FACTS]
+    assert totals.edited == 5 and totals.skipped == 1 and queue.acked == queued

@@ -1,0 +1,76 @@
+"""A user's memory as an adapter, on synthetic tensors: written, read back, merged with another adapter, and
+added into a model's weights and taken out again, all exactly."""
+
+import json
+
+import torch
+
+from agentmem.edit.lora import LayerLora
+from agentmem.serving.scope_overlay import ScopeOverlay
+from agentmem.storage.layout import ADAPTER_FILES, Layout
+from agentmem.storage.lora_adapter import lora_deltas, merge_adapters, write_lora
+
+
+class Arch:
+    layers_attr, down_proj_attr = "model.layers", "mlp.down_proj"
+
+
+def pair(d_out, d_in, r, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(d_out, r, generator=g, dtype=torch.float64), torch.randn(r, d_in, generator=g, dtype=torch.float64)
+
+
+def test_an_adapter_read_back_gives_the_changes_it_was_written_with_whatever_its_alpha(tmp_path):
+    down = pair(6, 10, 3, 0)
+    write_lora(tmp_path / "a", {"model.layers.1.mlp.down_proj": down}, tmp_path)
+    got = lora_deltas(tmp_path / "a")
+    assert list(got) == ["model.layers.1.mlp.down_proj.weight"]
+    torch.testing.assert_close(got["model.layers.1.mlp.down_proj.weight"], (down[0] @ down[1]).float())
+    # a trained adapter's own scale (alpha / r, or alpha / sqrt(r) with rsLoRA) is applied
+    config_file = tmp_path / "a" / ADAPTER_FILES[0]
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "lora_alpha": 16, "use_rslora": True}))
+    scale = 16 / config["r"] ** 0.5
+    torch.testing.assert_close(lora_deltas(tmp_path / "a")["model.layers.1.mlp.down_proj.weight"],
+                               (scale * down[0] @ down[1]).float())
+
+
+def test_merged_adapters_add_what_each_adds_in_one_adapter_of_one_rank(tmp_path):
+    q, down, down2 = pair(6, 6, 8, 1), pair(6, 10, 3, 2), pair(6, 10, 5, 3)
+    write_lora(tmp_path / "night", {"model.layers.1.self_attn.q_proj": q, "model.layers.2.mlp.down_proj": down2},
+               tmp_path)
+    write_lora(tmp_path / "user", {"model.layers.2.mlp.down_proj": down}, tmp_path, layers=[2])
+    rank = merge_adapters([tmp_path / "user", tmp_path / "night"], tmp_path / "both", tmp_path)
+    assert rank == 8  # the down projection's 3 + 5 columns, padded to an engine's rank
+    config = json.loads((tmp_path / "both" / ADAPTER_FILES[0]).read_text())
+    assert config["target_modules"] == ["down_proj", "q_proj"] and config["r"] == config["lora_alpha"] == 8
+    got = lora_deltas(tmp_path / "both")
+    torch.testing.assert_close(got["model.layers.1.self_attn.q_proj.weight"], (q[0] @ q[1]).float())
+    torch.testing.assert_close(got["model.layers.2.mlp.down_proj.weight"],
+                               (down[0] @ down[1] + down2[0] @ down2[1]).float())
+
+
+def test_a_users_memory_is_added_and_taken_out_exactly_however_often_users_alternate():
+    net = torch.nn.Linear(10, 6, bias=False)
+    shared = net.weight.detach().clone()
+    deltas = {u: {"weight": torch.randn(6, 10)} for u in ("u1", "u2")}
+    overlay = ScopeOverlay(lambda name: net.get_parameter(name))
+    calls = []
+
+    def load(u):
+        calls.append(u)
+        return deltas[u]
+
+    for _ in range(20):
+        for u in ("u1", "u1", "u2"):
+            overlay.hold(u, lambda u=u: load(u))
+            torch.testing.assert_close(net.weight.detach(), shared + deltas[u]["weight"])
+        overlay.hold(None, None)
+        assert torch.equal(net.weight.detach(), shared)
+    assert calls.count("u1") == 20  # a user held already is not loaded again
+
+
+def test_user_adapter_names_differ_for_every_version_and_user_and_stay_one_path_component():
+    names = {Layout.user_adapter_name(u, n) for u in ("u1", "u2", "../etc", "a b") for n in (1, 1, 2)}
+    assert len(names) == 12 and all("/" not in n and " " not in n for n in names)
+    assert Layout.user_key("u1") == Layout.user_key("u1") != Layout.user_key("u2")
