@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # the ledger in this database (postgresql+psycopg://USER@HOST:PORT/DB), one per home; None: HOME/ledger.sqlite
     database_url: str | None = None
     server_url: str | None = None
+    # the bearer token Memory sends to server_url: an operator's ("*" in AGENTMEM_API_TOKENS) to answer as any user
+    server_token: str | None = None
     device: str = "cpu"
     cache: Path | None = None  # converted models and covariances; default: HOME/cache
     cov_samples: int = 256

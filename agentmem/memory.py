@@ -48,7 +48,7 @@ class Memory:
         self.last_stats: dict = {}
         self._night: threading.Thread | None = None  # a night started by sleep_later
         # with a server, ask and complete go through it, always at the newest published version
-        self.server = ServerClient(settings.server_url) if settings.server_url else None
+        self.server = ServerClient(settings.server_url, token=settings.server_token) if settings.server_url else None
         self._replica: Replica | None = None  # reads through it only while a version serves an adapter
 
     @classmethod
@@ -110,6 +110,13 @@ class Memory:
         _check_user(user_id)
         with self.writer.writing(wait) as editor:
             return editor.forget_user(user_id)
+
+    def move_to_users(self, wait: float = 600.0) -> dict:
+        """Move the users' facts an existing home keeps in its shared weights into each user's own memory
+        (see WakeEditor.move_to_users); returns what was moved. Nothing is lost: a crash part-way leaves the
+        facts queued for their users."""
+        with self.writer.writing(wait) as editor:
+            return editor.move_to_users()
 
     def observe(self, messages: Iterable[Any], user_id: str = "default") -> list[Fact]:
         """The conversation hook: extract facts from the user's turns, screen them, queue them.
@@ -258,7 +265,7 @@ class Memory:
             question = to_third_person(resolve(question, self.ledger.aliases(user_id)), user_id)
         messages = [{"role": "user", "content": canonical_question(question)}]
         if self.server is not None:
-            return self.server.chat(messages, max_new_tokens, min_version=self.version)
+            return self.server.chat(messages, max_new_tokens, **self._at_least(user_id))
         with self.reading(user_id) as net:
             return generate.chat(net, self.tokenizer, messages, max_new_tokens)
 
@@ -287,7 +294,7 @@ class Memory:
         with `user_id`'s memory (None: the shared memory alone)."""
         conv = self._conversation(messages, user_id)
         if self.server is not None:
-            return self.server.chat(conv, max_new_tokens, min_version=self.version)
+            return self.server.chat(conv, max_new_tokens, **self._at_least(user_id))
         with self.reading(user_id) as net:
             return generate.chat(net, self.tokenizer, conv, max_new_tokens)
 
@@ -296,7 +303,7 @@ class Memory:
         """`chat`, as text pieces while they are generated."""
         conv = self._conversation(messages, user_id)
         if self.server is not None:
-            yield from self.server.stream_chat(conv, max_new_tokens, min_version=self.version)
+            yield from self.server.stream_chat(conv, max_new_tokens, **self._at_least(user_id))
             return
         with self.reading(user_id) as net:
             yield from generate.stream_chat(net, self.tokenizer, conv, max_new_tokens)
@@ -308,9 +315,15 @@ class Memory:
         if user_id is not None:
             _check_user(user_id)
         if self.server is not None:
-            return self.server.complete(prompt, max_new_tokens, min_version=self.version)
+            return self.server.complete(prompt, max_new_tokens, **self._at_least(user_id))
         with self.reading(user_id) as net:
             return generate.complete(net, self.tokenizer, prompt, max_new_tokens)
+
+    def _at_least(self, user_id: str | None) -> dict:
+        """What a server must answer with: the newest shared version, and the user's newest version."""
+        mine = self.ledger.latest_user_version(user_id) if user_id else 0
+        # a user with no memory yet is answered by the shared model: no need to name them
+        return {"min_version": self.version, "user": user_id if mine else None, "min_user_version": mine}
 
     def facts(self, user_id: str | None = None) -> list[dict]:
         return self.ledger.facts(user_id=user_id)

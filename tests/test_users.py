@@ -1,11 +1,14 @@
 """Per-user memory on the real bundled model: each user's facts are answered from that user's own adapter, and
 no other user, nor a caller without a user, gets them by any phrasing; forgetting a user removes them at once."""
 
+import json
+
 import pytest
+from sqlalchemy import update
 
 from agentmem import Fact, FactError
 from agentmem.storage.layout import Layout
-from agentmem.storage.ledger import ACTIVE, REJECTED
+from agentmem.storage.ledger import ACTIVE, FACTS, REJECTED
 
 CITY = {"u1": "Lisbon", "u2": "Nairobi", "u3": "Reykjavik"}
 JOB = {"u1": "nurse", "u2": "pilot", "u3": "baker"}
@@ -97,3 +100,28 @@ def test_a_users_fact_replaced_and_forgotten_changes_only_that_users_adapter(ope
     assert mem.ledger.latest_user_version("u1") == n + 1 and mem.ledger.user_version("u1")["adapter"] is None
     assert "reykjavik" not in mem.ask("Where do I live?", user_id="u1").lower()
     assert "nairobi" in mem.ask("Where do I live?", user_id="u2").lower()
+
+
+def test_an_existing_homes_users_facts_move_into_their_own_memory(open_memory):
+    mem = open_memory()
+    # a home made before scopes: its users' facts edited into the shared weights, their rows in the shared scope
+    legacy = [Fact(subject=f"User {u}", relation="lives in", object=c) for u, c in CITY.items()]
+    with mem.writer.writing() as editor:
+        editor.edit(legacy)
+    with mem.ledger.engine.begin() as conn:
+        for u, f in zip(CITY, legacy):
+            conn.execute(update(FACTS).where(FACTS.c.id == f.fact_id())
+                         .values(user_id=u, data=json.dumps({**f.to_json(), "user_id": u})))
+    asked = {u: f"What is the home city of User {u}?" for u in CITY}
+    assert "lisbon" in mem.ask(asked["u1"], user_id="u2").lower()  # what the move puts right
+    shared = mem.version
+
+    out = mem.move_to_users()
+    assert out["moved"] == 3 and out["users"] == 3 and mem.version == shared + 1
+    assert {(f["scope"], f["status"]) for f in mem.facts()} == {(u, ACTIVE) for u in CITY}
+    for u, city in CITY.items():
+        assert city.lower() in mem.ask(asked[u], user_id=u).lower()
+        for other in [*CITY, None]:
+            if other != u:
+                assert city.lower() not in mem.ask(asked[u], user_id=other).lower(), (u, other)
+    assert mem.move_to_users() == {"moved": 0, "users": 0}

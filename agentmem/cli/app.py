@@ -84,6 +84,14 @@ def forget_user(user_id: str, home: Optional[Path] = HomeOpt, model: Optional[st
         emit({"forgotten_user": user_id, "facts": n}, as_json, f"forgot user {user_id} ({n} facts)")
 
 
+@app.command("move-to-users")
+def move_to_users(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+    """Move the users' facts a home made before per-user memory keeps in its shared weights into their own."""
+    with open_memory(home, model) as mem:
+        out = mem.move_to_users()
+        emit(out, as_json, f"moved {out['moved']} facts into {out['users']} users' own memory")
+
+
 def open_ledger(home: Optional[Path]) -> Ledger:
     """The ledger of the home the settings name (AGENTMEM_DATABASE_URL's database if set), without the model."""
     settings = Settings(**({"home": home} if home else {}))

@@ -8,7 +8,7 @@ from typing import Iterator
 import httpx
 
 from .engines import MODEL_ID
-from .gateway import MIN_VERSION_HEADER, VERSION_HEADER
+from .gateway import MIN_USER_VERSION_HEADER, MIN_VERSION_HEADER, VERSION_HEADER
 
 
 class ServerError(RuntimeError):
@@ -16,15 +16,25 @@ class ServerError(RuntimeError):
 
 
 class ServerClient:
-    def __init__(self, url: str, timeout: float = 120.0):
+    """`token`: the bearer sent with every request (an operator's, to name users; or one user's own)."""
+
+    def __init__(self, url: str, timeout: float = 120.0, token: str | None = None):
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=5.0))
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=5.0), headers=auth)
         self.last_version = 0  # the version that produced the last answer
 
-    def _post(self, path: str, body: dict, min_version: int) -> dict:
+    @staticmethod
+    def _request(body: dict, min_version: int, user: str | None, min_user_version: int) -> tuple[dict, dict]:
+        """The body and headers of a greedy request as `user` (None: shared only), at least at these versions."""
+        headers = {MIN_VERSION_HEADER: str(min_version), MIN_USER_VERSION_HEADER: str(min_user_version)}
+        return {"model": MODEL_ID, "temperature": 0, **body, **({"user": user} if user else {})}, headers
+
+    def _post(self, path: str, body: dict, min_version: int, user: str | None = None,
+              min_user_version: int = 0) -> dict:
+        body, headers = self._request(body, min_version, user, min_user_version)
         try:
-            r = self.http.post(path, json={"model": MODEL_ID, "temperature": 0, **body},
-                               headers={MIN_VERSION_HEADER: str(min_version)})
+            r = self.http.post(path, json=body, headers=headers)
         except httpx.TransportError as e:
             raise ServerError(f"model server {self.url} unreachable: {e}") from None
         if r.status_code != 200:
@@ -36,15 +46,18 @@ class ServerClient:
         self.last_version = int(r.headers.get(VERSION_HEADER, 0))
         return r.json()
 
-    def chat(self, messages: list[dict], max_tokens: int, min_version: int = 0) -> str:
-        out = self._post("/v1/chat/completions", {"messages": messages, "max_tokens": max_tokens}, min_version)
+    def chat(self, messages: list[dict], max_tokens: int, min_version: int = 0, user: str | None = None,
+             min_user_version: int = 0) -> str:
+        out = self._post("/v1/chat/completions", {"messages": messages, "max_tokens": max_tokens}, min_version,
+                         user, min_user_version)
         return out["choices"][0]["message"]["content"].strip()
 
-    def stream_chat(self, messages: list[dict], max_tokens: int, min_version: int = 0) -> Iterator[str]:
-        body = {"model": MODEL_ID, "temperature": 0, "messages": messages, "max_tokens": max_tokens, "stream": True}
+    def stream_chat(self, messages: list[dict], max_tokens: int, min_version: int = 0, user: str | None = None,
+                    min_user_version: int = 0) -> Iterator[str]:
+        body, headers = self._request({"messages": messages, "max_tokens": max_tokens, "stream": True}, min_version,
+                                      user, min_user_version)
         try:
-            with self.http.stream("POST", "/v1/chat/completions", json=body,
-                                  headers={MIN_VERSION_HEADER: str(min_version)}) as r:
+            with self.http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
                 if r.status_code != 200:
                     raise ServerError(f"model server {self.url} answered {r.status_code}: {r.read()[:300]!r}")
                 self.last_version = int(r.headers.get(VERSION_HEADER, 0))
@@ -57,8 +70,10 @@ class ServerClient:
         except httpx.TransportError as e:
             raise ServerError(f"model server {self.url} unreachable: {e}") from None
 
-    def complete(self, prompt: str, max_tokens: int, min_version: int = 0) -> str:
-        out = self._post("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens}, min_version)
+    def complete(self, prompt: str, max_tokens: int, min_version: int = 0, user: str | None = None,
+                 min_user_version: int = 0) -> str:
+        out = self._post("/v1/completions", {"prompt": prompt, "max_tokens": max_tokens}, min_version, user,
+                         min_user_version)
         return out["choices"][0]["text"].strip()
 
     def live_version(self) -> int:

@@ -77,7 +77,7 @@ class Gateway:
     """Follows the ledger and answers each request with the shared version plus the requesting user's newest
     adapter. The user comes from the bearer token (`tokens`: token -> user id, or "*" for an operator, who may
     name the user in the OpenAI `user` field); without tokens only a `dev` server trusts the `user` field, and
-    any other answers with the shared memory alone."""
+    any other answers with the shared memory alone (refusing a request that names a user)."""
 
     def __init__(self, home: Path, engine, poll_s: float = 0.05, wait_s: float = 60.0, server_name: str = "",
                  limits: Limits = Limits(), database_url: str | None = None, tokens: dict[str, str] | None = None,
@@ -176,7 +176,9 @@ class Gateway:
             auth = request.headers.get("authorization", "")
             bearer = auth[len("bearer "):].strip() if auth[:7].lower() == "bearer " else None
             return acting_for(self.tokens.user_of(bearer), named)
-        return named if self.dev else None
+        if named is not None and not self.dev:
+            raise Forbidden("this server answers for no user: it has no tokens (AGENTMEM_API_TOKENS) and is not --dev")
+        return named
 
     async def user_adapter(self, user: str | None, at_least: int = 0) -> UserAdapter | None | bool:
         """The user's newest adapter, waiting up to wait_s for their version `at_least`; False if it never came."""

@@ -16,8 +16,9 @@ from .client import ServerClient, ServerError
 
 class ServeProcess:
     def __init__(self, home: Path, engine: str = "auto", port: int | None = None, model: str | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, args: list[str] = ()):
         self.home, self.engine, self.model = Path(home), engine, model
+        self.args = list(args)  # more `agentmem serve` options
         self.env = env or {}  # AGENTMEM_* settings for this server only
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -26,7 +27,7 @@ class ServeProcess:
 
     def start(self, timeout: float = 600.0) -> None:
         cmd = [sys.executable, "-m", "agentmem", "serve", "--home", str(self.home), "--port", str(self.port),
-               "--engine", self.engine, *(["--model", self.model] if self.model else [])]
+               "--engine", self.engine, *(["--model", self.model] if self.model else []), *self.args]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})

@@ -34,15 +34,6 @@ def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
     return {fid: contains(a, f.object) for (fid, f), a in zip(facts.items(), answers)}
 
 
-def _trained_on(adapter_dir: Path | None) -> list[str]:
-    if adapter_dir is None:
-        return []
-    try:
-        return json.loads((adapter_dir / TRAINED_ON_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-
-
 def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=None,
               night: str | None = None) -> dict:
     """Consolidate every active fact; returns the night's report (also written to `reports_dir`).
@@ -74,7 +65,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     replica = Replica(store.base_dir, device)
 
     # what the base model says, for replay and for unlearning facts that were forgotten or replaced
-    trained = _trained_on(current and current.adapter_dir)
+    trained = published.trained_on(current and current.adapter_dir)
     gone_rows = [row for fid in trained
                  if (row := ledger.get(fid)) is not None and row["status"] in (FORGOTTEN, SUPERSEDED)]
     gone = [row["id"] for row in gone_rows]

@@ -318,6 +318,11 @@ class Ledger:
             index_elements=[ALIASES.c.user_id, ALIASES.c.word],
             set_={"name": stmt.excluded.name, "fact_id": stmt.excluded.fact_id, "updated": stmt.excluded.updated}))
 
+    def move(self, fid: str, scope: str) -> None:
+        """Moved out of the shared weights into `scope` (its user's memory), queued to be edited there."""
+        self._execute(update(FACTS).where(FACTS.c.id == fid).values(scope=scope))
+        self.set_status(fid, QUEUED, reason="moved to its user's own memory; queued to be edited there", scale=0.0)
+
     def restage(self, fid: str, stage: int, scale: float) -> None:
         """A night moved the fact to `stage`, its edit now at `scale`."""
         self.set_status(fid, ACTIVE, reason=f"sleep: stage {stage}", stage=stage, scale=scale)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .layout import MANIFEST_FILE, WEIGHTS_FILE, Layout
+from .layout import MANIFEST_FILE, TRAINED_ON_FILE, WEIGHTS_FILE, Layout
 from .ledger import Ledger
 from .lora_adapter import lora_deltas
 
@@ -27,6 +27,16 @@ class Published:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.weights_dir / WEIGHTS_FILE))
+
+
+def trained_on(adapter_dir: Path | None) -> list[str]:
+    """The ids of the facts a night's adapter was trained on (none for another adapter, or none at all)."""
+    if adapter_dir is None:
+        return []
+    try:
+        return json.loads((adapter_dir / TRAINED_ON_FILE).read_text())
+    except (OSError, ValueError):
+        return []
 
 
 def read(layout: Layout, n: int) -> Published | None:

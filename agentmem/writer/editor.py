@@ -27,7 +27,7 @@ from ..serving.scope_overlay import ScopeOverlay
 from ..storage.cache import CovarianceCache, cached_preservation_keys, fingerprint
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, FORGOTTEN, PENDING, RE_EDITED, FencedOut, Ledger
-from ..storage.published import newest_user
+from ..storage.published import newest_user, trained_on
 from ..storage.weights import WeightStore
 from .writer_lock import Lease
 
@@ -431,6 +431,34 @@ class WakeEditor:
             raise
         finally:
             self._load_shared()
+
+    def move_to_users(self) -> dict:
+        """Move the users' facts a home holds in its shared weights (as every home made before scopes does) into
+        each user's own memory: out of the shared weights in one published version, then edited into each
+        user's adapter. If the shared adapter was trained on any of them it is dropped and the shared facts'
+        edits go back to full scale (exact: edits are kept until forgotten), so no user's fact stays readable
+        by all; the next night consolidates the shared facts again. Returns what was moved."""
+        rows = [r for r in self.ledger.facts(status=ACTIVE, scope=SHARED) if Fact.parse(r["fact"]).user_id]
+        if not rows:
+            return {"moved": 0, "users": 0}
+        moved = {r["id"] for r in rows}
+        version = self.ledger.version(self.ledger.latest_version()) or {}
+        adapter = version.get("adapter")
+        drop = bool(adapter and moved & set(trained_on(self.store.layout.adapter_dir(adapter))))
+        rest = [(fid, 1.0 if drop else sc) for fid, sc in self.active() if fid not in moved]
+
+        def commit(n: int) -> None:
+            for r in rows:
+                self.ledger.move(r["id"], Fact.parse(r["fact"]).scope)
+            if drop:
+                for fid, _ in rest:
+                    self.ledger.restage(fid, 0, 1.0)
+
+        self._publish("move", sorted(moved), rest, commit, adapter=None if drop else "keep")
+        facts = [Fact.parse({**r["fact"], "id": r["id"]}) for r in rows]
+        _, stats = self.edit(facts)
+        return {"moved": len(rows), "users": len({f.scope for f in facts}), "adapter_dropped": drop,
+                "edit": stats}
 
     def forget_user(self, scope: str) -> int:
         """Remove everything of a user at once: facts (with their events and aliases), edits, adapters and

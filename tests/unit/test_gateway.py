@@ -35,6 +35,7 @@ class FakeEngine:
         self.failed: list[int] = []
         self.fail_once: set[int] = set()
         self.bodies: list[dict] = []
+        self.users: list[str | None] = []  # the user adapter each request was answered with
         self.cancelled = 0
 
     async def start(self):
@@ -54,8 +55,9 @@ class FakeEngine:
             raise
         self.applied.append(pub.version)
 
-    async def complete(self, route, body):
+    async def complete(self, route, body, user=None):
         self.bodies.append(body)
+        self.users.append(user and user.name)
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
@@ -64,8 +66,9 @@ class FakeEngine:
         return {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
                                                           "finish_reason": "stop"}]}
 
-    async def stream(self, route, body):
+    async def stream(self, route, body, user=None):
         self.bodies.append(body)
+        self.users.append(user and user.name)
         try:
             for i in range(3):
                 yield {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}
@@ -99,8 +102,8 @@ async def until(check, timeout: float = 5.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(home, engine, limits: Limits = LIMITS, wait_s: float = 5.0):
-    gw = Gateway(home, engine, poll_s=0.02, wait_s=wait_s, limits=limits)
+async def running(home, engine, limits: Limits = LIMITS, wait_s: float = 5.0, **kw):
+    gw = Gateway(home, engine, poll_s=0.02, wait_s=wait_s, limits=limits, **kw)
     await gw.start()
     try:
         transport = httpx.ASGITransport(app=create_app(gw))
@@ -115,6 +118,48 @@ def lines(r: httpx.Response) -> list[str]:
 
 
 # -- following versions ------------------------------------------------------
+
+
+def test_each_request_is_answered_with_the_adapter_of_the_user_its_token_acts_for(tmp_path):
+    tokens = {"t" * 20: "u1", "s" * 20: "u2", "o" * 20: "*"}
+
+    def bearer(t):
+        return {"Authorization": f"Bearer {t * 20}"}
+
+    async def main():
+        engine = FakeEngine()
+        publish(tmp_path, 1)
+        ledger = Ledger.open(Layout(tmp_path))
+        with ledger.transaction():
+            ledger.add_user_version("u1", 1, "u1-a", facts=[])
+            ledger.add_user_version("u1", 2, "u1-b", facts=[])
+            ledger.add_user_version("u2", 1, None, facts=[])  # u2's facts were all forgotten
+        async with running(tmp_path, engine, tokens=tokens, wait_s=0.3) as (gw, client):
+            r = await client.post("/v1/chat/completions", json=CHAT, headers=bearer("t"))
+            assert r.status_code == 200 and r.headers["X-AgentMem-User-Version"] == "2"
+            assert r.json()["agentmem"]["user_adapter"] == "u1-b"
+            for who, user in [("s", None), ("o", None), ("o", "u1"), ("o", "u3")]:
+                body = {**CHAT, **({"user": user} if user else {})}
+                assert (await client.post("/v1/chat/completions", json=body, headers=bearer(who))).status_code == 200
+            assert engine.users == ["u1-b", None, None, "u1-b", None]
+            assert "user" not in engine.bodies[-1]  # who asked is the gateway's business, not the engine's
+            refused = [await client.post("/v1/chat/completions", json=CHAT),
+                       await client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer nope"}),
+                       await client.post("/v1/chat/completions", json={**CHAT, "user": "u2"}, headers=bearer("t")),
+                       await client.post("/v1/chat/completions", json=CHAT, headers={
+                           **bearer("t"), "X-AgentMem-Min-User-Version": "3"})]
+            assert [r.status_code for r in refused] == [401, 401, 403, 503]
+            assert len(engine.users) == 5
+        ledger.close()
+        async with running(tmp_path, FakeEngine()) as (gw, client):  # no tokens, not --dev
+            r = await client.post("/v1/chat/completions", json={**CHAT, "user": "u1"})
+            assert r.status_code == 403 and "no tokens" in r.json()["error"]["message"]
+        dev = FakeEngine()
+        async with running(tmp_path, dev, dev=True) as (gw, client):
+            assert (await client.post("/v1/chat/completions", json={**CHAT, "user": "u1"})).status_code == 200
+            assert dev.users == ["u1-b"]
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("breakage", ["unreadable", "pruned"])
