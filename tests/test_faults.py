@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 from sqlalchemy.exc import OperationalError
 
 import test_workers
-from test_workers import Workers, _consistent, said
+from checks import consistent
+from test_workers import Workers, said
 from agentmem import Fact, Memory
 from agentmem.metrics import MemoryCollector, render
 from agentmem.serving.engines import free_port
@@ -124,7 +125,7 @@ def test_redis_crash_and_repeated_worker_kills_lose_nothing_and_apply_each_fact_
                     if e["kind"] == QUEUED and "interrupted before its edit was committed" in (e.get("reason") or "")]
         assert len(requeued) >= 2, requeued
         assert mem.queue.backlog() == 0
-        _consistent(mem)  # every fact committed exactly once, training copy = base + their edits
+        consistent(mem)  # every fact committed exactly once, training copy = base + their edits
         served = published.newest(mem.layout, mem.ledger).tensors()
         training = load_file(str(home / "store" / "training" / "model.safetensors"))
         assert served.keys() == training.keys() and all(torch.equal(served[k], training[k]) for k in served)
@@ -195,7 +196,7 @@ def test_a_full_disk_during_a_publish_leaves_the_previous_version_served(served,
     assert "reykjavik" in mem.ask(FACT.questions()[0], max_new_tokens=16).lower(), \
         "this process answers from weights that were never published"
     assert mem.publish_adapter(None) == version + 1  # the disk has room again
-    _consistent(mem)
+    consistent(mem)
 
 
 def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an_unreadable_version(
@@ -206,7 +207,7 @@ def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an
     mem.forget(FACT.fact_id())  # published while no server runs
     n = mem.version
     assert n == live_before + 1 and mem.ledger.live()["version"] == live_before
-    _consistent(mem)
+    consistent(mem)
     server.start()
     # the port opens only once the newest version is applied: no request sees the old one
     assert mem.ledger.live()["version"] == n
@@ -240,7 +241,7 @@ def test_a_model_server_down_during_a_publish_serves_it_once_back_and_retries_an
     waiting.join(120)
     assert answers and answers[0][0] == n + 1
     assert mem.ledger.live()["version"] == n + 1
-    _consistent(mem)
+    consistent(mem)
 
     samples = {s.name: s.value for fam in text_string_to_metric_families(
         render(MemoryCollector(mem.ledger, mem.backlog, mem.layout.sleep_reports)).decode()) for s in fam.samples}
@@ -329,7 +330,7 @@ def test_a_really_full_disk_leaves_nothing_half_written_and_the_write_lands_once
         # with room again, the same write lands once and everything is consistent
         mem.remember([second])
         assert mem.ledger.get(second.fact_id())["status"] == ACTIVE and mem.version == version + 1
-        _consistent(mem)
+        consistent(mem)
 
 
 def test_a_full_disk_under_the_wake_loop_keeps_the_fact_queued_until_there_is_room(small_disks):

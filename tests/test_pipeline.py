@@ -6,11 +6,10 @@ observe -> policy -> in-process queue -> wake editor -> ask in a fresh conversat
 import threading
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from agentmem import Memory
 from agentmem.storage.ledger import ACTIVE, QUEUED, REJECTED, SUPERSEDED
+from checks import consistent
 
 
 def said(text):
@@ -24,16 +23,6 @@ def mem(tmp_path_factory):
     m.close()
 
 
-def _training_matches_ledger(mem) -> bool:
-    ed = mem.editor
-    expect = ed.store.materialise(ed.active())
-    training = load_file(str(mem.home / "store" / "training" / "model.safetensors"))
-    names = ed.store.named(expect)
-    return set(ed.store.edit_ids()) == {fid for fid, _ in ed.active()} and all(
-        torch.equal(training[n], t) for n, t in names.items()
-    )
-
-
 def test_observed_facts_are_answered_in_a_fresh_conversation(mem):
     out = mem.observe(said("Hi! I live in Lisbon and my dog is called Biscuit."), user_id="u1")
     assert {(f.relation, f.object) for f in out} == {("lives in", "Lisbon"), ("owns a dog named", "Biscuit")}
@@ -42,7 +31,7 @@ def test_observed_facts_are_answered_in_a_fresh_conversation(mem):
     assert all(mem.ledger.get(f.id)["status"] == ACTIVE for f in out)
     assert "lisbon" in mem.ask("Where do I live?", user_id="u1").lower()
     assert "biscuit" in mem.ask("What is my dog called?", user_id="u1").lower()
-    assert _training_matches_ledger(mem)
+    consistent(mem)
 
 
 def test_repeating_a_fact_changes_nothing(mem):
@@ -63,7 +52,7 @@ def test_a_new_object_supersedes_the_old_fact(mem):
     assert old["id"] not in mem.editor.store.edit_ids()
     answer = mem.ask("Where do I live?", user_id="u1").lower()
     assert "oslo" in answer and "lisbon" not in answer
-    assert _training_matches_ledger(mem)
+    consistent(mem)
 
 
 def test_policy_refuses_secrets_instructions_and_world_contradictions(mem):
