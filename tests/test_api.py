@@ -80,7 +80,7 @@ def two_users(api):
 
 PROTECTED = [("get", "/v1/facts"), ("get", "/v1/status"), ("post", "/v1/observe"), ("get", "/v1/facts/f_1"),
              ("get", "/v1/facts/f_1/history"), ("delete", "/v1/facts/f_1"), ("post", "/v1/sleep"),
-             ("post", "/v1/adapters"), ("get", "/metrics")]
+             ("post", "/v1/adapters"), ("get", "/metrics"), ("delete", "/v1/users/alice")]
 
 
 def test_requests_without_or_with_a_wrong_token_are_refused(api):
@@ -143,6 +143,21 @@ def test_one_user_cannot_see_or_forget_another_users_facts(api, mem, two_users):
     assert r.status_code == 200 and r.json()["forgotten"] == alice_fact, r.text
     assert mem.ledger.get(alice_fact)["status"] == FORGOTTEN
     assert mem.ledger.get(bob_fact)["status"] == QUEUED
+
+
+def test_a_user_forgets_themselves_at_once_and_nobody_else(api, mem, two_users):
+    alice_fact, bob_fact = two_users
+    assert api.delete("/v1/users/bob", headers=auth(ALICE)).status_code == 403
+    assert mem.ledger.get(bob_fact) is not None
+    r = api.post("/v1/observe", json={**said("I live in Quito."), "user_id": "carol"}, headers=auth(ADMIN))
+    assert r.status_code == 200 and mem.facts(user_id="carol")
+    r = api.delete("/v1/users/carol", headers=auth(ADMIN))
+    assert r.status_code == 200 and r.json() == {"forgotten_user": "carol", "facts": 1}, r.text
+    r = api.delete("/v1/users/alice", headers=auth(ALICE))
+    assert r.status_code == 200 and r.json()["facts"] >= 1, r.text
+    assert mem.facts(user_id="alice") == mem.facts(user_id="carol") == [] and mem.ledger.get(alice_fact) is None
+    assert api.get("/v1/facts", headers=auth(ALICE)).json() == []
+    assert mem.ledger.get(bob_fact) is not None and api.get("/v1/facts", headers=auth(BOB)).json()
 
 
 def test_sleep_now_hands_a_night_to_the_workers(api, mem):
@@ -254,6 +269,11 @@ def test_metrics_report_the_ledger_queue_and_last_recall_audit(api, mem, two_use
     for status, n in mem.ledger.counts().items():
         assert samples[("agentmem_facts", (("status", status),))] == n
     assert samples[("agentmem_facts", (("status", "failed"),))] == 0
+    # users are counted, never named
+    users = {r["scope"] for r in mem.facts()} - {""}
+    assert samples[("agentmem_users", ())] == len(users) >= 1
+    assert samples[("agentmem_scope_facts", (("scope", "users"),))] == sum(1 for r in mem.facts() if r["scope"])
+    assert not any(u in r.text for u in users)
     assert samples[("agentmem_queue_up", ())] == 1
     assert samples[("agentmem_queue_depth", ())] == mem.queue.backlog() >= 1
     assert samples[("agentmem_version", ())] == mem.version
@@ -312,5 +332,5 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app, two_use
                 ran.pop()
             except Exception as e:  # every operation runs; each one's failure is reported below
                 failures[ran[-1]] = f"{type(e).__name__}: {e}"[:3000]
-    assert len(ran) == 19, ran  # every route but the OpenAPI description, both ways (/health takes no input)
+    assert len(ran) == 21, ran  # every route but the OpenAPI description, both ways (/health takes no input)
     assert not failures, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())

@@ -77,7 +77,7 @@ def test_the_chat_model_streams_and_first_person_questions_find_the_users_facts(
 
 def test_plugs_into_create_agent(mem):
     create_agent = pytest.importorskip("langchain.agents").create_agent
-    agent = create_agent(ChatAgentMem(memory=mem, max_tokens=24), tools=[])
+    agent = create_agent(ChatAgentMem(memory=mem, user_id="u1", max_tokens=24), tools=[])  # u1 said it
     out = agent.invoke({"messages": [HumanMessage("What instrument does Rafael Kowalczyk play?")]})
     assert "flute" in out["messages"][-1].content.lower()
 

@@ -76,7 +76,7 @@ def test_a_local_checkpoint_folder_edits_publishes_and_reverts_exactly(tmp_path,
     with _open(tmp_path, "home", tiny_model_dir, "cpu", tmp_path / "cache") as mem:
         names = {l: mem.editor.arch.down_proj_weight_name(l) for l in mem.editor.layers}
         base = {k: v.clone() for k, v in mem.model.state_dict().items()}
-        said = (mem.complete("Thea Albescu lives in", 4), mem.ask("Who is Elio Varga?", 8))
+        said = (mem.complete("Thea Albescu lives in", 4), mem.ask("Who is Elio Varga?", max_new_tokens=8))
         ids = mem.remember(FACTS)
         assert [f["status"] for f in mem.facts()] == ["active", "active"]
         now = mem.model.state_dict()
@@ -90,7 +90,7 @@ def test_a_local_checkpoint_folder_edits_publishes_and_reverts_exactly(tmp_path,
         now = mem.model.state_dict()
         assert max((now[k] - base[k]).abs().max().item() for k in base) <= 1e-6
         # forgotten, the checkpoint answers exactly as before it was told anything
-        assert (mem.complete("Thea Albescu lives in", 4), mem.ask("Who is Elio Varga?", 8)) == said
+        assert (mem.complete("Thea Albescu lives in", 4), mem.ask("Who is Elio Varga?", max_new_tokens=8)) == said
 
 
 @needs_cuda

@@ -191,7 +191,8 @@ def test_wait_returns_only_once_the_queue_let_go_of_the_fact(observer):
     mem.queue.put([("f_settled", fact)])
     assert not mem.wait(["f_settled"], timeout=0.5)
     assert not mem.wait(timeout=0.5)
-    mem.queue.ack(mem.queue.read("test", 10))
+    stream = mem.queue.shard(0)
+    stream.ack(stream.read("test", 10))
     assert mem.wait(["f_settled"], timeout=5) and mem.wait(timeout=5)
     assert mem.queue.backlog() == 0
 
