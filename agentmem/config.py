@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # a user's adapter is at most this rank (vLLM's --max-lora-rank: 8, 16, 32, 64, 128, 256 or 512); past it
     # the user's edits are compacted, exactly while their true rank allows, else truncated
     user_max_rank: int = Field(64, ge=8, le=512)
+    # writer shards: each has its own stream and lock, so this many worker processes edit at once (users are
+    # spread over them by id; the shared scope is shard 0's). Every process of a home must agree on it.
+    writer_shards: int = Field(1, ge=1, le=64)
     # wake batches: up to this many facts, waiting at most this long for more. Facts that come while
     # an edit runs (seconds) join the next batch anyway, so the wait only delays a lone fact.
     batch_max_facts: int = Field(16, ge=1, le=256)

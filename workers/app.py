@@ -70,12 +70,13 @@ def _register(app: Celery) -> None:
             return state["writer"]
 
     @app.task(name=WAKE_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-    def wake(self):
-        """Drain the fact queue as the single writer; idempotent, so repeats are harmless."""
+    def wake(self, shard: int | None = None):
+        """Drain the fact queue of writer shard `shard` (None: of every shard whose lock is free) as its single
+        writer; idempotent, so repeats are harmless."""
         w = writer()
         consumer = f"{self.request.hostname or 'worker'}-{os.getpid()}"
         try:
-            totals = w.drain(consumer)
+            totals = w.drain(consumer, shard=shard)
         except LockBusy as e:
             # the holder drains what we were woken for; come back in case it dies first
             log.info("wake: another worker holds the writer lock; retrying in %.1f s", e.retry_after)
@@ -84,9 +85,9 @@ def _register(app: Celery) -> None:
             delay = min(60, 2 ** min(self.request.retries, 6))
             log.warning("wake failed (%s); retrying in %s s", e, delay)
             raise self.retry(exc=e, countdown=delay, max_retries=None)
-        if w.queue.backlog():
+        if (w.queue.backlog() if shard is None else w.queue.shard(shard).backlog()):
             # facts that arrived while we released the lock: their nudge may have found it busy
-            self.apply_async()
+            self.apply_async(args=[shard])
         log.info("wake: %s", totals)
         return totals
 

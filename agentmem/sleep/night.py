@@ -44,7 +44,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     t_start = time.perf_counter()
     ledger, store = editor.ledger, editor.store
     if night is not None:
-        with ledger.transaction(editor.fence):
+        with editor.transaction():
             ledger.start_night(night)
     rows = ledger.facts(status=ACTIVE, scope=SHARED)  # users' facts stay in their own adapters
     facts = {r["id"]: Fact.parse(r["fact"]) for r in rows}
@@ -55,7 +55,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     if not facts:
         _settle(report, "nothing to consolidate", t_start, None)
         if night is not None:
-            with ledger.transaction(editor.fence):
+            with editor.transaction():
                 ledger.end_night(night, report)
         return _finish(report, reports_dir)
 
@@ -156,7 +156,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
 def _roll_back(editor: WakeEditor, report: dict, reports_dir: Path, t_start: float, why: str,
                night: str | None) -> dict:
     _settle(report, f"rolled back: {why}", t_start, None)
-    with editor.ledger.transaction(editor.fence):
+    with editor.transaction():
         editor.ledger.event(None, SLEEP_ROLLED_BACK, reason=why)
         if night is not None:
             editor.ledger.end_night(night, report)

@@ -117,9 +117,17 @@ class Layout:
     def staging(self) -> Path:
         return self.store / "staging"
 
-    def staging_for(self, token: int | None) -> Path:
-        """Where the writer holding fencing token `token` (None: the embedded writer) prepares its files."""
-        return self.staging / ("embedded" if token is None else f"w{token}")
+    def staging_for(self, token: int | None, shard: int = 0) -> Path:
+        """Where the writer holding fencing token `token` of writer shard `shard` (None: the embedded writer)
+        prepares its files."""
+        return self.staging / ("embedded" if token is None else f"w{token}" if shard == 0 else f"s{shard}-w{token}")
+
+    def staging_of_shard(self, shard: int) -> list[Path]:
+        """The staging folders writers of `shard` left (shard 0: the embedded writer's too)."""
+        if not self.staging.is_dir():
+            return []
+        mine = re.compile(r"(embedded|w\d+)" if shard == 0 else rf"s{shard}-w\d+")
+        return [p for p in self.staging.iterdir() if mine.fullmatch(p.name)]
 
     @property
     def writer_lock(self) -> Path:

@@ -190,30 +190,31 @@ class Ledger:
             yield conn
 
     @contextmanager
-    def transaction(self, fence: int | None = None):
-        """One atomic change. With `fence`, it commits only if no newer writer's token was seen:
-        a writer that lost its lock while paused cannot overwrite its successor's work."""
+    def transaction(self, fence: int | None = None, shard: int = 0):
+        """One atomic change. With `fence`, it commits only if no newer writer's token was seen (of writer
+        shard `shard`: each shard has its own tokens): a writer that lost its lock while paused cannot
+        overwrite its successor's work."""
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("a ledger transaction is already open in this thread")
         with self._begin() as conn:
             self._local.conn = conn
             try:
                 if fence is not None:
-                    self._check_fence(conn, fence)
+                    self._check_fence(conn, fence, "fence" if shard == 0 else f"fence:{shard}")
                 yield self
             finally:
                 self._local.conn = None
 
-    def _check_fence(self, conn, fence: int) -> None:
+    def _check_fence(self, conn, fence: int, key: str) -> None:
         """Record `fence` as the newest token seen, or raise FencedOut if a newer one was.
 
         The row stays locked until the transaction ends, so on PostgreSQL too fenced writers commit one after
         another (unfenced transactions do not wait); a token equal to the newest is the same writer again."""
-        stmt = self._upsert(META).values(key="fence", value=fence)
+        stmt = self._upsert(META).values(key=key, value=fence)
         stmt = stmt.on_conflict_do_update(index_elements=[META.c.key], set_={"value": stmt.excluded.value},
                                           where=META.c.value <= stmt.excluded.value)
         if conn.execute(stmt.returning(META.c.value)).first() is None:
-            seen = conn.execute(select(META.c.value).where(META.c.key == "fence")).scalar_one()
+            seen = conn.execute(select(META.c.value).where(META.c.key == key)).scalar_one()
             raise FencedOut(f"writer token {fence} is older than {seen}")
 
     @contextmanager
@@ -250,7 +251,8 @@ class Ledger:
         """Record a fact the ledger does not hold yet; False, and nothing written, if it holds it."""
         now = time.time()
         stmt = self._upsert(FACTS).values(
-            id=fid, user_id=fact.scope, scope=fact.scope, subject=fact.subject, relation=fact.relation, object=fact.object,
+            id=fid, user_id=fact.scope, scope=fact.scope, subject=fact.subject, relation=fact.relation,
+            object=fact.object,
             data=json.dumps(fact.to_json(), sort_keys=True), status=status, reason=reason, created=now, updated=now)
         # the same fact added by another transaction at the same moment is waited for, not a key violation
         if not self._execute(stmt.on_conflict_do_nothing(index_elements=[FACTS.c.id]).returning(FACTS.c.id)):
@@ -285,6 +287,8 @@ class Ledger:
 
     def start_edit(self, fid: str, fact: Fact) -> None:
         if not self.add_fact(fid, fact, PENDING):
+            # in the scope it is edited into (a fact queued before scopes existed is its user's now)
+            self._execute(update(FACTS).where(FACTS.c.id == fid).values(scope=fact.scope))
             self.set_status(fid, PENDING, reason="editing")
 
     def activate(self, fid: str, version: int) -> None:

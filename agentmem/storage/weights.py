@@ -35,6 +35,7 @@ class WeightStore:
     def __init__(self, layout: Layout, base_dir: Path, arch: Architecture, layers: list[int]):
         self.layout = layout
         self.token: int | None = None  # the fencing token of the writer this store writes for
+        self.shard = 0  # and that writer's shard
         self._staged: dict[Path, Path] = {}  # destination -> staged file or folder, renamed in order by commit
         self._undo: list[tuple[Path, Path | None, bool]] = []  # (path, set aside as, created by commit)
         self.base_dir = Path(base_dir)
@@ -67,7 +68,7 @@ class WeightStore:
 
     def _stage(self, dest: Path) -> Path:
         """Where `dest` is prepared until commit: the same path under this writer's staging folder."""
-        staged = self.layout.staging_for(self.token) / dest.relative_to(self.layout.store)
+        staged = self.layout.staging_for(self.token, self.shard) / dest.relative_to(self.layout.store)
         self._staged[dest] = staged
         return staged
 
@@ -75,7 +76,7 @@ class WeightStore:
         """Move `path` (if there) out of the way, remembering how to put it back."""
         aside = None
         if path.exists():
-            aside = self.layout.staging_for(self.token) / "replaced" / str(len(self._undo))
+            aside = self.layout.staging_for(self.token, self.shard) / "replaced" / str(len(self._undo))
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.rename(path, aside)
         self._undo.append((path, aside, created))
@@ -92,7 +93,7 @@ class WeightStore:
 
     def settle(self) -> None:
         """The ledger committed: drop what commit, delete_edit and prune_versions set aside."""
-        shutil.rmtree(self.layout.staging_for(self.token) / "replaced", ignore_errors=True)
+        shutil.rmtree(self.layout.staging_for(self.token, self.shard) / "replaced", ignore_errors=True)
         self._undo.clear()
 
     def undo(self) -> None:
@@ -122,11 +123,10 @@ class WeightStore:
         self._staged.clear()
 
     def clean_staging(self) -> None:
-        """Remove what earlier or stale writers left staged (call inside the fenced ledger transaction, before
-        this writer stages anything)."""
-        if self.layout.staging.is_dir():
-            for p in self.layout.staging.iterdir():
-                shutil.rmtree(p, ignore_errors=True)
+        """Remove what earlier or stale writers of this shard left staged (call inside the fenced ledger
+        transaction, before this writer stages anything); other shards' writers may be staging now."""
+        for p in self.layout.staging_of_shard(self.shard):
+            shutil.rmtree(p, ignore_errors=True)
 
     def forget_cached(self) -> None:
         """Read every edit from disk again: another writer may have rewritten one."""

@@ -29,15 +29,17 @@ class Dispatch:
         self.queue = task_queue(namespace)
         self._app = None
 
-    def send(self, task: str) -> None:
+    def send(self, task: str, args: list | None = None) -> None:
         if self._app is None:
             self._app = Celery("agentmem-client", broker=self.redis_url)
             self._app.conf.broker_connection_retry_on_startup = True
-        self._app.send_task(task, queue=self.queue)
+        self._app.send_task(task, args=args, queue=self.queue)
 
-    def nudge(self) -> None:
-        """Wake a worker; a lost nudge only delays the facts until the periodic sweep."""
+    def nudge(self, shards=None) -> None:
+        """Wake a worker for each writer shard given (None: one for every shard); a lost nudge only delays the
+        facts until the periodic sweep."""
         try:
-            self.send(WAKE_TASK)
+            for k in [None] if shards is None else sorted(shards):
+                self.send(WAKE_TASK, None if k is None else [k])
         except Exception as e:
             log.warning("could not wake a worker (%s); the periodic sweep will pick the facts up", e)

@@ -29,6 +29,7 @@ from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, FORGOTTEN, PENDING, RE_EDITED, FencedOut, Ledger
 from ..storage.published import newest_user, trained_on
 from ..storage.weights import WeightStore
+from .shards import shard_of
 from .writer_lock import Lease
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class WakeEditor:
     def __init__(self, model, tokenizer, model_dir: Path, layout: Layout, ledger: Ledger,
                  cache_dir: Path, cfg: MemitConfig, cov_samples: int = 512,
                  cov_text: Path | None = None, progress=None, fence: int | None = None, max_rank: int = 64,
-                 overlay: ScopeOverlay | None = None):
+                 overlay: ScopeOverlay | None = None, shard: int = 0, shards: int = 1):
         self.model, self.tok, self.ledger, self.cfg = model, tokenizer, ledger, cfg
         self.max_rank = max_rank
         # new edits are computed through the adapter the newest version serves: a target
@@ -60,6 +61,8 @@ class WakeEditor:
         self.solver = LayerSolver(cov, cfg, self._preservation_keys(cache_dir) if cfg.preserve_names else None)
         # The writer lock's token (see writer/writer_lock.py): every commit is fenced with it.
         self.fence = fence
+        # The writer shard whose scopes this editor applies now (writer/shards.py); shard 0 owns the shared one
+        self.shard, self.shards = shard, shards
         self.lease: Lease | None = None  # the held writer lock, in Redis mode
         # The version whose weights the model holds as this editor left them (None: unknown, or
         # changed since): recover() skips rebuilding them when no other writer has published since.
@@ -68,6 +71,13 @@ class WakeEditor:
         self.recover()
 
     # -- state -----------------------------------------------------------
+
+    def owns(self, scope: str) -> bool:
+        return shard_of(scope, self.shards) == self.shard
+
+    def transaction(self):
+        """A ledger transaction fenced with this writer's token, of its shard."""
+        return self.ledger.transaction(self.fence, self.shard)
 
     def active(self, scope: str = SHARED) -> list[tuple[str, float]]:
         return [(f["id"], f["scale"]) for f in self.ledger.facts(status=ACTIVE, scope=scope)]
@@ -109,27 +119,37 @@ class WakeEditor:
         A fact whose edit was being computed goes back to the queue: its edit
         was never committed, so running it again applies it exactly once.
         """
-        self.store.token = self.fence
+        self.store.token, self.store.shard = self.fence, self.shard
+        # another process may have rewritten any edit since this one last held the lock (a user's refit, say)
+        self.store.forget_cached()
 
         def tidy() -> None:
+            # only this shard's: another shard's writer may be editing its own scopes now
             self.store.clean_staging()
             for f in self.ledger.facts(status=PENDING):
-                self.ledger.queued(f["id"], reason="interrupted before its edit was committed; queued again")
-            active_ids = {f["id"] for f in self.ledger.facts(status=ACTIVE)}
-            for fid in self.store.edit_ids() - active_ids:
-                self.store.delete_edit(fid)
+                if self.owns(f["scope"]):
+                    self.ledger.queued(f["id"], reason="interrupted before its edit was committed; queued again")
+            rows = {f["id"]: f for f in self.ledger.facts()}
+            for fid in self.store.edit_ids():
+                row = rows.get(fid)
+                # a file no fact owns any more is shard 0's to clear
+                mine = self.shard == 0 if row is None else self.owns(row["scope"])
+                if mine and (row is None or row["status"] != ACTIVE):
+                    self.store.delete_edit(fid)
 
         self._commit_files(tidy)
         latest = self.ledger.latest_version()
         if latest == 0 or not self.store.layout.version_dir(latest).exists():
-            self._publish("recover", [])
+            if self.shard == 0:
+                self._publish("recover", [])
+            else:  # the shared versions are shard 0's to publish: read the shared weights from the edits
+                self._load_shared()
             return
         if latest != self._synced:
-            self.store.forget_cached()
             active = self.active()
             tensors = self._shared = self.store.materialise(active)
             self._load_weights(tensors)
-            if self.store.training_active() != [tuple(a) for a in active]:
+            if self.shard == 0 and self.store.training_active() != [tuple(a) for a in active]:
                 self.store.write_training(tensors, active)
                 self._commit_files()
             self._synced = latest
@@ -140,7 +160,7 @@ class WakeEditor:
         a writer whose lock passed to another never changes what that writer committed, and a ledger that
         cannot commit (a full disk) leaves every file as it was."""
         try:
-            with self.ledger.transaction(self.fence):
+            with self.transaction():
                 self.store.commit()
                 if body is not None:
                     body()
@@ -165,6 +185,8 @@ class WakeEditor:
         land, in one fenced ledger transaction, so readers and `Memory.wait`
         never see a fact as done before its version exists.
         """
+        if self.shard != 0:
+            raise RuntimeError(f"writer shard {self.shard} tried to publish a shared version: only shard 0 does")
         active = self.active() if active is None else active
         tensors = self.store.materialise(active)
         self._shared = None
@@ -295,8 +317,10 @@ class WakeEditor:
             stats = {"edited": sum(st["edited"] for _, st in done), "scopes": [st for _, st in done]}
             return [f.fact_id() for f in facts], stats
         scope = scopes[0] if scopes else SHARED
+        if not self.owns(scope):
+            raise ValueError(f"writer shard {self.shard} was given facts of another shard's scope")
         ids, todo, retired, shadowed = self._plan(facts)
-        with self.ledger.transaction(self.fence):
+        with self.transaction():
             for fid, f, new in shadowed:
                 row = self.ledger.get(fid)
                 if row is None or row["status"] != ACTIVE:
@@ -339,7 +363,7 @@ class WakeEditor:
                 self._load_shared()
             why = f"{type(e).__name__}: {e}"
             try:
-                with self.ledger.transaction(self.fence):
+                with self.transaction():
                     for fid, _, _ in todo:
                         if isinstance(e, retry_on):
                             self.ledger.queued(fid, reason=f"not applied ({why}); it stays on the queue")
@@ -396,11 +420,13 @@ class WakeEditor:
         if row is None:
             raise KeyError(f"no fact with id {fid!r}")
         scope = row["scope"]
+        if not self.owns(scope):
+            raise ValueError(f"writer shard {self.shard} was asked to forget a fact of another shard's scope")
         current = self.ledger.latest_user_version(scope) if scope != SHARED else self.ledger.latest_version()
         if row["status"] == FORGOTTEN:
             return current
         if row["status"] != ACTIVE:
-            with self.ledger.transaction(self.fence):
+            with self.transaction():
                 self.ledger.forget(fid)
             return current
         rest = [(f, sc) for f, sc in self.active(scope) if f != fid]
@@ -432,15 +458,16 @@ class WakeEditor:
         finally:
             self._load_shared()
 
-    def move_to_users(self) -> dict:
-        """Move the users' facts a home holds in its shared weights (as every home made before scopes does) into
-        each user's own memory: out of the shared weights in one published version, then edited into each
-        user's adapter. If the shared adapter was trained on any of them it is dropped and the shared facts'
-        edits go back to full scale (exact: edits are kept until forgotten), so no user's fact stays readable
-        by all; the next night consolidates the shared facts again. Returns what was moved."""
+    def move_to_users(self) -> tuple[dict, list[Fact]]:
+        """Take the users' facts a home holds in its shared weights (as every home made before scopes does) out of
+        them in one published version, into each user's scope, queued there to be edited into the user's
+        adapter (the caller hands them to the queue). If the shared adapter was trained on any of them it is
+        dropped and the shared facts' edits go back to full scale (exact: edits are kept until forgotten), so
+        no user's fact stays readable by all; the next night consolidates the shared facts again. Returns
+        what was moved, and the facts to queue."""
         rows = [r for r in self.ledger.facts(status=ACTIVE, scope=SHARED) if Fact.parse(r["fact"]).user_id]
         if not rows:
-            return {"moved": 0, "users": 0}
+            return {"moved": 0, "users": 0}, []
         moved = {r["id"] for r in rows}
         version = self.ledger.version(self.ledger.latest_version()) or {}
         adapter = version.get("adapter")
@@ -454,17 +481,18 @@ class WakeEditor:
                 for fid, _ in rest:
                     self.ledger.restage(fid, 0, 1.0)
 
-        self._publish("move", sorted(moved), rest, commit, adapter=None if drop else "keep")
+        version = self._publish("move", sorted(moved), rest, commit, adapter=None if drop else "keep")
         facts = [Fact.parse({**r["fact"], "id": r["id"]}) for r in rows]
-        _, stats = self.edit(facts)
         return {"moved": len(rows), "users": len({f.scope for f in facts}), "adapter_dropped": drop,
-                "edit": stats}
+                "version": version}, facts
 
     def forget_user(self, scope: str) -> int:
         """Remove everything of a user at once: facts (with their events and aliases), edits, adapters and
         versions; returns how many facts went. Readers of this home find no adapter for them after."""
         if scope == SHARED:
             raise ValueError("the shared scope is not a user's: forget its facts one by one")
+        if not self.owns(scope):
+            raise ValueError(f"writer shard {self.shard} was asked to forget another shard's user")
         fids = {f["id"] for f in self.ledger.facts(scope=scope)}
 
         def body() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from ..facts import Fact
+from .shards import shard_of, suffix
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,9 @@ class RedisFactQueue:
 
     GROUP = "editors"
 
-    def __init__(self, client: redis.Redis, namespace: str):
+    def __init__(self, client: redis.Redis, namespace: str, shard: int = 0):
         self.client = client
-        self.stream = f"{namespace}:facts"
+        self.stream = f"{namespace}:facts{suffix(shard)}"
         self._group_ready = False
 
     def _ensure_group(self) -> None:
@@ -100,6 +101,36 @@ class RedisFactQueue:
         """Ids of the facts on the stream, read or not (entries leave it only when acknowledged)."""
         self._ensure_group()
         return {_s(fields[b"id"]) for _, fields in self.client.xrange(self.stream) if fields and b"id" in fields}
+
+
+class ShardedQueue:
+    """The streams of every writer shard, as the hook sees them: each fact goes to its scope's shard."""
+
+    def __init__(self, client: redis.Redis, namespace: str, shards: int):
+        self.shards = [RedisFactQueue(client, namespace, k) for k in range(shards)]
+
+    def shard(self, k: int) -> RedisFactQueue:
+        return self.shards[k]
+
+    @property
+    def stream(self) -> str:
+        """Shard 0's stream (the only one with one shard)."""
+        return self.shards[0].stream
+
+    def put(self, items: list[tuple[str, Fact]]) -> set[int]:
+        """Append each fact to its shard's stream (atomically per shard); returns the shards that got some."""
+        by_shard: dict[int, list[tuple[str, Fact]]] = {}
+        for fid, fact in items:
+            by_shard.setdefault(shard_of(fact.scope, len(self.shards)), []).append((fid, fact))
+        for k, mine in by_shard.items():
+            self.shards[k].put(mine)
+        return set(by_shard)
+
+    def backlog(self) -> int:
+        return sum(q.backlog() for q in self.shards)
+
+    def fact_ids(self) -> set[str]:
+        return set().union(*(q.fact_ids() for q in self.shards))
 
 
 class LocalFactQueue:

@@ -40,6 +40,12 @@ class Totals:
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
 
+    def add(self, other: "Totals") -> None:
+        self.batches += other.batches
+        self.edited += other.edited
+        self.skipped += other.skipped
+        self.failed += other.failed
+
     def as_dict(self) -> dict:
         return {"batches": self.batches, "edited": self.edited, "skipped": self.skipped, "failed": self.failed}
 

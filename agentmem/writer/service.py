@@ -1,8 +1,10 @@
 """The writer of one memory home: its fact queue, the lock that makes it the only writer, and the wake editor.
 
 Embedded (no redis_url): an in-process queue drained by a thread of this
-process. Redis: a stream drained by whichever process holds the writer lock
-(a Celery worker, or this process for remember, forget and sleep).
+process. Redis: one stream and one writer lock per writer shard
+(writer/shards.py), each stream drained by whichever process holds its lock
+(a Celery worker, or this process for remember, forget and sleep), so as
+many processes as there are shards edit at once.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from ..storage.layout import WEIGHTS_FILE, Layout
 from ..storage.ledger import PENDING, QUEUED, SPOOLED, WAITING, Ledger
 from .dispatch import Dispatch
 from .editor import WakeEditor
-from .fact_queue import LocalFactQueue, RedisFactQueue
-from .pipeline import Batching, EmbeddedWorker, drain
+from .fact_queue import LocalFactQueue, ShardedQueue
+from .pipeline import Batching, EmbeddedWorker, Totals, drain
+from .shards import shard_of
 from .writer_lock import LockBusy, WriterLock
 
 log = logging.getLogger(__name__)
@@ -82,14 +85,14 @@ class Writer:
         self._worker: EmbeddedWorker | None = None
         if settings.redis_url:
             self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
-            ns = self.layout.namespace
-            self.queue = RedisFactQueue(self.redis, ns)
-            self.writer_lock: WriterLock | None = WriterLock(self.redis, ns, settings.lock_ttl_ms)
+            ns, self.shards = self.layout.namespace, settings.writer_shards
+            self.queue = ShardedQueue(self.redis, ns, self.shards)
+            self.writer_locks = [WriterLock(self.redis, ns, settings.lock_ttl_ms, k) for k in range(self.shards)]
             self.dispatch: Dispatch | None = Dispatch(settings.redis_url, ns)
         else:
-            self.redis = None
+            self.redis, self.shards = None, 1  # one process writes: nothing to run in parallel
             self.queue = LocalFactQueue()
-            self.writer_lock = None
+            self.writer_locks = []
             self.dispatch = None
         if self._home_lock is not None:
             self._editor = self._new_editor(fence=None)
@@ -100,17 +103,21 @@ class Writer:
 
     # -- the editor, as the only writer ----------------------------------
 
-    def _new_editor(self, fence: int | None) -> WakeEditor:
+    def _new_editor(self, fence: int | None, shard: int = 0) -> WakeEditor:
         s = self.settings
         return WakeEditor(
             self.model, self.tokenizer, self.model_dir, self.layout, self.ledger,
             s.cache_dir, s.memit, s.cov_samples, s.cov_text, self.progress, fence=fence, max_rank=s.user_max_rank,
-            overlay=self.overlay,
+            overlay=self.overlay, shard=shard, shards=self.shards,
         )
 
+    def shard_of(self, scope: str) -> int:
+        return shard_of(scope, self.shards)
+
     @contextmanager
-    def writing(self, wait: float = 600.0):
-        """The editor, as the only writer: in Redis mode under the lock, in step with other writers.
+    def writing(self, wait: float = 600.0, shard: int = 0):
+        """The editor, as the only writer of `shard`'s scopes (shard 0: the shared one): in Redis mode under that
+        shard's lock, in step with other writers.
 
         Waits at most `wait` seconds for this process's own writes (a night, say) as for another's: LockBusy.
         """
@@ -119,14 +126,14 @@ class Writer:
             raise LockBusy(BUSY_RETRY_S)
         try:
             try:
-                if self.writer_lock is None:
+                if not self.writer_locks:
                     yield self._editor
                 else:
-                    with self.writer_lock.hold(wait) as lease:
+                    with self.writer_locks[shard].hold(wait) as lease:
                         if self._editor is None:
-                            self._editor = self._new_editor(fence=lease.token)
+                            self._editor = self._new_editor(fence=lease.token, shard=shard)
                         else:
-                            self._editor.fence = lease.token
+                            self._editor.fence, self._editor.shard = lease.token, shard
                             self._editor.recover()
                         self._editor.lease = lease
                         yield self._editor
@@ -155,19 +162,30 @@ class Writer:
         """The wake editor, once this process has written (always, embedded)."""
         return self._editor
 
-    def drain(self, consumer: str, wait: float = 0.0) -> dict:
-        """Apply everything waiting on the queue as the single writer (what a worker runs).
+    def drain(self, consumer: str, wait: float = 0.0, shard: int | None = None) -> dict:
+        """Apply everything waiting on the queue of `shard` as its single writer (what a worker runs); with no
+        shard, of every shard whose lock is free (LockBusy only if none was).
 
         Facts spooled while Redis was down are handed over first, so the
         periodic sweep delivers them even if no one observes again.
         """
         self.flush_spool()
-        with self.writing(wait) as editor:
-            if self.redis is not None:
-                self._requeue_lost()
-            return drain(editor, self.queue, consumer, self.batching).as_dict()
+        done, busy = Totals(), []
+        shards = range(self.shards) if shard is None else [shard]
+        for k in shards:
+            try:
+                with self.writing(wait, k) as editor:
+                    if self.redis is not None:
+                        self._requeue_lost(k)
+                    queue = self.queue.shard(k) if self.redis is not None else self.queue
+                    done.add(drain(editor, queue, consumer, self.batching))
+            except LockBusy as e:
+                busy.append(e)
+        if len(busy) == len(shards):
+            raise busy[0]
+        return done.as_dict()
 
-    def _requeue_lost(self) -> None:
+    def _requeue_lost(self, shard: int) -> None:
         """Put back facts the ledger has as queued but the stream no longer holds.
 
         A fact is marked queued only after Redis took it, and leaves the stream
@@ -175,11 +193,13 @@ class Writer:
         (a crash within the last second of writes it had not yet fsynced).
         Runs as the writer, after recover() has queued interrupted facts again.
         """
-        queued = self.ledger.facts(status=QUEUED)
+        # by the scope the fact will be edited into: the one its stream was chosen by
+        queued = [(f["id"], fact) for f in self.ledger.facts(status=QUEUED)
+                  if self.shard_of((fact := Fact.parse(f["fact"])).scope) == shard]
         if not queued:
             return
-        held = self.queue.fact_ids()
-        lost = [(f["id"], Fact.parse(f["fact"])) for f in queued if f["id"] not in held]
+        held = self.queue.shard(shard).fact_ids()
+        lost = [(fid, fact) for fid, fact in queued if fid not in held]
         if lost:
             log.warning("%d queued facts were missing from the Redis stream (lost in a crash); queued again", len(lost))
             self.queue.put(lost)
@@ -202,13 +222,13 @@ class Writer:
     def enqueue(self, items: list[tuple[str, Fact]]) -> None:
         if not items:
             return
-        self.queue.put(items)
+        shards = self.queue.put(items)
         with self.ledger.transaction():
             for fid, _ in items:
                 if self.ledger.get(fid)["status"] == SPOOLED:
                     self.ledger.queued(fid)
         if self.dispatch is not None:
-            self.dispatch.nudge()
+            self.dispatch.nudge(shards)
 
     def wait(self, ids: set[str] | None, timeout: float) -> bool:
         """Block until the given facts (None: all) have left the queue; False on timeout.

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import redis
 
+from .shards import suffix
+
 # Compare-and-act scripts: only the holder of the current token may extend or drop the lock.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -38,10 +40,11 @@ class Lease:
 
 
 class WriterLock:
-    def __init__(self, client: redis.Redis, namespace: str, ttl_ms: int = 30_000):
+    def __init__(self, client: redis.Redis, namespace: str, ttl_ms: int = 30_000, shard: int = 0):
         self.client = client
-        self.key = f"{namespace}:writer"
-        self.fence_key = f"{namespace}:fence"
+        self.shard = shard
+        self.key = f"{namespace}:writer{suffix(shard)}"
+        self.fence_key = f"{namespace}:fence{suffix(shard)}"
         self.ttl_ms = ttl_ms
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)

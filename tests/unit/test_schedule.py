@@ -160,7 +160,7 @@ def test_run_night_records_the_night_it_was_given(tmp_path):
     from agentmem.sleep.night import run_night
 
     ledger = Ledger.open(Layout(tmp_path))
-    editor = SimpleNamespace(ledger=ledger, fence=None, store=None)
+    editor = SimpleNamespace(ledger=ledger, fence=None, store=None, transaction=ledger.transaction)
     report = run_night(editor, SleepConfig(), tmp_path / "sleep", night="night-1")
     assert report["outcome"] == "nothing to consolidate"
     assert ledger.night("night-1")["report"] == report

@@ -1,0 +1,91 @@
+"""Writers in parallel, integration: two real Celery worker processes, real Redis, two writer shards. Two users'
+facts arriving at once are edited at the same time, each user's in order and exactly once; a worker killed
+mid-batch loses nothing and doubles nothing."""
+
+import re
+import signal
+import time
+
+import pytest
+
+from agentmem.storage.ledger import ACTIVE, PENDING, SUPERSEDED
+from agentmem.writer.shards import shard_of
+from checks import consistent
+from test_workers import REDIS_URL, client, home, said, workers  # noqa: F401 - fixtures
+
+# two users on different shards
+USERS = ("ana", "ben")
+assert shard_of("ana", 2) != shard_of("ben", 2)
+TOLD = {
+    "ana": ["I live in Lisbon.", "I work as a nurse.", "My dog is called Biscuit.", "I moved to Porto."],
+    "ben": ["I live in Nairobi.", "I work as a pilot.", "My cat is called Miso.", "I moved to Mombasa."],
+}
+
+
+@pytest.fixture
+def sharded(monkeypatch, home, workers):  # noqa: F811
+    monkeypatch.setenv("AGENTMEM_WRITER_SHARDS", "2")  # the worker processes read it too
+    from agentmem import Memory
+
+    mems = []
+
+    def _open():
+        m = Memory.open(home, redis_url=REDIS_URL)
+        mems.append(m)
+        return m
+
+    yield _open
+    for m in mems:
+        m.close()
+
+
+def _windows(mem, user):
+    """(start, commit) of each of a user's wake edits: the first PENDING event of its facts to its version."""
+    out = []
+    for v in range(1, mem.ledger.latest_user_version(user) + 1):
+        row = mem.ledger.user_version(user, v)
+        if row["kind"] == "wake":
+            start = min(e["ts"] for f in row["facts"] for e in mem.history(f) if e["kind"] == PENDING)
+            out.append((start, row["ts"]))
+    return out
+
+
+def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(sharded, workers):  # noqa: F811
+    workers.start()
+    workers.start()
+    mem = sharded()
+    ids = {u: [] for u in USERS}
+    for i in range(4):  # both users talk at once; each one's statements in the order they said them
+        for u in USERS:
+            ids[u] += [f.id for f in mem.observe(said(TOLD[u][i]), user_id=u)]
+    assert mem.wait(timeout=600), workers.logs()[-3000:]
+    consistent(mem)
+    assert "porto" in mem.ask("Where do I live?", user_id="ana").lower()
+    assert "mombasa" in mem.ask("Where do I live?", user_id="ben").lower()
+    for u in USERS:  # the first city was replaced by the later one, not the other way round
+        first_city = mem.ledger.get(ids[u][0])
+        assert first_city["status"] == SUPERSEDED and mem.ledger.get(ids[u][-1])["status"] == ACTIVE
+    # the work was shared: each worker committed some, and the two users' edits overlapped in time
+    logs = [log.read_text() for _, log in workers.procs]
+    assert all(re.search(r"wake: \{'batches': [1-9]", t) for t in logs), [t[-2000:] for t in logs]
+    overlap = any(a0 < b1 and b0 < a1 for a0, a1 in _windows(mem, "ana") for b0, b1 in _windows(mem, "ben"))
+    assert overlap, (_windows(mem, "ana"), _windows(mem, "ben"))
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(sharded, workers):  # noqa: F811
+    first = workers.start()
+    workers.start()
+    mem = sharded()
+    out = [f for u in USERS for f in mem.observe(said(" ".join(TOLD[u][:3])), user_id=u)]
+    deadline = time.monotonic() + 300
+    while not any(mem.ledger.get(f.id)["status"] == PENDING for f in out):
+        assert time.monotonic() < deadline, workers.logs()[-3000:]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    workers.start()
+    assert mem.wait([f.id for f in out], timeout=600), workers.logs()[-3000:]
+    assert all(mem.ledger.get(f.id)["status"] == ACTIVE for f in out)
+    consistent(mem)  # every fact committed exactly once, each user's adapter equal to their edits
+    assert "lisbon" in mem.ask("Where do I live?", user_id="ana").lower()
+    assert "nairobi" in mem.ask("Where do I live?", user_id="ben").lower()
