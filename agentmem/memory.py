@@ -19,6 +19,7 @@ from .config import Settings
 from .extract import chat_messages, make_extractor, user_turns
 from .extract.people import naming, resolve, resolve_facts
 from .facts import SHARED, Fact, FactError, canonical_question
+from .facts.schema import question_key
 from .facts.perspective import to_third_person
 from .facts.policy import Policy, names_another_user, redact, secret_in
 from .serving import generate
@@ -87,18 +88,26 @@ class Memory:
         for f in parsed:
             if why := names_another_user(f):
                 raise FactError(f"invalid fact: field 'subject' {why}")
-        with self.writer.writing() as editor:
-            ids, self.last_stats = editor.edit(parsed)
-        return ids
+        ids, stats = [], []
+        for shard in sorted({self.writer.shard_of(f.scope) for f in parsed}):
+            mine = [f for f in parsed if self.writer.shard_of(f.scope) == shard]
+            with self.writer.writing(shard=shard) as editor:
+                done, st = editor.edit(mine)
+            ids += done
+            stats.append(st)
+        self.last_stats = stats[0] if len(stats) == 1 else {"edited": sum(s["edited"] for s in stats),
+                                                             "shards": stats}
+        return sorted(ids, key=[f.fact_id() for f in parsed].index)
 
     def forget(self, fact_id: str, wait: float = 600.0) -> None:
         """Remove a fact's edit from the weights (or its place in the queue) and publish the result.
 
         In Redis mode it waits up to `wait` seconds for the writer lock, then raises LockBusy.
         """
-        if self.ledger.get(fact_id) is None:
+        row = self.ledger.get(fact_id)
+        if row is None:
             raise KeyError(f"no fact with id {fact_id!r}")
-        with self.writer.writing(wait) as editor:
+        with self.writer.writing(wait, self.writer.shard_of(row["scope"])) as editor:
             editor.forget(fact_id)
 
     def forget_user(self, user_id: str, wait: float = 600.0) -> int:
@@ -108,15 +117,19 @@ class Memory:
         In Redis mode it waits up to `wait` seconds for the writer lock, then raises LockBusy.
         """
         _check_user(user_id)
-        with self.writer.writing(wait) as editor:
+        with self.writer.writing(wait, self.writer.shard_of(user_id)) as editor:
             return editor.forget_user(user_id)
 
-    def move_to_users(self, wait: float = 600.0) -> dict:
+    def move_to_users(self, wait: float = 600.0, timeout: float = 3600.0) -> dict:
         """Move the users' facts an existing home keeps in its shared weights into each user's own memory
-        (see WakeEditor.move_to_users); returns what was moved. Nothing is lost: a crash part-way leaves the
-        facts queued for their users."""
+        (see WakeEditor.move_to_users) and wait up to `timeout` s for them to be edited there; returns what
+        was moved. Nothing is lost: a crash part-way leaves the facts queued for their users."""
         with self.writer.writing(wait) as editor:
-            return editor.move_to_users()
+            report, facts = editor.move_to_users()
+        if facts:
+            self.writer.enqueue([(f.id, f) for f in facts])
+            report["applied"] = self.wait([f.id for f in facts], timeout)
+        return report
 
     def observe(self, messages: Iterable[Any], user_id: str = "default") -> list[Fact]:
         """The conversation hook: extract facts from the user's turns, screen them, queue them.
@@ -262,7 +275,7 @@ class Memory:
         _check_text(question, "question")
         if user_id is not None:
             _check_user(user_id)
-            question = to_third_person(resolve(question, self.ledger.aliases(user_id)), user_id)
+            question = self._keyed(question, user_id)
         messages = [{"role": "user", "content": canonical_question(question)}]
         if self.server is not None:
             return self.server.chat(messages, max_new_tokens, **self._at_least(user_id))
@@ -281,13 +294,23 @@ class Memory:
         # a first-person question about a remembered relation is asked as its edits were keyed, one about
         # "my aunt" names her; any other turn is left as the user wrote it
         said = conv[-1]["content"]
-        named = resolve(said, self.ledger.aliases(user_id))
-        last = to_third_person(named, user_id)
-        if (keyed := canonical_question(last)) != last:
-            conv[-1] = {"role": "user", "content": keyed}
-        elif named != said:
-            conv[-1] = {"role": "user", "content": named}
+        if (asked := canonical_question(self._keyed(said, user_id))) != said:
+            conv[-1] = {"role": "user", "content": asked}
         return conv
+
+    def _keyed(self, question: str, user_id: str) -> str:
+        """`question` about the user's people by name and about the user in the third person, as their facts
+        are keyed; but a question about something of theirs this user never stated is kept in the first person,
+        so the model answers it as it would anyone, never in the internal keyed phrasing ("User u1 ...")."""
+        named = resolve(question, self.ledger.aliases(user_id))
+        third = to_third_person(named, user_id)
+        if third == named:
+            return named
+        key = question_key(third)
+        # (SHARED: a home made before scopes keeps its users' facts there until they are moved)
+        if key is not None and any(self.ledger.active_with_key(s, *key) for s in (user_id, SHARED)):
+            return third
+        return named
 
     def chat(self, messages: Iterable[Any], user_id: str | None = "default", max_new_tokens: int = 128) -> str:
         """Greedy reply to a conversation (LangChain messages or role/content dicts) from the newest version,

@@ -186,16 +186,30 @@ def canonical_question(question: str) -> str:
     of its other templates ("What is Ann's dog called?") is asked in that form
     ("What is the name of Ann's dog?"). Nothing about any fact enters the text.
     """
+    hit = _template(question)
+    if hit is None:
+        return question
+    subject, relation, first = hit
+    if is_user_subject(subject) and (attr := attribute_of(relation)):
+        return f"What is the {attr} of {subject}?"
+    return first.format(s=subject)
+
+
+def question_key(question: str) -> tuple[str, str] | None:
+    """The (subject, relation) a question worded as a relation's template asks about, or None."""
+    hit = _template(question)
+    return hit and hit[:2]
+
+
+def _template(question: str) -> tuple[str, str, str] | None:
+    """(subject, relation, the relation's editing question) of the template `question` follows, or None."""
     q = question.strip()
     for pat, rep in _SPELLING:
         q = pat.sub(rep, q)
     for pat, relation, first in _CANONICAL:
         if m := pat.match(q):
-            subject = m.group("s")
-            if is_user_subject(subject) and (attr := attribute_of(relation)):
-                return f"What is the {attr} of {subject}?"
-            return first.format(s=subject)
-    return question
+            return m.group("s"), relation, first
+    return None
 
 
 class Fact(BaseModel):
