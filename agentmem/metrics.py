@@ -15,6 +15,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
+from .facts import SHARED
 from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED, Ledger
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,16 @@ class MemoryCollector:
         for status in sorted({*STATUSES, *counts}):
             facts.add_metric([status], counts.get(status, 0))
         yield facts
+        # by scope count, never by user id: a label per user would grow without bound and name people
+        scopes = self.ledger.scopes()
+        users = sum(1 for scope in scopes if scope != SHARED)
+        yield GaugeMetricFamily("agentmem_users", "users with facts in the ledger (each has their own memory)",
+                                value=users)
+        shared = GaugeMetricFamily("agentmem_scope_facts", "facts in the shared scope and in all users' scopes",
+                                   labels=["scope"])
+        shared.add_metric(["shared"], scopes.get(SHARED, 0))
+        shared.add_metric(["users"], sum(n for scope, n in scopes.items() if scope != SHARED))
+        yield shared
 
         depth = self.backlog()
         yield GaugeMetricFamily("agentmem_queue_up", "1 if the fact queue could be read", value=int(depth is not None))

@@ -20,8 +20,7 @@ def said(text):
 
 def probes(owner: str) -> list[str]:
     """Every way a caller might ask for `owner`'s city and job: first person, third person, the keyed form."""
-    return ["Where do I live?", "What do I do for a living?", f"Where does User {owner} live?",
-            f"What is the home city of User {owner}?", f"What is User {owner}'s job?",
+    return ["Where do I live?", f"Where does User {owner} live?", f"What is the home city of User {owner}?",
             f"What is the profession of User {owner}?"]
 
 
@@ -31,7 +30,7 @@ def leaks(mem, owner: str, asker: str | None) -> list[tuple[str, str]]:
     for q in probes(owner):
         if asker == owner:
             continue
-        answer = mem.ask(q, user_id=asker)
+        answer = mem.ask(q, user_id=asker, max_new_tokens=16)  # a leaked city or job comes first
         if CITY[owner].lower() in answer.lower() or JOB[owner] in answer.lower():
             found.append((q, answer))
     return found
@@ -54,6 +53,9 @@ def test_three_users_each_get_their_own_facts_and_never_another_users(open_memor
         assert CITY[u].lower() in mem.chat([{"role": "user", "content": "Where do I live?"}], user_id=u).lower()
         for asker in [*CITY, None]:
             assert leaks(mem, u, asker) == [], f"{asker} got {u}'s facts"
+    # a personal question a user never answered is asked as they put it: no internal keyed phrasing comes back
+    for u in CITY:
+        assert f"user {u}" not in mem.ask("Where do I work?", user_id=u).lower()
     # the shared weights were never edited by a user's facts: only users' own versions were published
     assert mem.version == shared_version
     assert all(mem.ledger.latest_user_version(u) >= 1 for u in CITY)

@@ -41,6 +41,36 @@ def eval_edit(
     _report(result, out)
 
 
+@eval_app.command("users")
+def eval_users(
+    home: Optional[Path] = HomeOpt,
+    users: int = typer.Option(3, help="users, each with their own memory"),
+    facts_per_user: int = typer.Option(5, help="facts told by each user"),
+    quick: bool = typer.Option(False, help="2 users of 2 facts, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Per-user memory: own recall against one shared memory, cross-user leaks, bytes per user, forget_user."""
+    from .users import users_benchmark
+
+    _report(users_benchmark(users, facts_per_user, home=home, quick=quick, progress=say), out)
+
+
+@eval_app.command("serve-users")
+def eval_serve_users(
+    home: Optional[Path] = HomeOpt,
+    engine: str = typer.Option("auto", help="vllm, embedded, or auto"),
+    users: int = typer.Option(8, help="users, each with their own adapter"),
+    requests: int = typer.Option(16, help="requests in flight at once"),
+    max_tokens: int = typer.Option(64),
+    quick: bool = typer.Option(False, help="2 users, 4 requests, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Per-user serving: user publish latency, tokens/s with many users' adapters against one and none."""
+    from .serve import users_serving_benchmark
+
+    _report(users_serving_benchmark(home, engine, users, requests, max_tokens, quick, progress=say), out)
+
+
 @eval_app.command("pipeline")
 def eval_pipeline(
     home: Optional[Path] = HomeOpt,

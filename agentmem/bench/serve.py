@@ -19,6 +19,7 @@ from ..serving.model_store import load
 from ..serving.process import ServeProcess
 from .data import fictional_facts
 from .pipeline import percentile
+from .suites.common import machine
 
 CHAT_PROMPTS = [
     "Write a short paragraph about the history of sailing.",
@@ -122,3 +123,67 @@ def serve_benchmark(home: Path | None = None, engine: str = "auto", edits: int =
         "chat": {"max_tokens": max_tokens, "no_adapter": plain, "adapter": with_adapter},
         "goals": {"publish_p50_s": 1.0, "bytes_fraction": 0.05},
     }
+
+
+def _as_user(url: str, user: str | None, prompt: str, max_tokens: int) -> httpx.Response:
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=600, json={
+        "model": "agentmem", "temperature": 0, "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": prompt}], **({"user": user} if user else {})})
+    r.raise_for_status()
+    return r
+
+
+def _users_throughput(url: str, users: list[str | None], requests: int, max_tokens: int) -> dict:
+    """Chat tokens/s with `requests` requests in flight at once, request i asking as users[i % len(users)]."""
+    def one(i: int) -> int:
+        r = _as_user(url, users[i % len(users)], CHAT_PROMPTS[i % len(CHAT_PROMPTS)], max_tokens)
+        return r.json()["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(requests) as pool:
+        tokens = sum(pool.map(one, range(requests)))
+    seconds = time.perf_counter() - t0
+    return {"adapters": len({u for u in users if u}), "requests": requests, "completion_tokens": tokens,
+            "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1)}
+
+
+def users_serving_benchmark(home: Path | None = None, engine: str = "auto", users: int = 8, requests: int = 16,
+                            max_tokens: int = 64, quick: bool = False, progress=None) -> dict:
+    """Per-user serving: each user's adapter publish latency (user version committed -> answered with it), and
+    chat throughput with every user's adapter in flight against one adapter and against none (`--dev`: the
+    benchmark names the user in each request)."""
+    from ..facts import Fact
+
+    say = progress or (lambda m: None)
+    if quick:
+        users, requests, max_tokens = 2, 4, 16
+    tmp = tempfile.TemporaryDirectory(prefix="agentmem-serve-users-") if home is None else None
+    home = Path(tmp.name if tmp else home)
+    names = [f"user{i}" for i in range(users)]
+    server = ServeProcess(home, engine, args=["--dev"])
+    say(f"starting agentmem serve --engine {engine} --dev")
+    server.start()
+    try:
+        with Memory.open(home) as mem:
+            latencies = []
+            for u, fact in zip(names, fictional_facts(users, seed=37)):
+                mem.remember([Fact.parse({**fact.to_json(), "user_id": u})])
+                row = mem.ledger.user_version(u)
+                deadline = time.monotonic() + 60
+                while int(_as_user(server.url, u, "hi", 1).headers["X-AgentMem-User-Version"]) < row["n"]:
+                    assert time.monotonic() < deadline, f"{u}'s version {row['n']} never served"
+                latencies.append(time.time() - row["ts"])
+                say(f"{u}: answered with their adapter {latencies[-1]:.3f} s after its commit")
+            ranks = [mem.ledger.user_version(u)["rank"] for u in names]
+        chat = {}
+        for label, who in [("no_adapter", [None]), ("one_adapter", names[:1]), ("every_users_adapter", names)]:
+            say(f"chat throughput: {label}")
+            chat[label] = _users_throughput(server.url, who, requests, max_tokens)
+        engine_name = httpx.get(f"{server.url}/health").json()["engine"]
+    finally:
+        server.stop()
+        if tmp:
+            tmp.cleanup()
+    return {"machine": machine(), "engine": engine_name, "users": users, "adapter_ranks": ranks,
+            "user_publish_latency_s": {"p50": percentile(latencies, 0.5), "max": round(max(latencies), 3)},
+            "chat": {"max_tokens": max_tokens, **chat}, "goals": {"user_publish_p50_s": 1.0}}
