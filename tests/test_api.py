@@ -309,7 +309,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app, two_use
     # 413 is a documented refusal the description cannot express as a schema (a limit in bytes)
     statuses = {"negative_data_rejection": ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422",
                                             "428", "429", "5xx"],
-                "positive_data_acceptance": ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5xx"]}
+                # 400: a path inside the home naming a folder that is not an adapter, a fact of the home
+                "positive_data_acceptance": ["2xx", "3xx", "400", "401", "403", "404", "409", "413", "429", "5xx"]}
     config = SchemathesisConfig.from_dict({"checks": {k: {"expected-statuses": v} for k, v in statuses.items()}})
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
     failures, ran = {}, []

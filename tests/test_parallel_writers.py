@@ -52,7 +52,7 @@ def _windows(mem, user):
 
 def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(sharded, workers):  # noqa: F811
     workers.start()
-    workers.start()
+    workers.start(warm=False)  # ready to consume; its own first wake may well go to the other one
     mem = sharded()
     ids = {u: [] for u in USERS}
     for i in range(4):  # both users talk at once; each one's statements in the order they said them
@@ -74,7 +74,7 @@ def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(shard
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(sharded, workers):  # noqa: F811
     first = workers.start()
-    workers.start()
+    workers.start(warm=False)
     mem = sharded()
     out = [f for u in USERS for f in mem.observe(said(" ".join(TOLD[u][:3])), user_id=u)]
     deadline = time.monotonic() + 300

@@ -71,6 +71,19 @@ def eval_serve_users(
     _report(users_serving_benchmark(home, engine, users, requests, max_tokens, quick, progress=say), out)
 
 
+@eval_app.command("parallel")
+def eval_parallel(
+    redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url", envvar="AGENTMEM_REDIS_URL"),
+    facts_per_user: int = typer.Option(8, help="facts of each of the two users"),
+    quick: bool = typer.Option(False, help="2 facts per user, for tests"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """Writers in parallel: facts/s with 2 worker processes on 2 users' shards against 1 worker."""
+    from .parallel import parallel_writers_benchmark
+
+    _report(parallel_writers_benchmark(redis_url, facts_per_user, quick, progress=say), out)
+
+
 @eval_app.command("pipeline")
 def eval_pipeline(
     home: Optional[Path] = HomeOpt,
