@@ -13,12 +13,18 @@ from .suites.common import machine
 
 
 def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
+def _hits(mem, facts: list[Fact], asker) -> list[bool]:
+    """For each of `facts`, whether its object is in the answer to its own question, asked as `asker`."""
+    return [f.object.lower() in mem.ask(f.questions()[0], user_id=asker(f)).lower() for f in facts]
+
+
 def _recall(mem, facts: list[Fact], asker) -> float:
-    """Share of `facts` whose object is in the answer to their own question, asked as `asker(fact)`."""
-    hits = [f.object.lower() in mem.ask(f.questions()[0], user_id=asker(f)).lower() for f in facts]
+    hits = _hits(mem, facts, asker)
     return round(sum(hits) / len(hits), 3)
 
 
@@ -42,19 +48,25 @@ def users_benchmark(users: int = 3, facts_per_user: int = 5, home: Path | None =
             mem.remember(pool)
             out["shared_recall"] = _recall(mem, pool, lambda f: None)
         with Memory.open(root / "users", progress=say) as mem:
+            # what the unedited model says anyway (a common instrument, say): a chance hit, not a leak
+            chance = dict(zip([f.key[1:] for f in pool], _hits(mem, pool, lambda f: None)))
             t0 = time.perf_counter()
             for u in names:
                 say(f"users: {facts_per_user} facts of {u}")
                 mem.remember(told[u])
             out["edit_seconds_per_fact"] = round((time.perf_counter() - t0) / len(pool), 3)
             out["own_recall"] = round(sum(_recall(mem, told[u], lambda f: f.user_id) for u in names) / users, 3)
-            leaks = probes = 0
+            leaks, by_chance, probes = [], 0, 0
             for u in names:
                 for asker in [*[v for v in names if v != u], None]:
-                    got = _recall(mem, told[u], lambda f: asker)
-                    leaks += round(got * len(told[u]))
-                    probes += len(told[u])
-            out["leaks"] = {"answers": leaks, "probes": probes}
+                    for f, hit in zip(told[u], _hits(mem, told[u], lambda f: asker)):
+                        probes += 1
+                        if hit and chance[f.key[1:]]:
+                            by_chance += 1
+                        elif hit:
+                            leaks.append({"owner": u, "asker": asker, "question": f.questions()[0]})
+            out["leaks"] = {"answers": len(leaks), "probes": probes, "unedited_model_says_it_too": by_chance,
+                            "examples": leaks[:5]}
             sizes = [_size(mem.layout.user_dir(u)) for u in names]
             edits = sum(_size(mem.layout.edit_file(r["id"])) for r in mem.facts())
             out["bytes"] = {"adapter_per_user": round(sum(sizes) / users),
