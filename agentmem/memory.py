@@ -88,16 +88,13 @@ class Memory:
         for f in parsed:
             if why := names_another_user(f):
                 raise FactError(f"invalid fact: field 'subject' {why}")
-        ids, stats = [], []
+        stats = []
         for shard in sorted({self.writer.shard_of(f.scope) for f in parsed}):
-            mine = [f for f in parsed if self.writer.shard_of(f.scope) == shard]
             with self.writer.writing(shard=shard) as editor:
-                done, st = editor.edit(mine)
-            ids += done
-            stats.append(st)
+                stats.append(editor.edit([f for f in parsed if self.writer.shard_of(f.scope) == shard])[1])
         self.last_stats = stats[0] if len(stats) == 1 else {"edited": sum(s["edited"] for s in stats),
                                                              "shards": stats}
-        return sorted(ids, key=[f.fact_id() for f in parsed].index)
+        return [f.fact_id() for f in parsed]
 
     def forget(self, fact_id: str, wait: float = 600.0) -> None:
         """Remove a fact's edit from the weights (or its place in the queue) and publish the result.

@@ -11,7 +11,7 @@ import pytest
 from agentmem.storage.ledger import ACTIVE, PENDING, SUPERSEDED
 from agentmem.writer.shards import shard_of
 from checks import consistent
-from test_workers import REDIS_URL, client, home, said, workers  # noqa: F401 - fixtures
+from test_workers import client, home, observer, said, workers  # noqa: F401 - fixtures
 
 # two users on different shards
 USERS = ("ana", "ben")
@@ -23,20 +23,10 @@ TOLD = {
 
 
 @pytest.fixture
-def sharded(monkeypatch, home, workers):  # noqa: F811
-    monkeypatch.setenv("AGENTMEM_WRITER_SHARDS", "2")  # the worker processes read it too
-    from agentmem import Memory
-
-    mems = []
-
-    def _open():
-        m = Memory.open(home, redis_url=REDIS_URL)
-        mems.append(m)
-        return m
-
-    yield _open
-    for m in mems:
-        m.close()
+def sharded(monkeypatch, observer, workers):  # noqa: F811
+    """test_workers' observer, with every process of the home (the workers too) on two writer shards."""
+    monkeypatch.setenv("AGENTMEM_WRITER_SHARDS", "2")
+    return observer
 
 
 def _windows(mem, user):
