@@ -26,10 +26,10 @@ from .serving import generate
 from .serving.client import ServerClient
 from .serving.replica import Replica
 from .serving.world import world_conflict
-from .sleep.night import run_night
+from .sleep.night import run_night, run_user_night, users_due
 from .storage import published
 from .storage.ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING
-from .writer.dispatch import SLEEP_TASK
+from .writer.dispatch import SLEEP_TASK, SLEEP_USER_TASK
 from .writer.editor import WakeEditor
 from .writer.service import Writer
 
@@ -97,15 +97,24 @@ class Memory:
         return [f.fact_id() for f in parsed]
 
     def forget(self, fact_id: str, wait: float = 600.0) -> None:
-        """Remove a fact's edit from the weights (or its place in the queue) and publish the result.
+        """Remove a fact's edit from the weights (or its place in the queue) and publish the result. A user's
+        night adapter trained on it goes in the same version, and a night of that user starts at once to
+        train it again without the fact.
 
         In Redis mode it waits up to `wait` seconds for the writer lock, then raises LockBusy.
         """
         row = self.ledger.get(fact_id)
         if row is None:
             raise KeyError(f"no fact with id {fact_id!r}")
-        with self.writer.writing(wait, self.writer.shard_of(row["scope"])) as editor:
+        scope = row["scope"]
+        with self.writer.writing(wait, self.writer.shard_of(scope)) as editor:
+            retrain = editor.night_holds(scope, fact_id)
             editor.forget(fact_id)
+        if retrain:  # the user's night adapter went with the fact: train it again without the fact, now
+            try:
+                self.sleep_later(scope)
+            except RuntimeError as e:
+                log.warning("the night that retrains user memory without a forgotten fact waits: %s", e)
 
     def forget_user(self, user_id: str, wait: float = 600.0) -> int:
         """Remove everything of a user at once: their facts (queued ones too), edits, adapters and versions; the
@@ -198,31 +207,57 @@ class Memory:
         """Block until the given facts (default: all) have left the queue; False on timeout."""
         return self.writer.wait(None if ids is None else set(ids), timeout)
 
-    def sleep(self) -> dict:
-        """Consolidate every active fact into the LoRA adapter now (what the nightly task runs); returns the report.
+    def sleep(self, user_id: str | None = None) -> dict:
+        """Consolidate now (what the nightly task runs); returns the report.
 
-        Runs as the single writer: wake edits wait until the night is over.
+        Without a user: the shared scope's night, then the night of every user with facts to consolidate,
+        each gated and published on its own (`report["users"]`: each one's outcome and user version); with
+        `user_id`: that user's night alone. Each runs as the single writer of its scope: wake edits wait.
         """
+        if user_id is not None:
+            _check_user(user_id)
+            return self._user_night(user_id)
         with self.writer.writing(wait=3600.0) as editor:
-            return run_night(editor, self.settings.sleep, self.layout.sleep_reports, self.progress)
+            report = run_night(editor, self.settings.sleep, self.layout.sleep_reports, self.progress)
+        report["users"] = {}
+        for scope in users_due(self.ledger, self.layout, self.settings.sleep):
+            try:
+                night = self._user_night(scope)
+                report["users"][scope] = {"outcome": night["outcome"], "version": night["version"]}
+            except Exception as e:  # one user's failed night holds back no other's
+                log.exception("a user's night failed")
+                report["users"][scope] = {"outcome": f"failed: {type(e).__name__}: {e}", "version": None}
+        return report
 
-    def sleep_later(self) -> str:
-        """Start a night without waiting for it: a Celery task for a worker in Redis mode, else a thread here.
+    def _user_night(self, scope: str) -> dict:
+        with self.writer.writing(wait=3600.0, shard=self.writer.shard_of(scope)) as editor:
+            return run_user_night(editor, scope, self.settings.sleep, self.layout.user_sleep_reports(scope),
+                                  self.progress)
+
+    def sleep_later(self, user_id: str | None = None) -> str:
+        """Start a night (of `user_id` alone, if given) without waiting for it: a Celery task for a worker in
+        Redis mode, else a thread here.
 
         Returns "celery" or "thread". Raises RuntimeError if this process already runs one.
         """
+        if user_id is not None:
+            _check_user(user_id)
         if self.writer.dispatch is not None:
-            self.writer.dispatch.send(SLEEP_TASK)
+            if user_id is None:
+                self.writer.dispatch.send(SLEEP_TASK)
+            else:
+                self.writer.dispatch.send(SLEEP_USER_TASK, [user_id])
             return "celery"
         if self._night is not None and self._night.is_alive():
             raise RuntimeError("a night is already running in this process")
-        self._night = threading.Thread(target=self._sleep_logged, daemon=True, name="agentmem-sleep")
+        self._night = threading.Thread(target=self._sleep_logged, args=(user_id,), daemon=True,
+                                       name="agentmem-sleep")
         self._night.start()
         return "thread"
 
-    def _sleep_logged(self) -> None:
+    def _sleep_logged(self, user_id: str | None = None) -> None:
         try:
-            log.info("night finished: %s", self.sleep().get("outcome"))
+            log.info("night finished: %s", self.sleep(user_id).get("outcome"))
         except Exception:
             log.exception("night failed")
 

@@ -25,7 +25,7 @@ def consistent(mem) -> None:
     for scope in {r["scope"] for r in rows} - {SHARED}:
         mine = [(r["id"], r["scale"]) for r in rows if r["scope"] == scope]
         zero = {l: torch.zeros_like(w) for l, w in store.base.items()}
-        deltas = newest_user(mem.layout, mem.ledger, scope).deltas()
+        deltas = dict(newest_user(mem.layout, mem.ledger, scope).deltas())
         for name, t in store.named(store.materialise(mine, onto=zero)).items():
             torch.testing.assert_close(deltas[name], t, atol=1e-5, rtol=1e-4)
     for fid, _ in active:

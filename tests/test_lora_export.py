@@ -6,7 +6,7 @@ import torch
 from agentmem.bench.data import fictional_facts
 from agentmem.edit.lora import compacted, stacked
 from agentmem.serving import generate
-from agentmem.storage.lora_adapter import write_down_proj_lora
+from agentmem.storage.lora_adapter import write_user_lora
 
 
 def test_edits_served_as_an_adapter_answer_as_the_edited_weights_do(open_memory, tmp_path):
@@ -18,7 +18,7 @@ def test_edits_served_as_an_adapter_answer_as_the_edited_weights_do(open_memory,
     assert all(f.object.lower() in a.lower() for f, a in zip(facts, expected)), expected
     store = edited.editor.store
     lora = stacked([(store.load_edit(fid), 1.0) for fid in ids])
-    rank = write_down_proj_lora(tmp_path / "adapter", lora, edited.editor.arch, edited.model_dir)
+    rank = write_user_lora(tmp_path / "adapter", lora, edited.editor.arch, edited.model_dir)
 
     fresh = open_memory("fresh")  # the base model, nothing edited
     assert not any(f.object.lower() in fresh.ask(q).lower() for f, q in zip(facts, questions))

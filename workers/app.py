@@ -1,4 +1,5 @@
-"""The Celery application: the wake task that drains the fact queue, and the nightly sleep on beat.
+"""The Celery application: the wake task that drains the fact queue, and the nightly sleep on beat (the shared
+scope's night, then a group of one task per user with facts to consolidate).
 
 The Redis stream (see agentmem/writer/fact_queue.py) holds the facts; a Celery
 message only wakes a worker, so a lost or repeated message costs nothing.
@@ -16,13 +17,13 @@ import threading
 import time
 from pathlib import Path
 
-from celery import Celery, signals
+from celery import Celery, group, signals
 from celery.schedules import crontab
 
 from ..config import Settings, cron_fields
-from ..sleep.night import run_night
+from ..sleep.night import run_night, run_user_night, users_due
 from ..storage.layout import Layout
-from ..writer.dispatch import SLEEP_TASK, WAKE_TASK, task_queue
+from ..writer.dispatch import SLEEP_TASK, SLEEP_USER_TASK, WAKE_TASK, task_queue
 from ..writer.pipeline import TRANSIENT
 from ..writer.service import Writer
 from ..writer.writer_lock import LockBusy
@@ -102,7 +103,30 @@ def _register(app: Celery) -> None:
             if done and done["finished"]:
                 log.info("night %s already ran (%s); not running it again", night, done["report"]["outcome"])
                 return done["report"]
-            return run_night(editor, settings.sleep, w.layout.sleep_reports, night=night)
+            report = run_night(editor, settings.sleep, w.layout.sleep_reports, night=night)
+        # each user's night on its own, across the workers: one user's failure holds back no other's
+        due = users_due(w.ledger, w.layout, settings.sleep)
+        if due:
+            group(sleep_user.si(scope) for scope in due).apply_async()
+        log.info("night %s: %s; %d users' nights sent", night, report["outcome"], len(due))
+        return report
+
+    @app.task(name=SLEEP_USER_TASK, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True,
+              max_retries=None)
+    def sleep_user(self, scope: str):
+        """One user's night as the writer of that user's shard; a redelivered night is not run again."""
+        w = writer()
+        night = self.request.id
+        try:
+            with w.writing(wait=5.0, shard=w.shard_of(scope)) as editor:
+                done = night and editor.ledger.night(night)
+                if done and done["finished"]:
+                    return done["report"]
+                return run_user_night(editor, scope, app.agentmem_settings.sleep, w.layout.user_sleep_reports(scope),
+                                      night=night)
+        except LockBusy as e:
+            # the shard's writer is busy (a wake batch): keep this worker free and come back
+            raise self.retry(countdown=e.retry_after, max_retries=None)
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender=None, **_):

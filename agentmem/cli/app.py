@@ -169,13 +169,17 @@ def worker(
 
 
 @app.command()
-def sleep(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
-    """Consolidate every active fact into the LoRA adapter now (what the nightly task runs)."""
+def sleep(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+          user: Optional[str] = typer.Option(None, "--user", help="run only this user's night")):
+    """Consolidate now (what the nightly task runs): the shared facts, then each user's into their own adapter."""
     with open_memory(home, model) as mem:
-        report = mem.sleep()
+        report = mem.sleep(user)
     graduated = sum(1 for s in report.get("stages", {}).values() if s["stage"][1] > s["stage"][0])
+    users = report.get("users", {})
+    published = sum(1 for u in users.values() if u["outcome"] == "published")
     emit(report, as_json, f"{report['outcome']} ({report['facts']} facts, {graduated} moved a stage on, "
-                           f"{report['seconds']} s; version {report['version']})")
+                           f"{report['seconds']} s; version {report['version']})"
+                           + (f"; users: {published} of {len(users)} nights published" if users else ""))
 
 
 @app.command()

@@ -7,7 +7,7 @@ and copied back after, so nothing drifts however often users alternate.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable
 
 import torch
 
@@ -21,14 +21,15 @@ class ScopeOverlay:
         self._saved: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def hold(self, key: Hashable | None, deltas: Callable[[], dict[str, torch.Tensor]]) -> None:
-        """Make the model the shared weights plus `deltas()` (by checkpoint name), known as `key`; None: shared."""
+    def hold(self, key: Hashable | None, deltas: Callable[[], Iterable[tuple[str, torch.Tensor]]]) -> None:
+        """Make the model the shared weights plus `deltas()` ((checkpoint name, change) pairs), known as `key`;
+        None: shared."""
         if key == self.key:
             return
         self.release()
         if key is None:
             return
-        for name, d in deltas().items():
+        for name, d in deltas():
             p = self.param(name)
             self._saved[name] = p.detach().clone()
             p.add_(d.to(p.device, p.dtype))

@@ -1,4 +1,6 @@
-"""One night of sleep: train the adapter on every fact, graduate facts whose recall holds without their edit, gate, publish.
+"""One night of sleep: train the adapter on a scope's facts, graduate facts whose recall holds without their edit,
+gate, publish. The shared scope's night (run_night) and each user's (run_user_night) are gated and published
+apart: a user's night trains that user's own adapter on the shared model as served, and publishes only them.
 
 Per fact, stage 0..3 sets its MEMIT scale from the schedule (1.0, 0.5, 0.1,
 0.0): after training, every active fact is tested with its edit at scale 0;
@@ -16,14 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from ..facts import SHARED, Fact
 from ..measure import contains, perplexity
 from ..serving import generate, model_store
+from ..serving.adapter_slot import param_of
 from ..serving.replica import Replica
 from ..storage import published
 from ..storage.atomic import write_json
-from ..storage.layout import TRAINED_ON_FILE
-from ..storage.ledger import ACTIVE, FORGOTTEN, SLEEP_ROLLED_BACK, SUPERSEDED, UNLEARNED
+from ..storage.layout import TRAINED_ON_FILE, Layout
+from ..storage.ledger import ACTIVE, FORGOTTEN, SLEEP_ROLLED_BACK, SUPERSEDED, UNLEARNED, Ledger
+from ..storage.lora_adapter import lora_deltas, merge_adapters, write_user_lora
+from ..storage.published import Published, newest_user
 from ..writer.editor import WakeEditor
 from .config import SleepConfig
 from .train import REPLAY_QUESTIONS, Example, fact_examples, sample_texts, train_adapter
@@ -43,47 +50,24 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     say = progress or (lambda m: None)
     t_start = time.perf_counter()
     ledger, store = editor.ledger, editor.store
-    if night is not None:
-        with editor.transaction():
-            ledger.start_night(night)
-    rows = ledger.facts(status=ACTIVE, scope=SHARED)  # users' facts stay in their own adapters
-    facts = {r["id"]: Fact.parse(r["fact"]) for r in rows}
-    stage = {r["id"]: int(r["stage"]) for r in rows}
-    report: dict = {"started": time.time(), "facts": len(facts), "config": cfg.model_dump()}
-    if night is not None:
-        report["night"] = night
+    facts, stage, report = _begin(editor, SHARED, cfg, night)  # users' facts stay in their own adapters
     if not facts:
-        _settle(report, "nothing to consolidate", t_start, None)
-        if night is not None:
-            with editor.transaction():
-                ledger.end_night(night, report)
-        return _finish(report, reports_dir)
+        return _nothing(editor, report, reports_dir, t_start, night)
 
     current = published.newest(store.layout, ledger)
     # the night's copies run where the editor's model does
     device = editor.model.device.type
     replica = Replica(store.base_dir, device)
 
-    # what the base model says, for replay and for unlearning facts that were forgotten or replaced
     trained = published.trained_on(current and current.adapter_dir)
-    gone_rows = [row for fid in trained
-                 if (row := ledger.get(fid)) is not None and row["status"] in (FORGOTTEN, SUPERSEDED)]
-    gone = [row["id"] for row in gone_rows]
-    kept_keys = {f.key for f in facts.values()}
-    unlearn_q = [q for row in gone_rows if (f := Fact.parse(row["fact"])).key not in kept_keys
-                 for q in [f.questions()[0], *f.paraphrases()]]
+    gone, unlearn_q = _gone(ledger, trained, facts)
     say(f"sleep: {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
-    # Cumulative: on top of the last adapter, a fact it already holds (recalled without its edit last
-    # night) is refreshed with one question; only new facts get every phrasing, so a night's cost
-    # follows the day's new facts rather than everything ever learned. A night after a forget or a
-    # replacement starts afresh: unlearning on top of the old adapter left a forgotten answer in place.
+    # Cumulative, on top of the last adapter; a night after a forget or a replacement starts afresh:
+    # unlearning on top of the old adapter left a forgotten answer in place.
     start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
     held = {fid for fid in trained if stage.get(fid, 0) >= 1} if start_from else set()
-    examples = [ex for fid, f in facts.items() for ex in fact_examples(f)[: 1 if fid in held else None]]
-    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
-    examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(replica.net, replica.tok, replay_q, 40))]
-    examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(replica.net, replica.tok, unlearn_q, 40))]
-    examples += [Example("", t, "text") for t in sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)]
+    # what the base model says, for replay and for unlearning facts that were forgotten or replaced
+    examples = _examples(replica, cfg, facts, held, unlearn_q)
     report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.layout.store))
     try:
@@ -94,9 +78,8 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
                                            check=editor.ensure_held)
         del trainee
         (work / "adapter" / TRAINED_ON_FILE).write_text(json.dumps(sorted(facts)))
-        first, last = report["training"]["loss_first"], report["training"]["loss_last"]
-        if not math.isfinite(last) or last > max(2 * first, first + 1.0):
-            why = f"training diverged (loss {first} -> {last})"
+        why = _diverged(report["training"])
+        if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
 
         # before: what is served now
@@ -137,20 +120,186 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         graduated = sum(1 for s in scales.values() if s == 0)
         report["dissolved"] = round(graduated / len(facts), 3)
 
-        def commit(n: int) -> None:
-            for fid in facts:
-                ledger.restage(fid, new_stage[fid], scales[fid])
-            for fid in gone:
-                ledger.event(fid, UNLEARNED, version=n)
-            _settle(report, "published", t_start, n)
-            if night is not None:
-                ledger.end_night(night, report)
-
+        commit = _committer(ledger, report, t_start, night, new_stage, scales, gone)
         editor.publish_night(work / "adapter", [TRAINED_ON_FILE], sorted(facts), after_active, commit)
         return _finish(report, reports_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
+def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir: Path, progress=None,
+                   night: str | None = None) -> dict:
+    """Consolidate one user's active facts into their own night adapter, trained on the shared model as it is
+    served, gated on that user's recall and published (or rolled back) as that user's next version alone.
+
+    Returns the report, also written to `reports_dir`; it names facts by id only (their statements stay in
+    the ledger, which forgets them with the user).
+    """
+    if scope == SHARED or not editor.owns(scope):
+        raise ValueError("a user's night runs on the writer shard of that user")
+    say = progress or (lambda m: None)
+    t_start = time.perf_counter()
+    ledger, store = editor.ledger, editor.store
+    facts, stage, report = _begin(editor, scope, cfg, night)
+    if not facts:
+        return _nothing(editor, report, reports_dir, t_start, night)
+
+    shared = published.newest(store.layout, ledger)
+    current = newest_user(store.layout, ledger, scope)
+    sleep_now = current and current.sleep
+    trained = published.trained_on(sleep_now)
+    gone, unlearn_q = _gone(ledger, trained, facts)
+    start_from = sleep_now if sleep_now is not None and not gone else None
+    held = {fid for fid in trained if stage.get(fid, 0) >= 1} if start_from else set()
+    device = editor.model.device.type
+    replica = Replica(store.base_dir, device)
+    if shared is not None:
+        replica.apply(shared)  # what the user's adapter is added to when served
+    examples = _examples(replica, cfg, facts, held, unlearn_q)
+    say(f"sleep: one user's {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
+    report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
+    work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.layout.store))
+    try:
+        trainee, _ = model_store.load(store.base_dir, device)
+        if shared is not None:
+            _merge_into(trainee, shared)
+        report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "sleep", start_from, say,
+                                           check=editor.ensure_held)
+        del trainee
+        (work / "sleep" / TRAINED_ON_FILE).write_text(json.dumps(sorted(facts)))
+        why = _diverged(report["training"])
+        if why:
+            return _roll_back(editor, report, reports_dir, t_start, why, night)
+
+        def serve(tag: str, user: Path | None) -> None:
+            """Make the replica answer as the server would with this user adapter (one adapter per request)."""
+            srcs = [d for d in (user, shared and shared.adapter_dir) if d is not None]
+            if srcs:
+                merge_adapters(srcs, work / tag, store.base_dir)
+            replica.set_adapter(f"{tag}-{time.time_ns()}" if srcs else None, work / tag if srcs else None)
+
+        def user_adapter(tag: str, active: list[tuple[str, float]]) -> Path:
+            write_user_lora(work / tag, editor.user_layers(active), editor.arch, store.base_dir, work / "sleep")
+            return work / tag
+
+        editor.ensure_held()
+        serve("before", current and current.path)
+        before, ppl_before = _chat_recall(replica, facts), perplexity(replica.net, replica.tok)
+        report["before"] = {"recall": _frac(before), "perplexity": round(ppl_before, 3)}
+
+        editor.ensure_held()
+        serve("alone", user_adapter("alone-user", []))
+        alone = _chat_recall(replica, facts)
+        new_stage = {fid: min(stage[fid] + 1, len(cfg.schedule) - 1) if alone[fid] else 0 for fid in facts}
+        scales = {fid: cfg.schedule[s] for fid, s in new_stage.items()}
+        report["adapter_alone"] = {"recall": _frac(alone)}
+
+        editor.ensure_held()
+        after_active = [(fid, scales[fid]) for fid in facts]
+        serve("after", user_adapter("after-user", after_active))
+        after, ppl_after = _chat_recall(replica, facts), perplexity(replica.net, replica.tok)
+        report["after"] = {"recall": _frac(after), "perplexity": round(ppl_after, 3)}
+        report["stages"] = {fid: {"stage": [stage[fid], new_stage[fid]], "scale": scales[fid],
+                                  "recalled_alone": alone[fid], "recalled": after[fid]} for fid in facts}
+        why = _gate(cfg, before, after, ppl_before, ppl_after)
+        if why:
+            return _roll_back(editor, report, reports_dir, t_start, why, night)
+        report["dissolved"] = round(sum(1 for sc in scales.values() if sc == 0) / len(facts), 3)
+        commit = _committer(ledger, report, t_start, night, new_stage, scales, gone, user_version=True)
+        editor.publish_user_night(scope, work / "sleep", sorted(facts), after_active, commit)
+        return _finish(report, reports_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def users_due(ledger: Ledger, layout: Layout, cfg: SleepConfig) -> list[str]:
+    """The users a night would change: facts their night adapter was not trained on, or still graduating."""
+    due = []
+    for scope in sorted(ledger.scopes()):
+        rows = ledger.facts(status=ACTIVE, scope=scope) if scope != SHARED else []
+        if not rows:
+            continue
+        current = newest_user(layout, ledger, scope)
+        trained = set(published.trained_on(current and current.sleep))
+        if {r["id"] for r in rows} != trained or any(int(r["stage"]) < len(cfg.schedule) - 1 for r in rows):
+            due.append(scope)
+    return due
+
+
+def _begin(editor: WakeEditor, scope: str, cfg: SleepConfig, night: str | None):
+    """The scope's active facts and their stages, and the night's report begun (its start recorded)."""
+    if night is not None:
+        with editor.transaction():
+            editor.ledger.start_night(night)
+    rows = editor.ledger.facts(status=ACTIVE, scope=scope)
+    report: dict = {"started": time.time(), "facts": len(rows), "config": cfg.model_dump()}
+    if scope != SHARED:
+        report["scope"] = "user"
+    if night is not None:
+        report["night"] = night
+    return {r["id"]: Fact.parse(r["fact"]) for r in rows}, {r["id"]: int(r["stage"]) for r in rows}, report
+
+
+def _nothing(editor: WakeEditor, report: dict, reports_dir: Path, t_start: float, night: str | None) -> dict:
+    _settle(report, "nothing to consolidate", t_start, None)
+    if night is not None:
+        with editor.transaction():
+            editor.ledger.end_night(night, report)
+    return _finish(report, reports_dir)
+
+
+def _gone(ledger: Ledger, trained: list[str], facts: dict[str, Fact]) -> tuple[list[str], list[str]]:
+    """Facts the adapter was trained on that were forgotten or replaced since, and the questions to unlearn
+    (those of them no active fact answers now)."""
+    rows = [row for fid in trained
+            if (row := ledger.get(fid)) is not None and row["status"] in (FORGOTTEN, SUPERSEDED)]
+    kept_keys = {f.key for f in facts.values()}
+    questions = [q for row in rows if (f := Fact.parse(row["fact"])).key not in kept_keys
+                 for q in [f.questions()[0], *f.paraphrases()]]
+    return [row["id"] for row in rows], questions
+
+
+def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], held: set[str],
+              unlearn_q: list[str]) -> list[Example]:
+    """The night's training data: each fact's phrasings (one question for a fact the adapter it starts from
+    holds, so a night's cost follows the day's new facts), and the replica's own answers replayed."""
+    examples = [ex for fid, f in facts.items() for ex in fact_examples(f)[: 1 if fid in held else None]]
+    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
+    examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(replica.net, replica.tok, replay_q, 40))]
+    examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(replica.net, replica.tok, unlearn_q, 40))]
+    examples += [Example("", t, "text") for t in sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)]
+    return examples
+
+
+@torch.no_grad()
+def _merge_into(model, pub: Published) -> None:
+    """Make `model` the shared model as `pub` serves it: its edited tensors, and its adapter added in."""
+    for name, t in pub.tensors().items():
+        param_of(model, name).copy_(t)
+    for name, d in (lora_deltas(pub.adapter_dir) if pub.adapter_dir is not None else {}).items():
+        param_of(model, name).add_(d.to(model.dtype))
+
+
+def _diverged(training: dict) -> str | None:
+    first, last = training["loss_first"], training["loss_last"]
+    if not math.isfinite(last) or last > max(2 * first, first + 1.0):
+        return f"training diverged (loss {first} -> {last})"
+    return None
+
+
+def _committer(ledger: Ledger, report: dict, t_start: float, night: str | None, new_stage: dict, scales: dict,
+               gone: list[str], user_version: bool = False):
+    """What a published night changes in the ledger, in the transaction that publishes it."""
+    def commit(n: int) -> None:
+        for fid in new_stage:
+            ledger.restage(fid, new_stage[fid], scales[fid])
+        for fid in gone:
+            ledger.event(fid, UNLEARNED, **({"user_version": n} if user_version else {"version": n}))
+        _settle(report, "published", t_start, n)
+        if night is not None:
+            ledger.end_night(night, report)
+
+    return commit
 
 
 def _roll_back(editor: WakeEditor, report: dict, reports_dir: Path, t_start: float, why: str,

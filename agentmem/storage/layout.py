@@ -6,8 +6,10 @@
     HOME/store/versions/vNNNNNN/            model.safetensors (changed tensors only), manifest.json
     HOME/store/adapters/aNNNNNN/            PEFT LoRA adapters (and facts.json: what a night trained on)
     HOME/store/users/<user>/<user>-vNNNNNN/ each user's published memory: one PEFT LoRA adapter per user version
+      .../<user>-vNNNNNN/sleep/             that user's night adapter alone (and facts.json), for the next night
     HOME/store/staging/<writer>/            a writer's files before its fenced commit moves them into place
-    HOME/sleep/night-*.json                 one report per night
+    HOME/sleep/night-*.json                 one report per night of the shared scope
+    HOME/sleep/users/<user>/night-*.json    one report per night of a user
     HOME/server/                            the model server's logs
     HOME/server/adapters/<user>/            a user's adapter merged with the shared one, for a request's one adapter
     HOME/cache/                             converted models, covariances, preserved keys (default)
@@ -26,6 +28,7 @@ WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 TRAINING_ACTIVE_FILE = "active.json"
 TRAINED_ON_FILE = "facts.json"  # beside each adapter: the facts it was trained on
+USER_SLEEP_DIR = "sleep"  # in a user's adapter folder: their night adapter alone
 # What vLLM and peft need of a LoRA adapter folder.
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -136,6 +139,10 @@ class Layout:
     @property
     def sleep_reports(self) -> Path:
         return self.home / "sleep"
+
+    def user_sleep_reports(self, scope: str) -> Path:
+        """A user's night reports (HOME/sleep/users/<user>), gone with the user."""
+        return self.sleep_reports / "users" / self.user_key(scope)
 
     @property
     def server_logs(self) -> Path:

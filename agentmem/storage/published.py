@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import load_file
 
-from .layout import MANIFEST_FILE, TRAINED_ON_FILE, WEIGHTS_FILE, Layout
+from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINED_ON_FILE, USER_SLEEP_DIR, WEIGHTS_FILE, Layout
 from .ledger import Ledger
-from .lora_adapter import lora_deltas
+from .lora_adapter import lora_pairs
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,16 @@ class UserAdapter:
     name: str  # a new name per adapter: what a server or an overlay keys it by
     path: Path
 
-    def deltas(self) -> dict[str, torch.Tensor]:
-        return lora_deltas(self.path)
+    def deltas(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """What the adapter adds to each weight it targets, one at a time (a night's adapter targets many)."""
+        for module, (B, A) in lora_pairs(self.path).items():
+            yield f"{module}.weight", (B @ A).float()
+
+    @property
+    def sleep(self) -> Path | None:
+        """The user's night adapter alone, if a night of theirs is part of this version."""
+        d = self.path / USER_SLEEP_DIR
+        return d if (d / ADAPTER_FILES[0]).is_file() else None
 
 
 def newest_user(layout: Layout, ledger: Ledger, scope: str) -> UserAdapter | None:

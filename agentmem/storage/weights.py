@@ -21,8 +21,8 @@ from ..edit.arch import Architecture
 from ..edit.lora import LayerLora
 from ..edit.memit import Edit
 from .atomic import atomic_path, fsync_dir, save_tensors, write_json
-from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINING_ACTIVE_FILE, WEIGHTS_FILE, Layout
-from .lora_adapter import write_down_proj_lora
+from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINED_ON_FILE, TRAINING_ACTIVE_FILE, USER_SLEEP_DIR, WEIGHTS_FILE, Layout
+from .lora_adapter import write_user_lora
 
 
 class WeightStore:
@@ -213,10 +213,16 @@ class WeightStore:
                 shutil.copyfile(src / f, tmp / f)
         return rel
 
-    def save_user_adapter(self, scope: str, name: str, layers: dict[int, LayerLora]) -> int:
-        """Stage a user's wake edits as the PEFT LoRA adapter `name`; returns its rank."""
+    def save_user_adapter(self, scope: str, name: str, layers: dict[int, LayerLora], sleep: Path | None = None) -> int:
+        """Stage a user's wake edits, and their night adapter in folder `sleep` (kept beside it as it is, for the
+        next night to start from), as the PEFT LoRA adapter `name`; returns its rank."""
         with atomic_path(self._stage(self.layout.user_adapter_dir(scope, name)), directory=True) as tmp:
-            return write_down_proj_lora(tmp, layers, self.arch, self.base_dir)
+            rank = write_user_lora(tmp, layers, self.arch, self.base_dir, sleep)
+            if sleep is not None:
+                (tmp / USER_SLEEP_DIR).mkdir()
+                for f in (*ADAPTER_FILES, TRAINED_ON_FILE):
+                    shutil.copyfile(sleep / f, tmp / USER_SLEEP_DIR / f)
+            return rank
 
     def prune_user_adapters(self, scope: str, keep: list[str]) -> None:
         """Remove a user's adapters other than `keep` (call inside the fenced ledger transaction)."""

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 WAKE_TASK = "agentmem.wake"
 SLEEP_TASK = "agentmem.sleep"
+SLEEP_USER_TASK = "agentmem.sleep_user"
 
 
 def task_queue(namespace: str) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ from ..serving.adapter_slot import AdapterSlot
 from ..serving.scope_overlay import ScopeOverlay
 from ..storage.cache import CovarianceCache, cached_preservation_keys, fingerprint
 from ..storage.layout import Layout
+from ..storage.lora_adapter import merge_adapters
 from ..storage.ledger import ACTIVE, FORGOTTEN, PENDING, RE_EDITED, FencedOut, Ledger
 from ..storage.published import newest_user, trained_on
 from ..storage.weights import WeightStore
@@ -216,17 +219,20 @@ class WakeEditor:
         return n
 
     def _publish_user(self, scope: str, kind: str, fids: list[str], active: list[tuple[str, float]],
-                      commit) -> int:
+                      commit, sleep: Path | None | str = "keep") -> int:
         """Publish a user's next version: their `active` edits as one LoRA on the down projections (exact, or
-        compacted to max_rank with what that left out in the version's detail), or no adapter when none is
-        left. The adapter is staged first; it moves into place, and the version and `commit(n)` land, in one
-        fenced ledger transaction."""
+        compacted to max_rank with what that left out in the version's detail) together with their night
+        adapter `sleep` (a folder; None: none; by default the current version's), or no adapter when nothing
+        is left. The adapter is staged first; it moves into place, and the version and `commit(n)` land, in
+        one fenced ledger transaction."""
         n = self.ledger.latest_user_version(scope) + 1
-        layers = {l: compacted(lo, self.max_rank) for l, lo in
-                  stacked([(self.store.load_edit(fid), sc) for fid, sc in active]).items()}
-        name = self.store.layout.user_adapter_name(scope, n) if layers else None
+        if sleep == "keep":
+            current = newest_user(self.store.layout, self.ledger, scope)
+            sleep = current and current.sleep
+        layers = self.user_layers(active)
+        name = self.store.layout.user_adapter_name(scope, n) if layers or sleep else None
         try:
-            rank = self.store.save_user_adapter(scope, name, layers) if name else 0
+            rank = self.store.save_user_adapter(scope, name, layers, sleep) if name else 0
         except BaseException:
             self.store.discard()
             raise
@@ -245,6 +251,33 @@ class WakeEditor:
 
         self._commit_files(land)
         return n
+
+    def user_layers(self, active: list[tuple[str, float]]):
+        """A user's `active` edits at their scales as one LoRA per layer, compacted to max_rank."""
+        return {l: compacted(lo, self.max_rank) for l, lo in
+                stacked([(self.store.load_edit(fid), sc) for fid, sc in active]).items()}
+
+    def publish_user_night(self, scope: str, src: Path, fids: list[str], active: list[tuple[str, float]],
+                           commit) -> int:
+        """Publish a user's night: their night adapter in folder `src` and their facts' new scales."""
+        return self._publish_user(scope, "sleep", fids, active, commit, sleep=src)
+
+    @contextmanager
+    def _through_user_night(self, scope: str):
+        """Edit through what a user is served: a new edit found without their night adapter can miss once it
+        sits on top of the edit, as for the shared one (see follow_adapter)."""
+        current = newest_user(self.store.layout, self.ledger, scope)
+        if current is None or current.sleep is None:
+            yield
+            return
+        shared = self.adapter.name and self.store.layout.adapter_dir(self.adapter.name)
+        with tempfile.TemporaryDirectory(prefix=".through-", dir=self.store.layout.store) as tmp:
+            merge_adapters([d for d in (current.sleep, shared) if d], Path(tmp), self.store.base_dir)
+            self.adapter.set(f"{current.name}-night", Path(tmp))  # peft has read the files: the folder may go
+        try:
+            yield
+        finally:
+            self.follow_adapter()
 
     def follow_adapter(self) -> None:
         """Carry the adapter the newest version serves (another process may have published it)."""
@@ -347,7 +380,8 @@ class WakeEditor:
             elif retired:
                 # the new edits are computed against the weights without the facts they replace
                 self._load_weights(self.store.materialise(keep))
-            parts = self._write(scope, {fid: to_request(f, self.cfg) for fid, f, _ in todo}, keep)
+            with self._through_user_night(scope):
+                parts = self._write(scope, {fid: to_request(f, self.cfg) for fid, f, _ in todo}, keep)
             seconds = time.perf_counter() - t0
             fids = [fid for fid, _, _ in todo]
             if scope == SHARED:
@@ -429,7 +463,10 @@ class WakeEditor:
             with self.transaction():
                 self.ledger.forget(fid)
             return current
-        rest = [(f, sc) for f, sc in self.active(scope) if f != fid]
+        # a user's night adapter trained on the fact goes with it at once, their other edits back at full
+        # scale until a night trains it again without the fact (what Memory.forget starts)
+        drop = self.night_holds(scope, fid)
+        rest = [(f, 1.0 if drop else sc) for f, sc in self.active(scope) if f != fid]
         # A fact about the same subject edited in fid's batch or later re-fitted fid's answers beside
         # its own (see _sharing_a_key), and those columns sit in its edit: such facts are edited
         # again without fid, or the model would still give fid's object.
@@ -442,21 +479,33 @@ class WakeEditor:
             self.store.delete_edit(fid)
             for f in refit:
                 self.ledger.event(f, RE_EDITED, reason=f"edited again without forgotten fact {fid}", version=n)
+            if drop:
+                for f, _ in rest:
+                    self.ledger.restage(f, 0, 1.0)
 
         try:
             if refit:
                 keep = [(f, sc) for f, sc in rest if f not in refit]
                 self._load_weights(self.store.materialise(keep, onto=None if scope == SHARED else
                                                           self.shared_weights()))
-                self._write(scope, refit, keep)
+                if drop:
+                    self._write(scope, refit, keep)
+                else:
+                    with self._through_user_night(scope):
+                        self._write(scope, refit, keep)
             if scope == SHARED:
                 return self._publish("forget", [fid], rest, commit)
-            return self._publish_user(scope, "forget", [fid], rest, commit)
+            return self._publish_user(scope, "forget", [fid], rest, commit, sleep=None if drop else "keep")
         except BaseException:
             self.store.discard()
             raise
         finally:
             self._load_shared()
+
+    def night_holds(self, scope: str, fid: str) -> bool:
+        """Whether the night adapter a user is served now was trained on fact `fid`."""
+        current = newest_user(self.store.layout, self.ledger, scope) if scope != SHARED else None
+        return current is not None and fid in trained_on(current.sleep)
 
     def move_to_users(self) -> tuple[dict, list[Fact]]:
         """Take the users' facts a home holds in its shared weights (as every home made before scopes does) out of
@@ -503,6 +552,7 @@ class WakeEditor:
 
         self._commit_files(body)
         self.overlay.release()
-        # what a model server merged from their adapters goes too
+        # what a model server merged from their adapters goes too, and their nights' reports
         shutil.rmtree(self.store.layout.served_user_adapters(scope), ignore_errors=True)
+        shutil.rmtree(self.store.layout.user_sleep_reports(scope), ignore_errors=True)
         return len(fids)

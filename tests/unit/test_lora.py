@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from agentmem.edit.arch import Architecture
 from agentmem.edit.lora import compacted, stacked
 from agentmem.edit.memit import Edit
-from agentmem.storage.lora_adapter import padded_rank, write_down_proj_lora
+from agentmem.storage.lora_adapter import padded_rank, write_user_lora
 
 D, DFF = 12, 40
 gen = torch.Generator().manual_seed(0)
@@ -53,7 +53,7 @@ def test_truncation_keeps_the_largest_directions_and_says_what_it_lost():
 
 def test_the_adapter_folder_holds_each_layer_padded_to_an_engine_rank(tmp_path):
     lora = stacked([(_edit(3), 1.0), (_edit(2), 1.0)])
-    rank = write_down_proj_lora(tmp_path, lora, Architecture("llama"), tmp_path / "base")
+    rank = write_user_lora(tmp_path, lora, Architecture("llama"), tmp_path / "base")
     assert rank == padded_rank(5) == 8
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["r"] == config["lora_alpha"] == 8 and config["target_modules"] == ["down_proj"]

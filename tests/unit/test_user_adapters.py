@@ -29,6 +29,7 @@ def test_an_adapter_read_back_gives_the_changes_it_was_written_with_whatever_its
     # a trained adapter's own scale (alpha / r, or alpha / sqrt(r) with rsLoRA) is applied
     config_file = tmp_path / "a" / ADAPTER_FILES[0]
     config = json.loads(config_file.read_text())
+    del config["rank_pattern"], config["alpha_pattern"]  # as peft writes a trained adapter's
     config_file.write_text(json.dumps({**config, "lora_alpha": 16, "use_rslora": True}))
     scale = 16 / config["r"] ** 0.5
     torch.testing.assert_close(lora_deltas(tmp_path / "a")["model.layers.1.mlp.down_proj.weight"],
@@ -39,7 +40,7 @@ def test_merged_adapters_add_what_each_adds_in_one_adapter_of_one_rank(tmp_path)
     q, down, down2 = pair(6, 6, 8, 1), pair(6, 10, 3, 2), pair(6, 10, 5, 3)
     write_lora(tmp_path / "night", {"model.layers.1.self_attn.q_proj": q, "model.layers.2.mlp.down_proj": down2},
                tmp_path)
-    write_lora(tmp_path / "user", {"model.layers.2.mlp.down_proj": down}, tmp_path, layers=[2])
+    write_lora(tmp_path / "user", {"model.layers.2.mlp.down_proj": down}, tmp_path)
     rank = merge_adapters([tmp_path / "user", tmp_path / "night"], tmp_path / "both", tmp_path)
     assert rank == 8  # the down projection's 3 + 5 columns, padded to an engine's rank
     config = json.loads((tmp_path / "both" / ADAPTER_FILES[0]).read_text())
@@ -59,7 +60,7 @@ def test_a_users_memory_is_added_and_taken_out_exactly_however_often_users_alter
 
     def load(u):
         calls.append(u)
-        return deltas[u]
+        return deltas[u].items()
 
     for _ in range(20):
         for u in ("u1", "u1", "u2"):
@@ -74,3 +75,27 @@ def test_user_adapter_names_differ_for_every_version_and_user_and_stay_one_path_
     names = {Layout.user_adapter_name(u, n) for u in ("u1", "u2", "../etc", "a b") for n in (1, 1, 2)}
     assert len(names) == 12 and all("/" not in n and " " not in n for n in names)
     assert Layout.user_key("u1") == Layout.user_key("u1") != Layout.user_key("u2")
+
+
+def test_an_adapter_of_mixed_ranks_loads_in_peft_as_the_changes_it_was_written_with(tmp_path):
+    from peft import PeftModel
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    # a night's rank-8 attention change beside a rank-40 wake edit: each kind keeps its own rank
+    pairs = {"model.layers.0.self_attn.q_proj": pair(16, 16, 8, 4), "model.layers.2.mlp.down_proj": pair(16, 24, 40, 5)}
+    assert write_lora(tmp_path / "mixed", {m: (B.float(), A.float()) for m, (B, A) in pairs.items()}, tmp_path) == 64
+    config = json.loads((tmp_path / "mixed" / ADAPTER_FILES[0]).read_text())
+    assert config["rank_pattern"] == {"down_proj": 64, "q_proj": 8} and config["layers_to_transform"] == [0, 2]
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with torch.no_grad():
+        expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+        for m, (B, A) in pairs.items():
+            model.get_parameter(m + ".weight").add_((B @ A).float())
+        want = model(ids).logits
+        for n, p in model.named_parameters():
+            p.copy_(expected[n])
+        got = PeftModel.from_pretrained(model, str(tmp_path / "mixed")).eval()(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
