@@ -1,7 +1,8 @@
 """Writers in parallel, integration: two real Celery worker processes, real Redis, two writer shards. Two users'
-facts arriving at once are edited at the same time, each user's in order and exactly once; a worker killed
-mid-batch loses nothing and doubles nothing."""
+facts arriving at once are edited at the same time, each user's in order and exactly once, and the night fans
+out into one task per user, run on both workers; a worker killed mid-batch loses nothing and doubles nothing."""
 
+import json
 import re
 import signal
 import time
@@ -24,8 +25,10 @@ TOLD = {
 
 @pytest.fixture
 def sharded(monkeypatch, observer, workers):  # noqa: F811
-    """test_workers' observer, with every process of the home (the workers too) on two writer shards."""
+    """test_workers' observer, with every process of the home (the workers too) on two writer shards (and nights
+    with less replayed text, which only makes them shorter)."""
     monkeypatch.setenv("AGENTMEM_WRITER_SHARDS", "2")
+    monkeypatch.setenv("AGENTMEM_SLEEP", json.dumps({"text_replay": 8}))
     return observer
 
 
@@ -60,6 +63,19 @@ def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(shard
     assert all(re.search(r"wake: \{'batches': [1-9]", t) for t in logs), [t[-2000:] for t in logs]
     overlap = any(a0 < b1 and b0 < a1 for a0, a1 in _windows(mem, "ana") for b0, b1 in _windows(mem, "ben"))
     assert overlap, (_windows(mem, "ana"), _windows(mem, "ben"))
+
+    # the night: the shared one (nothing to do), then one task per user, spread over the workers
+    wake = {u: mem.ledger.latest_user_version(u) for u in USERS}
+    assert mem.sleep_later() == "celery"
+    deadline = time.monotonic() + 900
+    while any(mem.ledger.latest_user_version(u) == wake[u] for u in USERS):
+        assert time.monotonic() < deadline, workers.logs()[-3000:]
+        time.sleep(1)
+    assert {mem.ledger.user_version(u)["kind"] for u in USERS} == {"sleep"}
+    logs = [log.read_text() for _, log in workers.procs]
+    assert all("agentmem.sleep_user" in t and "succeeded" in t for t in logs), [t[-2000:] for t in logs]
+    assert "porto" in mem.ask("Where do I live?", user_id="ana").lower()
+    assert "mombasa" in mem.ask("Where do I live?", user_id="ben").lower()
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(sharded, workers):  # noqa: F811

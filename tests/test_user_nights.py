@@ -6,6 +6,7 @@ import json
 
 from agentmem import Fact
 from agentmem.sleep import night as nights
+from agentmem.sleep.config import SleepConfig
 from agentmem.storage.published import newest_user, trained_on
 
 CITY = {"u1": "Lisbon", "u2": "Nairobi"}
@@ -24,7 +25,7 @@ def answers(mem, user):
 
 def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_their_night_at_once(
         open_memory, monkeypatch):
-    mem = open_memory()
+    mem = open_memory(sleep=SleepConfig(text_replay=8))  # less replayed text: shorter nights, same path
     for u in CITY:
         mem.observe(said(f"I live in {CITY[u]}. I work as a {JOB[u]}."), user_id=u)
     assert mem.wait(timeout=1200)

@@ -81,23 +81,31 @@ def test_hadolint_finds_nothing(dockerfile):
 
 def test_compose_has_the_production_shape():
     services = COMPOSE["services"]
-    assert set(services) == {"owner", "redis", "api", "worker", "beat", "vllm"}
+    assert set(services) == {"owner", "redis", "postgres", "api", "worker", "beat", "vllm"}
     redis_cmd = services["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
     assert services["redis"]["healthcheck"]["test"]
-    store = [v for v in COMPOSE["volumes"] if v != "redis"]
+    store = [v for v in COMPOSE["volumes"] if v not in ("redis", "postgres")]
     assert store == ["store"]
+    assert services["postgres"]["healthcheck"]["test"]
     for name in ("api", "worker", "beat", "vllm"):
         svc = services[name]
         # every service sees the same home at the same path: the Redis namespace is derived from it
         assert svc["environment"]["AGENTMEM_HOME"] == "/data"
         assert "store:/data" in svc["volumes"]
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+        # the ledger is PostgreSQL's, shared by every service, on one number of writer shards
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert svc["environment"]["AGENTMEM_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert svc["environment"]["AGENTMEM_WRITER_SHARDS"] == services["api"]["environment"]["AGENTMEM_WRITER_SHARDS"]
         # the volume is theirs before they start, whoever wrote it last
         assert svc["depends_on"]["owner"]["condition"] == "service_completed_successfully"
         dockerfile, stage = built(name)
         assert inherited(dockerfile, stage, "HEALTHCHECK"), f"{name}: no health check in {dockerfile.name}:{stage}"
     assert services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    # two workers to edit two shards at once, two model servers each following the ledger
+    assert services["worker"]["deploy"]["replicas"] == services["vllm"]["deploy"]["replicas"] == 2
+    assert re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", services["worker"]["environment"]["AGENTMEM_WRITER_SHARDS"]) == "2"
 
 
 def test_every_service_on_the_volume_runs_as_the_one_user_the_owner_service_gives_it_to():
@@ -145,6 +153,7 @@ def test_every_agentmem_variable_is_a_setting_and_the_compose_values_are_valid(m
         for key, value in env.items():
             # what compose substitutes: a ${VAR:-default} takes its default, a required ${VAR:?...} a sample
             value = re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", str(value))
+            value = re.sub(r"\$\{(\w+):\?[^}]*\}", "sample", value)
             if key == "AGENTMEM_API_TOKENS_FILE":  # the secret compose mounts there
                 value = tmp_path / "api_tokens"
                 value.write_text('{"a-sample-token-0123456789": "*"}')
