@@ -1,9 +1,12 @@
-"""Writers in parallel, integration: two real Celery worker processes, real Redis, two writer shards. Two users'
-facts arriving at once are edited at the same time, each user's in order and exactly once, and the night fans
-out into one task per user, run on both workers; a worker killed mid-batch loses nothing and doubles nothing."""
+"""Writers in parallel, integration: two real Celery worker processes, each with a cache of its own, one store
+folder, the ledger on the real PostgreSQL, real Redis, two writer shards. Two users' facts arriving at once are
+edited at the same time, each user's in order and exactly once, and the night fans out into one task per user,
+run on both workers; a worker killed mid-batch loses nothing and doubles nothing."""
 
 import json
+import os
 import re
+import shutil
 import signal
 import time
 
@@ -24,11 +27,21 @@ TOLD = {
 
 
 @pytest.fixture
-def sharded(monkeypatch, observer, workers):  # noqa: F811
-    """test_workers' observer, with every process of the home (the workers too) on two writer shards (and nights
-    with less replayed text, which only makes them shorter)."""
+def sharded(monkeypatch, observer, workers, empty_postgres, cache_dir, tmp_path):  # noqa: F811
+    """test_workers' observer, with every process of the home (the workers too) on two writer shards and one
+    PostgreSQL ledger (and nights with less replayed text, which only makes them shorter). Each worker started
+    with `sharded.host(i)` has a cache of its own, as on its own host: only the store folder is shared."""
     monkeypatch.setenv("AGENTMEM_WRITER_SHARDS", "2")
+    monkeypatch.setenv("AGENTMEM_DATABASE_URL", empty_postgres)
     monkeypatch.setenv("AGENTMEM_SLEEP", json.dumps({"text_replay": 8}))
+
+    def host(i: int) -> dict:
+        cache = tmp_path / f"host-{i}-cache"
+        if not cache.exists():  # linked, not copied: the same bytes, in a folder no other worker uses
+            shutil.copytree(cache_dir, cache, copy_function=os.link)
+        return {"AGENTMEM_CACHE": str(cache)}
+
+    observer.host = host
     return observer
 
 
@@ -44,8 +57,8 @@ def _windows(mem, user):
 
 
 def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(sharded, workers):  # noqa: F811
-    workers.start()
-    workers.start(warm=False)  # ready to consume; its own first wake may well go to the other one
+    workers.start(env=sharded.host(0))
+    workers.start(warm=False, env=sharded.host(1))  # ready to consume; its own first wake may well go to the other one
     mem = sharded()
     ids = {u: [] for u in USERS}
     for i in range(4):  # both users talk at once; each one's statements in the order they said them
@@ -79,8 +92,8 @@ def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(shard
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(sharded, workers):  # noqa: F811
-    first = workers.start()
-    workers.start(warm=False)
+    first = workers.start(env=sharded.host(0))
+    workers.start(warm=False, env=sharded.host(1))
     mem = sharded()
     out = [f for u in USERS for f in mem.observe(said(" ".join(TOLD[u][:3])), user_id=u)]
     deadline = time.monotonic() + 300
@@ -89,7 +102,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(sharded, wo
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    workers.start()
+    workers.start(env=sharded.host(2))
     assert mem.wait([f.id for f in out], timeout=600), workers.logs()[-3000:]
     assert all(mem.ledger.get(f.id)["status"] == ACTIVE for f in out)
     consistent(mem)  # every fact committed exactly once, each user's adapter equal to their edits

@@ -38,13 +38,14 @@ class Workers:
         self.home = home
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(self, warm: bool = True) -> subprocess.Popen:
-        """Start a worker; with `warm`, wait until its first wake (which builds the editor) has run."""
+    def start(self, warm: bool = True, env: dict | None = None) -> subprocess.Popen:
+        """Start a worker (with `env` added to its environment); with `warm`, wait until its first wake (which
+        builds the editor) has run."""
         log = self.home / f"worker-{len(self.procs)}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "agentmem", "worker", "--home", str(self.home),
              "--redis-url", REDIS_URL, "--loglevel", "INFO"],
-            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         )
         self.procs.append((proc, log))
         deadline = time.monotonic() + 180

@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from pydantic import ValidationError
 from sqlalchemy import create_engine, inspect, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError, ResourceClosedError
+from sqlalchemy.exc import IntegrityError, ResourceClosedError
 
 from agentmem.config import Settings, settings_error
 from agentmem.facts import SHARED, Fact
@@ -28,46 +28,14 @@ from agentmem.storage.ledger import (ACTIVE, EVENTS, FORGOTTEN, METADATA, MIGRAT
 from agentmem.writer.pipeline import TRANSIENT
 
 ROOT = Path(__file__).resolve().parents[2]
-# where our machines and CI run PostgreSQL (trust auth); AGENTMEM_TEST_DATABASE_URL names a database there
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 FACT = Fact(subject="Thea Albescu", relation="lives in", object="Oslo")
-
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A PostgreSQL database for this session: AGENTMEM_TEST_DATABASE_URL (CI makes one per run), or one made
-    here and dropped after; skipped only when that variable is unset and no server answers at 127.0.0.1:5432."""
-    if url := os.environ.get("AGENTMEM_TEST_DATABASE_URL"):
-        yield url
-        return
-    name = f"agentmem_test_{os.getpid()}"
-    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as e:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL answers at 127.0.0.1:5432 and AGENTMEM_TEST_DATABASE_URL is unset: {e.orig}")
-    yield f"{SERVER}/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request):
     """None (the home's SQLite file, the default) or the URL of an emptied PostgreSQL database."""
     if request.param == "sqlite":
         yield None
         return
-    url = request.getfixturevalue("postgres_url")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        METADATA.drop_all(conn)
-        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-    engine.dispose()
-    yield url
+    yield request.getfixturevalue("empty_postgres")
 
 
 @pytest.fixture

@@ -99,3 +99,9 @@ def test_an_adapter_of_mixed_ranks_loads_in_peft_as_the_changes_it_was_written_w
             p.copy_(expected[n])
         got = PeftModel.from_pretrained(model, str(tmp_path / "mixed")).eval()(ids).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # vLLM reads the same ranks and scales from it
+    from vllm.lora.peft_helper import PEFTHelper
+
+    helper = PEFTHelper.from_local_dir(str(tmp_path / "mixed"), None)
+    assert helper.get_rank_and_scaling("model.layers.2.mlp.down_proj") == (64, 1.0)
+    assert helper.get_rank_and_scaling("model.layers.0.self_attn.q_proj") == (8, 1.0)
