@@ -29,11 +29,12 @@ TOLD = {
 @pytest.fixture
 def sharded(monkeypatch, observer, workers, empty_postgres, cache_dir, tmp_path):  # noqa: F811
     """test_workers' observer, with every process of the home (the workers too) on two writer shards and one
-    PostgreSQL ledger (and nights with less replayed text, which only makes them shorter). Each worker started
-    with `sharded.host(i)` has a cache of its own, as on its own host: only the store folder is shared."""
+    PostgreSQL ledger (and nights of one epoch without replayed text: here they only show where nights run).
+    Each worker started with `sharded.host(i)` has a cache of its own, as on its own host: only the store
+    folder is shared."""
     monkeypatch.setenv("AGENTMEM_WRITER_SHARDS", "2")
     monkeypatch.setenv("AGENTMEM_DATABASE_URL", empty_postgres)
-    monkeypatch.setenv("AGENTMEM_SLEEP", json.dumps({"text_replay": 8}))
+    monkeypatch.setenv("AGENTMEM_SLEEP", json.dumps({"text_replay": 0, "epochs": 1, "replay_ratio": 0.1}))
 
     def host(i: int) -> dict:
         cache = tmp_path / f"host-{i}-cache"

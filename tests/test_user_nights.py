@@ -36,7 +36,7 @@ def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_th
 
     def u1_goes_wrong(model, tok, examples, cfg, *args, **kwargs):
         if any("User u1" in ex.question for ex in examples):
-            cfg = cfg.model_copy(update={"learning_rate": 5.0})
+            cfg = cfg.model_copy(update={"learning_rate": 5.0, "epochs": 1})
         return train(model, tok, examples, cfg, *args, **kwargs)
 
     monkeypatch.setattr(nights, "train_adapter", u1_goes_wrong)

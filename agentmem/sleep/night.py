@@ -197,7 +197,18 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
         editor.ensure_held()
         after_active = [(fid, scales[fid]) for fid in facts]
         serve("after", user_adapter("after-user", after_active))
-        after, ppl_after = _chat_recall(replica, facts), perplexity(replica.net, replica.tok)
+        after = _chat_recall(replica, facts)
+        # the adapter was trained without the user's edits: a fact it answers alone can be lost beside its
+        # edit at a lower scale; such a fact keeps its stage this night, and recall is asked again
+        kept = [fid for fid in facts if not after[fid] and new_stage[fid] > stage[fid]]
+        if kept:
+            for fid in kept:
+                new_stage[fid], scales[fid] = stage[fid], cfg.schedule[stage[fid]]
+            after_active = [(fid, scales[fid]) for fid in facts]
+            serve("kept", user_adapter("kept-user", after_active))
+            after = _chat_recall(replica, facts)
+        ppl_after = perplexity(replica.net, replica.tok)
+        report["kept_stage"] = len(kept)
         report["after"] = {"recall": _frac(after), "perplexity": round(ppl_after, 3)}
         report["stages"] = {fid: {"stage": [stage[fid], new_stage[fid]], "scale": scales[fid],
                                   "recalled_alone": alone[fid], "recalled": after[fid]} for fid in facts}
