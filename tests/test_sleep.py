@@ -10,7 +10,6 @@ from agentmem.bench.data import fictional_facts
 from agentmem.measure import contains, perplexity
 from agentmem.serving import generate
 from agentmem.serving.replica import Replica
-from agentmem.sleep.config import SleepConfig
 from agentmem.sleep.night import run_night
 from agentmem.storage import published
 from agentmem.storage.ledger import ACTIVE
@@ -23,7 +22,7 @@ def _recalled(mem, facts) -> list[bool]:
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
     home = tmp_path_factory.mktemp("sleep")
-    mem = Memory.open(home, sleep=SleepConfig(text_replay=8))  # less replayed text than the default: shorter nights
+    mem = Memory.open(home)
     pool = fictional_facts(15, seed=5)
     facts, later = pool[:12], pool[12:]
     ids = mem.remember(facts)

@@ -90,7 +90,8 @@ class FakeWriter:
 
     def __init__(self, settings):
         self.layout = Layout(settings.home)
-        self.editor = SimpleNamespace(ledger=Ledger.open(self.layout), fence=None)
+        self.ledger = Ledger.open(self.layout)
+        self.editor = SimpleNamespace(ledger=self.ledger, fence=None)
 
     @contextmanager
     def writing(self, wait):
@@ -153,6 +154,27 @@ def test_a_night_that_did_not_finish_runs_when_redelivered(workers, sleep_task):
     task.apply(task_id="night-1").get()
     assert runs == ["night-1", "night-1"]
     assert ledger.get("f1")["stage"] == 1
+
+
+def test_the_night_fans_out_one_task_per_user_with_facts_to_consolidate(workers, sleep_task, monkeypatch):
+    task, ledger = sleep_task
+    workers.run_night = night_moving_stages([])
+    with ledger.transaction():
+        for user in ("u2", "u1"):
+            ledger.add_fact(f"f-{user}", Fact(subject=f"User {user}", relation="lives in", object="Oslo",
+                                              user_id=user), ACTIVE)
+    sent = []
+
+    class Group:  # what would go to the broker
+        def __init__(self, signatures):
+            self.signatures = list(signatures)
+
+        def apply_async(self):
+            sent.append([(sig.task, tuple(sig.args)) for sig in self.signatures])
+
+    monkeypatch.setattr(workers, "group", Group)
+    task.apply(task_id="night-1").get()
+    assert sent == [[("agentmem.sleep_user", ("u1",)), ("agentmem.sleep_user", ("u2",))]]
 
 
 def test_run_night_records_the_night_it_was_given(tmp_path):
