@@ -10,13 +10,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from celery.exceptions import Retry
 from pydantic import ValidationError
 
 from agentmem.config import Settings, settings_error
 from agentmem.facts import Fact
 from agentmem.storage.layout import Layout
 from agentmem.storage.ledger import ACTIVE, Ledger
-from agentmem.writer.dispatch import SLEEP_TASK
+from agentmem.writer.dispatch import SLEEP_TASK, SLEEP_USER_TASK
+from agentmem.writer.writer_lock import LockBusy
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"  # never connected to: nothing here is sent
@@ -93,9 +95,18 @@ class FakeWriter:
         self.ledger = Ledger.open(self.layout)
         self.editor = SimpleNamespace(ledger=self.ledger, fence=None)
 
+    busy = False  # every writer lock held by another process
+    shards: list[int] = []  # the shards written, in order
+
     @contextmanager
-    def writing(self, wait):
+    def writing(self, wait, shard=0):
+        FakeWriter.shards.append(shard)
+        if FakeWriter.busy:
+            raise LockBusy(0.5)
         yield self.editor
+
+    def shard_of(self, scope):
+        return 1
 
 
 def night_moving_stages(runs: list, fail_first: bool = False):
@@ -175,6 +186,32 @@ def test_the_night_fans_out_one_task_per_user_with_facts_to_consolidate(workers,
     monkeypatch.setattr(workers, "group", Group)
     task.apply(task_id="night-1").get()
     assert sent == [[("agentmem.sleep_user", ("u1",)), ("agentmem.sleep_user", ("u2",))]]
+
+
+def test_a_users_night_runs_on_their_shard_once_per_night_and_waits_for_a_busy_shard(workers, sleep_task):
+    task, ledger = sleep_task
+    user_task = task.app.tasks[SLEEP_USER_TASK]
+    runs = []
+
+    def run_user_night(editor, scope, cfg, reports_dir, progress=None, night=None):
+        runs.append((scope, night))
+        with ledger.transaction():
+            ledger.start_night(night)
+            ledger.end_night(night, {"outcome": "published"})
+        return {"outcome": "published"}
+
+    workers.run_user_night = run_user_night
+    FakeWriter.shards = []
+    first = user_task.apply(args=["u1"], task_id="u1-night").get()
+    assert user_task.apply(args=["u1"], task_id="u1-night").get() == first  # redelivered: not run again
+    assert runs == [("u1", "u1-night")] and FakeWriter.shards == [1, 1]  # as the writer of u1's shard
+    FakeWriter.busy = True
+    try:
+        with pytest.raises(Retry):  # the shard's writer is busy: the task comes back later, the worker stays free
+            user_task.apply(args=["u2"], task_id="u2-night", throw=True).get()
+    finally:
+        FakeWriter.busy = False
+    assert runs == [("u1", "u1-night")]
 
 
 def test_run_night_records_the_night_it_was_given(tmp_path):
