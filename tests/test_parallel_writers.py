@@ -38,12 +38,20 @@ def sharded(monkeypatch, observer, workers, empty_postgres, cache_dir, tmp_path)
 
     def host(i: int) -> dict:
         cache = tmp_path / f"host-{i}-cache"
-        if not cache.exists():  # linked, not copied: the same bytes, in a folder no other worker uses
-            shutil.copytree(cache_dir, cache, copy_function=os.link)
+        if not cache.exists():  # a folder no other worker uses
+            shutil.copytree(cache_dir, cache, copy_function=_link_or_copy)
         return {"AGENTMEM_CACHE": str(cache)}
 
     observer.host = host
     return observer
+
+
+def _link_or_copy(src, dest):
+    """The same bytes without copying them where both sides are on one filesystem."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
 
 
 def _windows(mem, user):
