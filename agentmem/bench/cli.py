@@ -74,14 +74,25 @@ def eval_serve_users(
 @eval_app.command("parallel")
 def eval_parallel(
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url", envvar="AGENTMEM_REDIS_URL"),
-    facts_per_user: int = typer.Option(8, help="facts of each of the two users"),
+    facts_per_user: int = typer.Option(8, help="facts of each user (one user per shard)"),
     quick: bool = typer.Option(False, help="2 facts per user, for tests"),
+    workers: str = typer.Option("1,2", help="the numbers of worker processes to compare, comma-separated"),
+    postgres: Optional[str] = typer.Option(None, help="a PostgreSQL server URL without a database "
+                                           "(postgresql+psycopg://user@host:5432): each run's ledger in a new "
+                                           "database there, dropped after; default: SQLite"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
 ):
-    """Writers in parallel: facts/s with 2 worker processes on 2 users' shards against 1 worker."""
+    """Writers in parallel: facts/s with N worker processes on N users' shards against 1 worker."""
     from .parallel import parallel_writers_benchmark
 
-    _report(parallel_writers_benchmark(redis_url, facts_per_user, quick, progress=say), out)
+    try:
+        counts = tuple(int(w) for w in workers.split(","))
+        if not counts or min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"--workers must be positive numbers separated by commas, got {workers!r}")
+    _report(parallel_writers_benchmark(redis_url, facts_per_user, quick, progress=say, workers=counts,
+                                       postgres=postgres), out)
 
 
 @eval_app.command("pipeline")
