@@ -56,8 +56,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
 
     current = published.newest(store.layout, ledger)
     # the night's copies run where the editor's model does
-    device = editor.model.device.type
-    replica = Replica(store.base_dir, device)
+    replica = Replica(store.base_dir, editor.model.device.type)
 
     trained = published.trained_on(current and current.adapter_dir)
     gone, unlearn_q = _gone(ledger, trained, facts)
@@ -71,13 +70,9 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
     report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.layout.store))
     try:
-        trainee, _ = model_store.load(store.base_dir, device)
         say(f"sleep: training on {len(examples)} examples ({len(held)} facts refreshed)"
             + (" from the last adapter" if start_from else ""))
-        report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "adapter", start_from, say,
-                                           check=editor.ensure_held)
-        del trainee
-        (work / "adapter" / TRAINED_ON_FILE).write_text(json.dumps(sorted(facts)))
+        report["training"] = _train(editor, replica, cfg, examples, facts, work / "adapter", start_from, say)
         why = _diverged(report["training"])
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
@@ -151,8 +146,7 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
     gone, unlearn_q = _gone(ledger, trained, facts)
     start_from = sleep_now if sleep_now is not None and not gone else None
     held = {fid for fid in trained if stage.get(fid, 0) >= 1} if start_from else set()
-    device = editor.model.device.type
-    replica = Replica(store.base_dir, device)
+    replica = Replica(store.base_dir, editor.model.device.type)
     if shared is not None:
         replica.apply(shared)  # what the user's adapter is added to when served
     examples = _examples(replica, cfg, facts, held, unlearn_q)
@@ -160,13 +154,7 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
     report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.layout.store))
     try:
-        trainee, _ = model_store.load(store.base_dir, device)
-        if shared is not None:
-            _merge_into(trainee, shared)
-        report["training"] = train_adapter(trainee, replica.tok, examples, cfg, work / "sleep", start_from, say,
-                                           check=editor.ensure_held)
-        del trainee
-        (work / "sleep" / TRAINED_ON_FILE).write_text(json.dumps(sorted(facts)))
+        report["training"] = _train(editor, replica, cfg, examples, facts, work / "sleep", start_from, say, shared)
         why = _diverged(report["training"])
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
@@ -225,11 +213,12 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
 
 def users_due(ledger: Ledger, layout: Layout, cfg: SleepConfig) -> list[str]:
     """The users a night would change: facts their night adapter was not trained on, or still graduating."""
+    by_user: dict[str, list[dict]] = {}
+    for r in ledger.facts(status=ACTIVE):
+        if r["scope"] != SHARED:
+            by_user.setdefault(r["scope"], []).append(r)
     due = []
-    for scope in sorted(ledger.scopes()):
-        rows = ledger.facts(status=ACTIVE, scope=scope) if scope != SHARED else []
-        if not rows:
-            continue
+    for scope, rows in sorted(by_user.items()):
         current = newest_user(layout, ledger, scope)
         trained = set(published.trained_on(current and current.sleep))
         if {r["id"] for r in rows} != trained or any(int(r["stage"]) < len(cfg.schedule) - 1 for r in rows):
@@ -282,12 +271,24 @@ def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], held: 
     return examples
 
 
+def _train(editor: WakeEditor, replica: Replica, cfg: SleepConfig, examples: list[Example], facts: dict[str, Fact],
+           dest: Path, start_from: Path | None, say, onto: Published | None = None) -> dict:
+    """Train the night's adapter into `dest` (with the facts it was trained on beside it) on a fresh copy of the
+    base model, or of the shared model as `onto` serves it; returns the training's statistics."""
+    trainee, _ = model_store.load(editor.store.base_dir, editor.model.device.type)
+    if onto is not None:
+        _merge_into(trainee, onto)
+    stats = train_adapter(trainee, replica.tok, examples, cfg, dest, start_from, say, check=editor.ensure_held)
+    (dest / TRAINED_ON_FILE).write_text(json.dumps(sorted(facts)))
+    return stats
+
+
 @torch.no_grad()
 def _merge_into(model, pub: Published) -> None:
     """Make `model` the shared model as `pub` serves it: its edited tensors, and its adapter added in."""
     for name, t in pub.tensors().items():
         param_of(model, name).copy_(t)
-    for name, d in (lora_deltas(pub.adapter_dir) if pub.adapter_dir is not None else {}).items():
+    for name, d in lora_deltas(pub.adapter_dir) if pub.adapter_dir is not None else ():
         param_of(model, name).add_(d.to(model.dtype))
 
 

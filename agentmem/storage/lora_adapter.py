@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import load_file
@@ -98,10 +99,11 @@ def _scale(config: dict, module: str) -> float:
     return alpha / (math.sqrt(r) if config.get("use_rslora") else r)
 
 
-def lora_deltas(src: Path) -> dict[str, torch.Tensor]:
-    """What the PEFT LoRA adapter in folder `src` adds to each weight it targets, by checkpoint name:
-    adding these to the weights answers as the adapter does."""
-    return {f"{module}.weight": (B @ A).float() for module, (B, A) in lora_pairs(src).items()}
+def lora_deltas(src: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """What the PEFT LoRA adapter in folder `src` adds to each weight it targets, as (checkpoint name, change),
+    one at a time (a night adapter targets many): adding these to the weights answers as the adapter does."""
+    for module, (B, A) in lora_pairs(src).items():
+        yield f"{module}.weight", (B @ A).float()
 
 
 def merge_adapters(srcs: list[Path], dest: Path, base_dir: Path) -> int:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINED_ON_FILE, USER_SLEEP_DIR, WEIGHTS_FILE, Layout
 from .ledger import Ledger
-from .lora_adapter import lora_pairs
+from .lora_adapter import lora_deltas
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ class UserAdapter:
     path: Path
 
     def deltas(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """What the adapter adds to each weight it targets, one at a time (a night's adapter targets many)."""
-        for module, (B, A) in lora_pairs(self.path).items():
-            yield f"{module}.weight", (B @ A).float()
+        return lora_deltas(self.path)
 
     @property
     def sleep(self) -> Path | None:

@@ -11,7 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -488,11 +488,8 @@ class WakeEditor:
                 keep = [(f, sc) for f, sc in rest if f not in refit]
                 self._load_weights(self.store.materialise(keep, onto=None if scope == SHARED else
                                                           self.shared_weights()))
-                if drop:
+                with nullcontext() if drop else self._through_user_night(scope):
                     self._write(scope, refit, keep)
-                else:
-                    with self._through_user_night(scope):
-                        self._write(scope, refit, keep)
             if scope == SHARED:
                 return self._publish("forget", [fid], rest, commit)
             return self._publish_user(scope, "forget", [fid], rest, commit, sleep=None if drop else "keep")

@@ -23,7 +23,7 @@ def pair(d_out, d_in, r, seed):
 def test_an_adapter_read_back_gives_the_changes_it_was_written_with_whatever_its_alpha(tmp_path):
     down = pair(6, 10, 3, 0)
     write_lora(tmp_path / "a", {"model.layers.1.mlp.down_proj": down}, tmp_path)
-    got = lora_deltas(tmp_path / "a")
+    got = dict(lora_deltas(tmp_path / "a"))
     assert list(got) == ["model.layers.1.mlp.down_proj.weight"]
     torch.testing.assert_close(got["model.layers.1.mlp.down_proj.weight"], (down[0] @ down[1]).float())
     # a trained adapter's own scale (alpha / r, or alpha / sqrt(r) with rsLoRA) is applied
@@ -32,7 +32,7 @@ def test_an_adapter_read_back_gives_the_changes_it_was_written_with_whatever_its
     del config["rank_pattern"], config["alpha_pattern"]  # as peft writes a trained adapter's
     config_file.write_text(json.dumps({**config, "lora_alpha": 16, "use_rslora": True}))
     scale = 16 / config["r"] ** 0.5
-    torch.testing.assert_close(lora_deltas(tmp_path / "a")["model.layers.1.mlp.down_proj.weight"],
+    torch.testing.assert_close(dict(lora_deltas(tmp_path / "a"))["model.layers.1.mlp.down_proj.weight"],
                                (scale * down[0] @ down[1]).float())
 
 
@@ -45,7 +45,7 @@ def test_merged_adapters_add_what_each_adds_in_one_adapter_of_one_rank(tmp_path)
     assert rank == 8  # the down projection's 3 + 5 columns, padded to an engine's rank
     config = json.loads((tmp_path / "both" / ADAPTER_FILES[0]).read_text())
     assert config["target_modules"] == ["down_proj", "q_proj"] and config["r"] == config["lora_alpha"] == 8
-    got = lora_deltas(tmp_path / "both")
+    got = dict(lora_deltas(tmp_path / "both"))
     torch.testing.assert_close(got["model.layers.1.self_attn.q_proj.weight"], (q[0] @ q[1]).float())
     torch.testing.assert_close(got["model.layers.2.mlp.down_proj.weight"],
                                (down[0] @ down[1] + down2[0] @ down2[1]).float())
