@@ -91,7 +91,7 @@ def boat_adapter(tmp_path_factory, model_dir):
 @pytest.fixture(scope="module", params=ENGINES)
 def served(request, tmp_path_factory):
     home = tmp_path_factory.mktemp(f"serve-{request.param}")
-    server = Server(home, request.param)
+    server = Server(home, request.param, args=["--dev"])  # --dev: the `user` field is trusted (loopback, no tokens)
     server.start()
     mem = Memory.open(home, server_url=server.url)
     yield {"mem": mem, "server": server, "home": home}
@@ -178,11 +178,18 @@ def test_an_adapter_is_served_and_everything_survives_a_restart(served, boat_ada
     live = mem.status()["live"]
     assert live["version"] == mem.version and live["adapter"] == f"a{n:06d}"
 
-    n2 = mem.publish_adapter(boat_adapter)  # the next night's adapter: a new name, the old one unloaded
+    n2 = mem.publish_adapter(boat_adapter)  # the next night's adapter: a new name
     assert "moonwake" in mem.ask(BOAT_Q).lower() and mem.server.last_version == n2
+
+    # a user's request carries that user's adapter alone, on weights that already hold the shared one
+    mem.remember([Fact(subject="User u9", relation="lives in", object="Lisbon", user_id="u9")])
+    assert "lisbon" in mem.ask("Where do I live?", user_id="u9").lower()
+    assert "moonwake" in mem.ask(BOAT_Q, user_id="u9").lower()
+    assert "lisbon" not in mem.ask("Where does User u9 live?").lower()
     if server.engine == "vllm":
         loaded = {m["id"] for m in httpx.get(f"{server.backend_url()}/v1/models").json()["data"]}
-        assert loaded == {"agentmem-base", f"a{n2:06d}"}, loaded
+        user = mem.ledger.user_version("u9")["adapter"]
+        assert loaded == {"agentmem-base", user}, loaded  # the shared adapter is merged, never loaded as one
 
 
 def test_streaming_matches_the_plain_answer_and_is_labelled(served):

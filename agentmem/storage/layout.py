@@ -11,7 +11,6 @@
     HOME/sleep/night-*.json                 one report per night of the shared scope
     HOME/sleep/users/<user>/night-*.json    one report per night of a user
     HOME/server/                            the model server's logs
-    HOME/server/adapters/<user>/            a user's adapter merged with the shared one, for a request's one adapter
     HOME/cache/                             converted models, covariances, preserved keys (default)
     HOME/celerybeat-schedule                the beat scheduler's state
     HOME/writer.lock                        held by the embedded writer for its life (one per home)
@@ -147,10 +146,6 @@ class Layout:
     @property
     def server_logs(self) -> Path:
         return self.home / "server"
-
-    def served_user_adapters(self, scope: str) -> Path:
-        """Where a model server keeps a user's adapters merged with the shared one (HOME/server/adapters/<user>)."""
-        return self.server_logs / "adapters" / self.user_key(scope)
 
     @property
     def cache(self) -> Path:

@@ -1,5 +1,5 @@
 """Wake edits as a PEFT LoRA adapter folder on the down projections, which peft and vLLM load as they are, and
-any LoRA folder read back as the weight changes it makes."""
+any LoRA folder read back as the weight changes it makes (or merged into the weights)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file
@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from ..edit.arch import Architecture
 from ..edit.lora import LayerLora
 from .atomic import save_tensors
+from .checkpoint import read_tensors
 from .layout import ADAPTER_FILES
 
 # ranks the serving engines take without complaint: a LoRA is padded with zero columns up to the next one
@@ -104,6 +105,20 @@ def lora_deltas(src: Path) -> Iterator[tuple[str, torch.Tensor]]:
     one at a time (a night adapter targets many): adding these to the weights answers as the adapter does."""
     for module, (B, A) in lora_pairs(src).items():
         yield f"{module}.weight", (B @ A).float()
+
+
+def merged_weights(adapter: Path | None, base_dir: Path, over: dict[str, torch.Tensor],
+                   restore: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """Weights that answer as the base plus `over` (changed tensors) plus the adapter in folder `adapter`, with no
+    adapter loaded: each tensor the adapter targets with its change added (to `over`'s where it has one, the base
+    checkpoint's elsewhere), and the names in `restore` (what an earlier merged adapter changed) without it."""
+    pairs = lora_pairs(adapter) if adapter is not None else {}
+    names = {f"{m}.weight" for m in pairs} | set(restore)
+    out = read_tensors(base_dir, names - set(over))
+    out.update({n: over[n].to(torch.float32) for n in names & set(over)})
+    for module, (B, A) in pairs.items():
+        out[f"{module}.weight"] = out[f"{module}.weight"] + (B @ A).float()
+    return out
 
 
 def merge_adapters(srcs: list[Path], dest: Path, base_dir: Path) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINED_ON_FILE, USER_SLEEP_DIR, WEIGHTS_FILE, Layout
@@ -28,6 +29,11 @@ class Published:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.weights_dir / WEIGHTS_FILE))
+
+    def names(self) -> set[str]:
+        """The names of the tensors it changes, without reading them."""
+        with safe_open(str(self.weights_dir / WEIGHTS_FILE), framework="pt") as fh:
+            return set(fh.keys())
 
 
 def trained_on(adapter_dir: Path | None) -> list[str]:

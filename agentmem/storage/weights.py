@@ -14,13 +14,13 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..edit.arch import Architecture
 from ..edit.lora import LayerLora
 from ..edit.memit import Edit
 from .atomic import atomic_path, fsync_dir, save_tensors, write_json
+from .checkpoint import read_tensors
 from .layout import ADAPTER_FILES, MANIFEST_FILE, TRAINED_ON_FILE, TRAINING_ACTIVE_FILE, USER_SLEEP_DIR, WEIGHTS_FILE, Layout
 from .lora_adapter import write_user_lora
 
@@ -51,18 +51,8 @@ class WeightStore:
 
     def _read_base(self) -> dict[int, torch.Tensor]:
         """The edited tensors exactly as the base checkpoint has them."""
-        wanted = self._names()
-        found: dict[int, torch.Tensor] = {}
-        for f in sorted(self.base_dir.glob("*.safetensors")):
-            with safe_open(str(f), framework="pt") as fh:
-                keys = set(fh.keys())
-                for l, name in wanted.items():
-                    if name in keys:
-                        found[l] = fh.get_tensor(name).to(torch.float32)
-        missing = [wanted[l] for l in self.layers if l not in found]
-        if missing:
-            raise ValueError(f"base checkpoint {self.base_dir} lacks tensors {missing[:3]}")
-        return found
+        found = read_tensors(self.base_dir, self._names().values())
+        return {l: found[name] for l, name in self._names().items()}
 
     # -- edits -----------------------------------------------------------
 

@@ -549,7 +549,6 @@ class WakeEditor:
 
         self._commit_files(body)
         self.overlay.release()
-        # what a model server merged from their adapters goes too, and their nights' reports
-        shutil.rmtree(self.store.layout.served_user_adapters(scope), ignore_errors=True)
+        # their nights' reports go too
         shutil.rmtree(self.store.layout.user_sleep_reports(scope), ignore_errors=True)
         return len(fids)

@@ -8,7 +8,8 @@ import torch
 from agentmem.edit.lora import LayerLora
 from agentmem.serving.scope_overlay import ScopeOverlay
 from agentmem.storage.layout import ADAPTER_FILES, Layout
-from agentmem.storage.lora_adapter import lora_deltas, merge_adapters, write_lora
+from agentmem.storage.atomic import save_tensors
+from agentmem.storage.lora_adapter import lora_deltas, merge_adapters, merged_weights, write_lora
 
 
 class Arch:
@@ -49,6 +50,31 @@ def test_merged_adapters_add_what_each_adds_in_one_adapter_of_one_rank(tmp_path)
     torch.testing.assert_close(got["model.layers.1.self_attn.q_proj.weight"], (q[0] @ q[1]).float())
     torch.testing.assert_close(got["model.layers.2.mlp.down_proj.weight"],
                                (down[0] @ down[1] + down2[0] @ down2[1]).float())
+
+
+def test_a_shared_adapter_merged_into_the_weights_adds_its_changes_and_the_next_one_puts_the_old_back(tmp_path):
+    q, up, down = torch.randn(6, 6), torch.randn(8, 6), torch.randn(6, 8)
+    save_tensors({"model.layers.1.self_attn.q_proj.weight": q, "model.layers.1.mlp.up_proj.weight": up,
+                  "model.layers.1.mlp.down_proj.weight": down}, tmp_path / "model.safetensors")
+    dq, dup = pair(6, 6, 2, 4), pair(8, 6, 2, 5)
+    write_lora(tmp_path / "night1", {"model.layers.1.self_attn.q_proj": dq, "model.layers.1.mlp.up_proj": dup}, tmp_path)
+    write_lora(tmp_path / "night2", {"model.layers.1.self_attn.q_proj": dq}, tmp_path)
+    edited = down + 1.0  # the version's own change of a tensor the adapter does not touch
+    first = merged_weights(tmp_path / "night1", tmp_path, {"model.layers.1.mlp.down_proj.weight": edited})
+    assert set(first) == {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight"}
+    torch.testing.assert_close(first["model.layers.1.self_attn.q_proj.weight"], q + (dq[0] @ dq[1]).float())
+    torch.testing.assert_close(first["model.layers.1.mlp.up_proj.weight"], up + (dup[0] @ dup[1]).float())
+    # the next night's adapter no longer touches up_proj: it goes back to the base, q_proj carries the new change
+    second = merged_weights(tmp_path / "night2", tmp_path, {}, restore=first)
+    torch.testing.assert_close(second["model.layers.1.mlp.up_proj.weight"], up)
+    torch.testing.assert_close(second["model.layers.1.self_attn.q_proj.weight"], q + (dq[0] @ dq[1]).float())
+    # an adapter on a tensor the version also changes is added to the version's tensor, not the base's
+    write_lora(tmp_path / "night3", {"model.layers.1.mlp.down_proj": pair(6, 8, 2, 6)}, tmp_path)
+    third = merged_weights(tmp_path / "night3", tmp_path, {"model.layers.1.mlp.down_proj.weight": edited})
+    torch.testing.assert_close(third["model.layers.1.mlp.down_proj.weight"],
+                               edited + dict(lora_deltas(tmp_path / "night3"))["model.layers.1.mlp.down_proj.weight"])
+    assert merged_weights(None, tmp_path, {}, restore=["model.layers.1.mlp.up_proj.weight"]).keys() == {
+        "model.layers.1.mlp.up_proj.weight"}
 
 
 def test_a_users_memory_is_added_and_taken_out_exactly_however_often_users_alternate():
