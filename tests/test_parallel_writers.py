@@ -1,7 +1,8 @@
 """Writers in parallel, integration: two real Celery worker processes, each with a cache of its own, one store
 folder, the ledger on the real PostgreSQL, real Redis, two writer shards. Two users' facts arriving at once are
 edited at the same time, each user's in order and exactly once, and the night fans out into one task per user,
-run on both workers; a worker killed mid-batch loses nothing and doubles nothing."""
+run on both workers; two model servers follow the one ledger, and each answers a user with their newest memory;
+a worker killed mid-batch loses nothing and doubles nothing."""
 
 import json
 import os
@@ -12,6 +13,8 @@ import time
 
 import pytest
 
+from agentmem import Memory
+from agentmem.serving.process import ServeProcess
 from agentmem.storage.ledger import ACTIVE, PENDING, SUPERSEDED
 from agentmem.writer.shards import shard_of
 from checks import consistent
@@ -54,6 +57,16 @@ def _link_or_copy(src, dest):
         shutil.copy2(src, dest)
 
 
+def _asked_on_every_server(servers, home, expected):
+    """Each user's question to each server, as `Memory` asks (at least the newest versions the ledger has):
+    whichever server a request lands on answers with the user's newest memory."""
+    for server in servers:
+        with Memory.open(home, server_url=server.url, read_only=True) as reader:
+            for user, city in expected.items():
+                assert city in reader.ask("Where do I live?", user_id=user).lower(), (server.url, user)
+            assert not any(city in reader.ask("Where do I live?", user_id="carl").lower() for city in expected.values())
+
+
 def _windows(mem, user):
     """(start, commit) of each of a user's wake edits: the first PENDING event of its facts to its version."""
     out = []
@@ -65,7 +78,19 @@ def _windows(mem, user):
     return out
 
 
-def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(sharded, workers):  # noqa: F811
+def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(sharded, workers, home):  # noqa: F811
+    # two model servers following the one ledger, each with a cache of its own, as on hosts of their own
+    servers = [ServeProcess(home, "embedded", env=sharded.host(3 + i), args=["--dev"]) for i in range(2)]
+    for server in servers:
+        server.start()
+    try:
+        _edit_and_sleep_two_users(sharded, workers, servers, home)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _edit_and_sleep_two_users(sharded, workers, servers, home):  # noqa: F811
     workers.start(env=sharded.host(0))
     workers.start(warm=False, env=sharded.host(1))  # ready to consume; its own first wake may well go to the other one
     mem = sharded()
@@ -85,6 +110,7 @@ def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(shard
     assert all(re.search(r"wake: \{'batches': [1-9]", t) for t in logs), [t[-2000:] for t in logs]
     overlap = any(a0 < b1 and b0 < a1 for a0, a1 in _windows(mem, "ana") for b0, b1 in _windows(mem, "ben"))
     assert overlap, (_windows(mem, "ana"), _windows(mem, "ben"))
+    _asked_on_every_server(servers, home, {"ana": "porto", "ben": "mombasa"})
 
     # the night: the shared one (nothing to do), then one task per user, spread over the workers
     wake = {u: mem.ledger.latest_user_version(u) for u in USERS}
@@ -98,6 +124,7 @@ def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(shard
     assert all("agentmem.sleep_user" in t and "succeeded" in t for t in logs), [t[-2000:] for t in logs]
     assert "porto" in mem.ask("Where do I live?", user_id="ana").lower()
     assert "mombasa" in mem.ask("Where do I live?", user_id="ben").lower()
+    _asked_on_every_server(servers, home, {"ana": "porto", "ben": "mombasa"})
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(sharded, workers):  # noqa: F811

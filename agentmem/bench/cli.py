@@ -142,13 +142,17 @@ def eval_serve(
     concurrency: int = typer.Option(4, help="requests in flight at once"),
     max_tokens: int = typer.Option(64, help="tokens per chat answer"),
     quick: bool = typer.Option(False, help="small sizes, for tests"),
+    servers: int = typer.Option(1, min=1, help="model servers following the one ledger"),
+    postgres: Optional[str] = typer.Option(None, help="a PostgreSQL server URL without a database: the ledger "
+                                           "in a new database there, dropped after; default: SQLite"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
 ):
-    """Serving benchmark: publish latency p50/p95, bytes per publish, chat tokens/s with and without an adapter."""
+    """Serving benchmark: publish latency p50/p95 (until every server answers with the version), bytes per
+    publish, chat tokens/s with and without an adapter."""
     from .serve import serve_benchmark
 
     result = serve_benchmark(home=home, engine=engine, edits=edits, requests=requests, concurrency=concurrency,
-                             max_tokens=max_tokens, quick=quick, progress=say)
+                             max_tokens=max_tokens, quick=quick, progress=say, servers=servers, postgres=postgres)
     _report(result, out)
 
 

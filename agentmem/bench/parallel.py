@@ -9,12 +9,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..writer.shards import shard_of
 from .data import fictional_facts
-from .suites.common import machine
+from .suites.common import machine, postgres_database
+
 
 def users_on_shards(shards: int) -> list[str]:
     """One user per writer shard: the first ids of the form u0, u1, ... that land on each."""
@@ -42,25 +42,6 @@ def _workers(home: Path, redis_url: str, n: int, env: dict) -> list[subprocess.P
     return procs
 
 
-@contextmanager
-def _database(server: str | None, name: str):
-    """A new PostgreSQL database on `server` (a URL without a database), dropped after; None: SQLite."""
-    if server is None:
-        yield None
-        return
-    from sqlalchemy import create_engine
-
-    admin = create_engine(f"{server.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server.rstrip('/')}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 def parallel_writers_benchmark(redis_url: str, facts_per_user: int = 8, quick: bool = False, progress=None,
                                workers: tuple[int, ...] = (1, 2), postgres: str | None = None) -> dict:
     """Facts/s with each number of `workers` (one thread each) on as many users' shards, the same facts each
@@ -81,7 +62,7 @@ def parallel_writers_benchmark(redis_url: str, facts_per_user: int = 8, quick: b
                  "ledger": "postgresql" if postgres else "sqlite"}
     for n in workers:
         with tempfile.TemporaryDirectory(prefix="agentmem-parallel-") as tmp, \
-                _database(postgres, f"agentmem_bench_{os.getpid()}_{n}") as database_url:
+                postgres_database(postgres, f"agentmem_bench_{os.getpid()}_{n}") as database_url:
             home = Path(tmp) / "home"
             procs = _workers(home, redis_url, n, {**env, **({"AGENTMEM_DATABASE_URL": database_url}
                                                              if database_url else {})})

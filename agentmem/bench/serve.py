@@ -1,11 +1,12 @@
 """The serving benchmark: publish latency (commit to visible in the server), bytes per publish, chat throughput.
 
-Run with `agentmem eval serve [--engine vllm|embedded]`; it starts a real
-`agentmem serve` process on a fresh home and edits facts into it one at a time.
+Run with `agentmem eval serve [--engine vllm|embedded] [--servers N] [--postgres URL]`; it starts N real
+`agentmem serve` processes on a fresh home and edits facts into it one at a time.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -19,7 +20,7 @@ from ..serving.model_store import load
 from ..serving.process import ServeProcess
 from .data import fictional_facts
 from .pipeline import percentile
-from .suites.common import machine
+from .suites.common import machine, postgres_database
 
 CHAT_PROMPTS = [
     "Write a short paragraph about the history of sailing.",
@@ -76,47 +77,62 @@ def _random_adapter(model_dir: Path, dest: Path, rank: int = 16) -> Path:
 
 
 def serve_benchmark(home: Path | None = None, engine: str = "auto", edits: int = 10, requests: int = 16,
-                    concurrency: int = 4, max_tokens: int = 64, quick: bool = False, progress=None) -> dict:
+                    concurrency: int = 4, max_tokens: int = 64, quick: bool = False, progress=None,
+                    servers: int = 1, postgres: str | None = None) -> dict:
+    """`servers` model servers follow one home's ledger (in a fresh PostgreSQL database on server `postgres`, else
+    SQLite): the publish latency is measured on each, and until every one answers with the version."""
     say = progress or (lambda m: None)
     if quick:
         edits, requests, concurrency, max_tokens = 3, 4, 2, 16
     tmp = tempfile.TemporaryDirectory(prefix="agentmem-serve-bench-") if home is None else None
     home = Path(tmp.name if tmp else home)
-    server = ServeProcess(home, engine)
-    say(f"starting agentmem serve --engine {engine}")
-    server.start()
-    try:
-        with Memory.open(home, server_url=server.url) as mem:
-            latencies, applies, sizes = [], [], []
-            for i, fact in enumerate(fictional_facts(edits, seed=23)):
-                mem.remember([fact])
-                n = mem.version
-                committed = mem.ledger.version(n)["ts"]
-                latencies.append(_visible_after(server.url, n) - committed)
-                sizes.append(_dir_bytes(mem.layout.version_dir(n)))
-                live = mem.ledger.live()
-                if live and live["version"] == n:
-                    applies.append(live["apply_s"])
-                say(f"edit {i + 1}/{edits}: visible {latencies[-1]:.3f} s after commit")
-            checkpoint = sum(p.stat().st_size for p in mem.model_dir.glob("*.safetensors"))
-            say("chat throughput without an adapter")
-            plain = _throughput(server.url, requests, concurrency, max_tokens)
-            adapter = _random_adapter(mem.model_dir, home / "bench-adapter")
-            n = mem.publish_adapter(adapter)
-            adapter_latency = _visible_after(server.url, n) - mem.ledger.version(n)["ts"]
-            say("chat throughput with an adapter")
-            with_adapter = _throughput(server.url, requests, concurrency, max_tokens)
-            engine_name = httpx.get(f"{server.url}/health").json()["engine"]
-    finally:
-        server.stop()
-        if tmp:
-            tmp.cleanup()
+    with postgres_database(postgres, f"agentmem_serve_bench_{os.getpid()}") as database_url:
+        env = {"AGENTMEM_DATABASE_URL": database_url} if database_url else {}
+        procs = [ServeProcess(home, engine, env=env) for _ in range(servers)]
+        try:
+            for i, server in enumerate(procs):
+                say(f"starting agentmem serve --engine {engine} ({i + 1} of {servers})")
+                server.start()
+            urls = [s.url for s in procs]
+            with Memory.open(home, server_url=urls[0], database_url=database_url) as mem:
+                latencies, applies, sizes = [[] for _ in urls], [], []
+                for i, fact in enumerate(fictional_facts(edits, seed=23)):
+                    mem.remember([fact])
+                    n = mem.version
+                    committed = mem.ledger.version(n)["ts"]
+                    for seen, url in zip(latencies, urls):
+                        seen.append(_visible_after(url, n) - committed)
+                    sizes.append(_dir_bytes(mem.layout.version_dir(n)))
+                    live = mem.ledger.live()
+                    if live and live["version"] == n:
+                        applies.append(live["apply_s"])
+                    say(f"edit {i + 1}/{edits}: visible on every server {max(s[-1] for s in latencies):.3f} s "
+                        "after commit")
+                checkpoint = sum(p.stat().st_size for p in mem.model_dir.glob("*.safetensors"))
+                say("chat throughput without an adapter")
+                plain = _throughput(urls[0], requests, concurrency, max_tokens)
+                adapter = _random_adapter(mem.model_dir, home / "bench-adapter")
+                n = mem.publish_adapter(adapter)
+                adapter_latency = [_visible_after(url, n, timeout=600) - mem.ledger.version(n)["ts"] for url in urls]
+                say("chat throughput with an adapter")
+                with_adapter = _throughput(urls[0], requests, concurrency, max_tokens)
+                engine_name = httpx.get(f"{urls[0]}/health").json()["engine"]
+        finally:
+            for server in procs:
+                server.stop()
+            if tmp:
+                tmp.cleanup()
+    every = [max(per_edit) for per_edit in zip(*latencies)]  # until the last server answers with it
     return {
+        "machine": machine(),
         "engine": engine_name,
-        "publish_latency_s": {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
-                              "max": round(max(latencies), 3), "n": len(latencies),
+        "servers": servers,
+        "ledger": "postgresql" if postgres else "sqlite",
+        "publish_latency_s": {"p50": percentile(every, 0.5), "p95": percentile(every, 0.95),
+                              "max": round(max(every), 3), "n": len(every),
+                              "per_server_p50": [percentile(s, 0.5) for s in latencies],
                               "server_apply_p50": percentile(applies, 0.5)},
-        "adapter_publish_latency_s": round(adapter_latency, 3),
+        "adapter_publish_latency_s": round(max(adapter_latency), 3),
         "bytes_per_publish": int(statistics.median(sizes)),
         "checkpoint_bytes": checkpoint,
         "bytes_fraction": round(statistics.median(sizes) / checkpoint, 4),

@@ -16,6 +16,25 @@ import torch
 from ...measure import recall
 
 
+@contextmanager
+def postgres_database(server: str | None, name: str):
+    """A new PostgreSQL database on `server` (a URL without a database), dropped after; None: SQLite."""
+    if server is None:
+        yield None
+        return
+    from sqlalchemy import create_engine
+
+    admin = create_engine(f"{server.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server.rstrip('/')}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def machine() -> dict:
     """The hardware and thread settings a number was measured with (timings depend on all of them)."""
     cpu = platform.processor() or platform.machine()
