@@ -22,9 +22,41 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*Dockerfile"))
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+MULTIHOST_FILE = DOCKER / "compose.multihost.yaml"
 USER = "10001"
 # what the vLLM image already has, in the versions vLLM was built with
 FROM_VLLM = {"torch", "transformers", "fastapi", "uvicorn", "httpx"}
+
+
+class Tagged:
+    """A value under one of Compose's merge tags (!reset, !override) in an override file."""
+
+    def __init__(self, tag: str, value):
+        self.tag, self.value = tag, value
+
+    def __repr__(self):
+        return f"{self.tag} {self.value!r}"
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """safe_load, plus the merge tags Compose reads in override files (safe_load refuses any custom tag)."""
+
+
+def _tagged(loader: ComposeLoader, node: yaml.Node) -> Tagged:
+    if isinstance(node, yaml.MappingNode):
+        return Tagged(node.tag, loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return Tagged(node.tag, loader.construct_sequence(node, deep=True))
+    return Tagged(node.tag, loader.construct_scalar(node))
+
+
+for _tag in ("!reset", "!override"):
+    ComposeLoader.add_constructor(_tag, _tagged)
+MULTIHOST = yaml.load(MULTIHOST_FILE.read_text(), Loader=ComposeLoader)  # noqa: S506 (a safe loader)
+# the roles, as Compose profiles; the state services run on one host only, and every other host reaches them there
+STATE = {"redis", "postgres"}
+AGENTMEM_SERVICES = ("api", "worker", "beat", "vllm")
+MULTIHOST_COMMAND = "docker compose -f docker/compose.yaml -f docker/compose.multihost.yaml"
 
 
 def stages(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
@@ -143,13 +175,16 @@ def test_the_gpu_image_refuses_a_transformers_outside_pyprojects_range():
     assert f"S('{wanted}')" in (DOCKER / "vllm.Dockerfile").read_text()
 
 
-def test_every_agentmem_variable_is_a_setting_and_the_compose_values_are_valid(monkeypatch, tmp_path):
-    texts = [p.read_text() for p in DOCKERFILES] + [(DOCKER / "compose.yaml").read_text()]
+@pytest.mark.parametrize("multihost", [False, True], ids=["compose", "multihost"])
+def test_every_agentmem_variable_is_a_setting_and_the_compose_values_are_valid(monkeypatch, tmp_path, multihost):
+    texts = [p.read_text() for p in DOCKERFILES] + [(DOCKER / "compose.yaml").read_text(), MULTIHOST_FILE.read_text()]
     names = {n for t in texts for n in re.findall(r"\bAGENTMEM_[A-Z_]+\b", t)}
     fields = {f"AGENTMEM_{f.upper()}" for f in Settings.model_fields}
     assert names and names <= fields, f"not settings: {sorted(names - fields)}"
-    for name in ("api", "worker", "beat", "vllm"):
-        env = COMPOSE["services"][name]["environment"]
+    for name in AGENTMEM_SERVICES:
+        env = dict(COMPOSE["services"][name]["environment"])
+        if multihost:  # what a host of many sees: the override file's values over compose.yaml's
+            env.update(MULTIHOST["services"][name].get("environment", {}))
         for key, value in env.items():
             # what compose substitutes: a ${VAR:-default} takes its default, a required ${VAR:?...} a sample
             value = re.sub(r"\$\{(\w+):-([^}]*)\}", r"\2", str(value))
@@ -223,3 +258,81 @@ def test_the_gpu_image_installs_what_pyproject_requires():
         assert pinned.get(name) == spec, f"vllm.Dockerfile installs {name}{pinned.get(name, ' (nothing)')}, " \
                                          f"pyproject.toml requires {dep}"
     assert set(pinned) <= {re.match(r"[A-Za-z0-9_.\-\[\]]+", d).group(0) for d in deps}
+
+
+def _profiles(name: str) -> list[str]:
+    return MULTIHOST["services"].get(name, {}).get("profiles", [])
+
+
+def test_the_multihost_file_gives_every_service_a_role_and_the_state_its_own():
+    services = MULTIHOST["services"]
+    # an override file only: a service it named that compose.yaml lacks would be a half-defined new one
+    assert set(services) <= set(COMPOSE["services"]), sorted(set(services) - set(COMPOSE["services"]))
+    # a service without a profile starts on every host: none may, the state services and the volume owner included
+    unassigned = [name for name in COMPOSE["services"] if not _profiles(name)]
+    assert not unassigned, f"no profile, so on every host: {unassigned}"
+    for name in STATE:
+        assert _profiles(name) == ["state"], f"{name} runs on the state host only"
+        # published, since the other hosts reach it there
+        assert services[name]["ports"], f"{name} publishes no port for the other hosts"
+    for name in AGENTMEM_SERVICES:
+        assert "state" not in _profiles(name), f"{name} is in the state profile"
+    # beat is one for the whole home: a profile of its own, so that starting writers on many hosts starts one beat
+    assert _profiles("beat") == ["beat"] and all("beat" not in _profiles(n) for n in services if n != "beat")
+    assert "writers" in _profiles("worker") and "serving" in _profiles("vllm") and "api" in _profiles("api")
+
+
+def test_every_agentmem_service_on_many_hosts_reaches_the_state_host_and_waits_for_no_service_there():
+    services = MULTIHOST["services"]
+    for name in AGENTMEM_SERVICES:
+        env = services[name]["environment"]
+        redis_url, database_url = env["AGENTMEM_REDIS_URL"], env["AGENTMEM_DATABASE_URL"]
+        assert redis_url == "redis://${STATE_HOST:?set STATE_HOST}:6379/0", f"{name}: {redis_url}"
+        assert database_url.startswith("postgresql+psycopg://agentmem:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}@")
+        assert "@${STATE_HOST:?set STATE_HOST}:5432/agentmem" in database_url, f"{name}: {database_url}"
+        assert "//redis:" not in redis_url and "@postgres:" not in database_url
+        # redis and postgres are not started on this host: a depends_on on them would be refused, so it is reset
+        depends_on = services[name]["depends_on"]
+        assert isinstance(depends_on, Tagged) and depends_on.tag == "!reset", f"{name}: depends_on is {depends_on!r}"
+        # the home, its path and its number of writer shards stay compose.yaml's, the same on every host
+        assert not {"AGENTMEM_HOME", "AGENTMEM_WRITER_SHARDS"} & set(env), f"{name} changes the home or the shards"
+        assert "volumes" not in services[name], f"{name} mounts the store elsewhere than compose.yaml's /data"
+        assert "store:/data" in COMPOSE["services"][name]["volumes"]
+    # one model server per GPU host, on one port, rather than compose.yaml's two and their port range
+    vllm = services["vllm"]
+    assert vllm["deploy"]["replicas"] == 1
+    ports = vllm["ports"]
+    assert isinstance(ports, Tagged) and ports.tag == "!override" and ports.value == ["8000:8000"]
+
+
+def test_the_store_on_many_hosts_is_one_nfs_export_mounted_as_docs_scaling_asks():
+    store = MULTIHOST["volumes"]["store"]
+    assert set(MULTIHOST["volumes"]) == {"store"}, "only the store is shared: Redis and PostgreSQL keep local volumes"
+    assert store["driver"] == "local"
+    opts = store["driver_opts"]
+    assert opts["type"] == "nfs"
+    assert opts["device"] == ":${NFS_EXPORT:?set NFS_EXPORT}"
+    mount = dict(o.partition("=")[::2] for o in opts["o"].split(","))
+    assert mount["addr"] == "${NFS_SERVER:?set NFS_SERVER}"
+    assert mount["nfsvers"].startswith("4")  # NFS v3/v4 rename atomically on the server
+    assert "hard" in mount and "soft" not in mount  # a soft mount gives up on a timeout: a write can be lost
+    # docs/scaling.md: `actimeo` low or `lookupcache=positive`, so other hosts see a new version folder promptly
+    scaling = (ROOT / "docs" / "scaling.md").read_text()
+    assert "`actimeo` low" in scaling and "`lookupcache=positive`" in scaling
+    assert int(mount["actimeo"]) <= 1 and mount["lookupcache"] == "positive"
+    assert "compose.multihost.yaml" in scaling, "docs/scaling.md does not say how to run on many hosts"
+
+
+def test_the_multihost_header_says_how_each_host_starts_and_what_it_needs():
+    text = MULTIHOST_FILE.read_text()
+    header = "\n".join(line for line in text.split("\n\n")[0].splitlines() if line.startswith("#"))
+    assert header and text.startswith("#")
+    profiles = {p for name in MULTIHOST["services"] for p in _profiles(name)}
+    commands = [line.strip("# ") for line in header.splitlines() if MULTIHOST_COMMAND in line]
+    for profile in profiles:
+        assert any(re.search(rf"--profile {profile}\b", c) for c in commands), f"the header starts no {profile!r}"
+    for command in commands:
+        assert re.fullmatch(rf"{re.escape(MULTIHOST_COMMAND)}( --profile [a-z]+)+ (up -d|run --rm owner)", command)
+    # every variable the file requires is one the header tells the operator to set
+    for var in set(re.findall(r"\$\{(\w+):\?", text)):
+        assert var in header, f"the header does not name {var}"
