@@ -86,7 +86,7 @@ class MemoryCollector:
 
 
 def _recall_audit(night: dict):
-    """The last night's chat-recall audit: every active fact asked before and after consolidation."""
+    """The last night's chat-recall audit: its fresh facts and a sample of the held ones, asked before and after."""
     recall = GaugeMetricFamily("agentmem_recall_audit_ratio", "chat recall measured by the last night",
                                labels=["phase"])
     for phase in ("before", "after"):

@@ -120,7 +120,7 @@ def test_cuda_edits_match_the_cpu_and_everything_stays_on_the_gpu(tmp_path, tiny
         gpu.remember(FACTS)
         night = gpu.sleep()
         print("night:", {k: night.get(k) for k in ("outcome", "training", "before", "after")})
-        assert night["training"]["steps"] > 0 and math.isfinite(night["training"]["loss_last"])
+        assert night["parts"]["training"]["steps"] > 0 and math.isfinite(night["parts"]["training"]["loss_last"])
         assert night["outcome"] == "published" or night["outcome"].startswith("rolled back")
         assert {p.device.type for p in gpu.model.parameters()} == {"cuda"}
         # the night's version (adapter included) answers on the GPU as a CPU reader of the same home does

@@ -163,12 +163,20 @@ def eval_sleep(
     facts_per_day: int = typer.Option(50, "--facts-per-day"),
     quick: bool = typer.Option(False, help="2 days of 6 facts, for tests"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run saved under --home from its last finished day"),
 ):
-    """Sleep benchmark: recall, paraphrase recall, perplexity drift, dissolved edits and night duration per day."""
+    """Sleep benchmark: recall, paraphrase recall, perplexity drift, dissolved edits, night duration and work per day."""
     from .sleep import sleep_benchmark
 
-    result = sleep_benchmark(home=home, days=days, facts_per_day=facts_per_day, quick=quick,
-                             progress=say)
+    from .run_state import RunStateError
+
+    if resume and home is None:
+        fail("--resume needs the --home the run was saved in")
+    try:
+        result = sleep_benchmark(home=home, days=days, facts_per_day=facts_per_day, quick=quick,
+                                 progress=say, resume=resume)
+    except RunStateError as e:
+        fail(str(e))
     _report(result, out)
 
 
@@ -241,11 +249,21 @@ def eval_sweeps(lambdas: str = typer.Option("250,1000,4000,15000"),
 @eval_app.command("week")
 def eval_week(days: int = typer.Option(7), facts_per_day: int = typer.Option(20, "--facts-per-day"),
               quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
-              doc: Optional[Path] = SuiteDoc):
-    """Simulated days of new facts with a night after each: recall and perplexity per day."""
+              doc: Optional[Path] = SuiteDoc,
+              resume: bool = typer.Option(False, "--resume", help="continue the run saved under --home (its "
+                                          "memory and sleep-state.json, saved after every day) where it stopped")):
+    """Simulated days of new facts with a night after each: recall, perplexity and the night's work per day."""
     from .suites import week
 
-    _suite_report(week(days, facts_per_day, quick, home, say), out, doc)
+    from .run_state import RunStateError
+
+    if resume and home is None:
+        fail("--resume needs the --home the run was saved in")
+    try:
+        result = week(days, facts_per_day, quick, home, say, resume)
+    except RunStateError as e:
+        fail(str(e))
+    _suite_report(result, out, doc)
 
 
 @eval_app.command("counterfact")

@@ -2,7 +2,9 @@
 
 Run with `agentmem eval sleep`; it prints, per day, chat and paraphrase recall
 of every fact so far, perplexity against the base model, the fraction of MEMIT
-edits dissolved and the night's duration.
+edits dissolved, and the night's duration and work (training steps, recall
+asks, seconds per part). With a home it saves its results after each day's
+edits, night and measurement, and `resume` continues from there.
 """
 
 from __future__ import annotations
@@ -16,50 +18,78 @@ from ..memory import Memory
 from ..serving.model_store import load
 from ..storage.ledger import ACTIVE
 from .data import fictional_facts
+from .run_state import RunState
 
 
 def sleep_benchmark(home: Path | None = None, days: int = 3, facts_per_day: int = 50, quick: bool = False,
-                    progress=None) -> dict:
+                    progress=None, resume: bool = False) -> dict:
     say = progress or (lambda m: None)
     if quick:
         days, facts_per_day = 2, 6
+    if resume and home is None:
+        raise ValueError("a run resumes from the home it was saved in: give its home")
     tmp = tempfile.TemporaryDirectory(prefix="agentmem-sleep-bench-") if home is None else None
     home = Path(tmp.name if tmp else home)
     facts = fictional_facts(days * facts_per_day, seed=31)
-    out = {"days": [], "facts_per_day": facts_per_day}
     try:
+        state = RunState.open(home, "sleep", {"facts_per_day": facts_per_day}, resume)
+        out = state.data.setdefault("result", {"days": [], "facts_per_day": facts_per_day})
         with Memory.open(home, progress=progress) as mem:
-            base, tok = load(mem.model_dir)
-            ppl_base = perplexity(base, tok)
-            del base
-            out["perplexity_base"] = round(ppl_base, 3)
-            for day in range(days):
-                today = facts[day * facts_per_day: (day + 1) * facts_per_day]
-                t0 = time.perf_counter()
-                for i in range(0, len(today), 10):
-                    mem.remember(today[i: i + 10])
-                wake_s = time.perf_counter() - t0
-                say(f"day {day + 1}: {len(today)} facts edited in {wake_s:.0f} s; sleeping")
-                night = mem.sleep()
-                so_far = facts[: (day + 1) * facts_per_day]
-                with mem.reading() as reader:
-                    r = recall(reader, tok, so_far)
-                    ppl = perplexity(reader, tok)
-                active = mem.ledger.facts(status=ACTIVE)
-                row = {
-                    "day": day + 1, "facts_so_far": len(so_far), "wake_seconds": round(wake_s, 1),
-                    "night": night["outcome"], "night_seconds": night["seconds"],
-                    "chat_recall": round(r["chat"], 3), "paraphrase_recall": round(r["paraphrase"], 3),
-                    "raw_recall": round(r["raw"], 3),
-                    "perplexity": round(ppl, 3), "perplexity_vs_base": round(ppl / ppl_base - 1, 4),
-                    "dissolved": round(sum(f["scale"] == 0 for f in active) / max(len(active), 1), 3),
-                    "stage_counts": {s: sum(f["stage"] == s for f in active) for s in range(4)},
-                }
+            tok = mem.tokenizer
+            if "perplexity_base" not in out:
+                base, _ = load(mem.model_dir)
+                out["perplexity_base"] = perplexity(base, tok)
+                del base
+                state.save()
+            for day in range(len(out["days"]) + 1, days + 1):
+                today = facts[(day - 1) * facts_per_day: day * facts_per_day]
+                # a day stopped part way resumes after its last finished step: edits, night, measurement
+                done = state.data.get("today") or {}
+                if done.get("day") != day:
+                    done = state.data["today"] = {"day": day}
+                if "wake_seconds" not in done:
+                    t0 = time.perf_counter()
+                    for i in range(0, len(today), 10):
+                        mem.remember(today[i: i + 10])
+                    done["wake_seconds"] = round(time.perf_counter() - t0, 1)
+                    state.save()
+                if "night" not in done:
+                    say(f"day {day}: {len(today)} facts edited in {done['wake_seconds']:.0f} s; sleeping")
+                    night = mem.sleep()
+                    done["night"] = {k: night.get(k) for k in ("outcome", "seconds", "parts")}
+                    state.save()
+                row = _measure(mem, tok, day, facts[: day * facts_per_day], done, out["perplexity_base"])
+                first = out["days"][0]["night_seconds"] if out["days"] else row["night_seconds"]
+                row["night_vs_first"] = round(row["night_seconds"] / first, 2)
                 out["days"].append(row)
-                say(f"day {day + 1}: {row}")
+                del state.data["today"]
+                state.save()
+                say(f"day {day}: {row}")
     finally:
         if tmp:
             tmp.cleanup()
-    out["goals"] = {"chat_recall": 0.95, "paraphrase_recall": 0.85, "perplexity_vs_base": 0.05,
-                    "night_seconds": 900}
-    return out
+    return {**out, "perplexity_base": round(out["perplexity_base"], 3), "days": out["days"][:days],
+            "goals": {"chat_recall": 0.95, "paraphrase_recall": 0.85, "perplexity_vs_base": 0.05,
+                      "night_seconds": 600, "night_vs_first": 1.25}}
+
+
+def _measure(mem: Memory, tok, day: int, so_far: list, done: dict, ppl_base: float) -> dict:
+    """The day's row: recall of every fact so far and perplexity as served after its night, and the night's work."""
+    with mem.reading() as reader:
+        r = recall(reader, tok, so_far)
+        ppl = perplexity(reader, tok)
+    active = mem.ledger.facts(status=ACTIVE)
+    night = done["night"]
+    parts = night["parts"]
+    return {
+        "day": day, "facts_so_far": len(so_far), "wake_seconds": done["wake_seconds"],
+        "night": night["outcome"], "night_seconds": night["seconds"],
+        "night_steps": parts.get("training", {}).get("steps", 0),
+        "night_asks": parts.get("audit", {}).get("asks", 0) + parts.get("graduation", {}).get("asks", 0),
+        "night_parts": parts,
+        "chat_recall": round(r["chat"], 3), "paraphrase_recall": round(r["paraphrase"], 3),
+        "raw_recall": round(r["raw"], 3),
+        "perplexity": round(ppl, 3), "perplexity_vs_base": round(ppl / ppl_base - 1, 4),
+        "dissolved": round(sum(f["scale"] == 0 for f in active) / max(len(active), 1), 3),
+        "stage_counts": {str(s): sum(f["stage"] == s for f in active) for s in range(len(mem.settings.sleep.schedule))},
+    }

@@ -23,7 +23,12 @@ class SleepConfig(BaseModel):
     lowest_layer: float = Field(0.0, ge=0, lt=1)
     # MEMIT scale by stage: a fact whose recall holds with its edit at 0 moves one stage on
     schedule: list[float] = [1.0, 0.5, 0.1, 0.0]
-    # the gate: a night is rolled back if recall falls by more, or perplexity rises by more
+    # the gate: a night is rolled back if recall of the facts it audits falls by more, or perplexity rises by more
     max_recall_drop: float = Field(0.0, ge=0, le=1)
     max_perplexity_rise: float = Field(0.05, ge=0)
+    # A night's cost follows the day's new facts, not every fact ever learned: facts the adapter it starts from
+    # already holds are drawn at random, anew each night, for the two parts that would otherwise grow.
+    refresh_sample: int = Field(16, ge=0, description="held facts retrained with one question each per night, "
+                                                      "those of a relation a new fact has first")
+    audit_sample: int = Field(32, ge=0, description="held facts whose recall the gate checks beside every new one")
     seed: int = 0

@@ -1,21 +1,27 @@
-"""One night of sleep: train the adapter on a scope's facts, graduate facts whose recall holds without their edit,
-gate, publish. The shared scope's night (run_night) and each user's (run_user_night) are gated and published
-apart: a user's night trains that user's own adapter on the shared model as served, and publishes only them.
+"""One night of sleep: train the adapter on the day's facts, graduate the facts that are due, gate, publish.
+The shared scope's night (run_night) and each user's (run_user_night) are gated and published apart: a user's
+night trains that user's own adapter on the shared model as served, and publishes only them.
 
 Per fact, stage 0..3 sets its MEMIT scale from the schedule (1.0, 0.5, 0.1,
-0.0): after training, every active fact is tested with its edit at scale 0;
-a pass moves it one stage on, a fail back to 0. The night is published (new
-adapter, new scales, one version) only if recall of all facts and perplexity
-pass the gate; otherwise nothing served changes and the report says why.
+0.0): after training, every fact not yet at the last stage is tested with its
+edit at scale 0; a pass moves it one stage on, a fail back to 0. Each part is
+bounded by the day's new facts and fixed sizes, not by every fact ever learned:
+facts the adapter the night starts from already holds are refreshed and audited
+through random samples (audit.plan_night). The night is published (new
+adapter, new scales, one version) only if recall of the audited facts and
+perplexity pass the gate; otherwise nothing served changes and the report says
+why. The report's `parts` say where the night's time went.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,48 +38,62 @@ from ..storage.ledger import ACTIVE, FORGOTTEN, SLEEP_ROLLED_BACK, SUPERSEDED, U
 from ..storage.lora_adapter import lora_deltas, merge_adapters, write_user_lora
 from ..storage.published import Published, newest_user
 from ..writer.editor import WakeEditor
+from .audit import NightPlan, estimate, plan_night
 from .config import SleepConfig
 from .train import REPLAY_QUESTIONS, Example, fact_examples, sample_texts, train_adapter
 
 
 def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
+    if not facts:
+        return {}
     answers = generate.chat_many(replica.net, replica.tok, [f.questions()[0] for f in facts.values()], 20)
     return {fid: contains(a, f.object) for (fid, f), a in zip(facts.items(), answers)}
 
 
+@contextmanager
+def _clock(report: dict, name: str):
+    """Add the block's seconds to the report's part `name` (a part may run in several blocks); yields the part."""
+    part = report["parts"].setdefault(name, {"seconds": 0.0})
+    t0 = time.perf_counter()
+    try:
+        yield part
+    finally:
+        part["seconds"] = round(part["seconds"] + time.perf_counter() - t0, 2)
+
+
 def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=None,
               night: str | None = None) -> dict:
-    """Consolidate every active fact; returns the night's report (also written to `reports_dir`).
+    """Consolidate the shared scope's active facts; returns the night's report (also written to `reports_dir`).
 
     With a `night` id the ledger records its start, and its end in the transaction that commits its outcome.
     """
     say = progress or (lambda m: None)
     t_start = time.perf_counter()
     ledger, store = editor.ledger, editor.store
-    facts, stage, report = _begin(editor, SHARED, cfg, night)  # users' facts stay in their own adapters
+    facts, stage, scale, report = _begin(editor, SHARED, cfg, night)  # users' facts stay in their own adapters
     if not facts:
         return _nothing(editor, report, reports_dir, t_start, night)
 
-    current = published.newest(store.layout, ledger)
-    # the night's copies run where the editor's model does
-    replica = Replica(store.base_dir, editor.model.device.type)
-
-    trained = published.trained_on(current and current.adapter_dir)
-    gone, unlearn_q = _gone(ledger, trained, facts)
-    say(f"sleep: {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
-    # Cumulative, on top of the last adapter; a night after a forget or a replacement starts afresh:
-    # unlearning on top of the old adapter left a forgotten answer in place.
-    start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
-    held = {fid for fid in trained if stage.get(fid, 0) >= 1} if start_from else set()
-    # what the base model says, for replay and for unlearning facts that were forgotten or replaced
-    examples = _examples(replica, cfg, facts, held, unlearn_q)
-    report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
+    with _clock(report, "prepare") as part:
+        current = published.newest(store.layout, ledger)
+        # the night's copies run where the editor's model does
+        replica = Replica(store.base_dir, editor.model.device.type)
+        trained = published.trained_on(current and current.adapter_dir)
+        gone, unlearn_q = _gone(ledger, trained, facts)
+        # Cumulative, on top of the last adapter; a night after a forget or a replacement starts afresh:
+        # unlearning on top of the old adapter left a forgotten answer in place.
+        start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
+        plan = _plan(cfg, facts, stage, trained if start_from else [], current.version if current else 0)
+        # what the base model says, for replay and for unlearning facts that were forgotten or replaced
+        examples = _examples(replica, cfg, facts, plan, unlearn_q, part)
+    say(f"sleep: {len(facts)} facts ({len(plan.fresh)} fresh, {len(plan.refresh)} of {len(plan.held)} held "
+        f"refreshed), {len(unlearn_q)} questions to unlearn")
+    audited, due = _subset(facts, plan.audited), _subset(facts, plan.due)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.layout.store))
     try:
-        say(f"sleep: training on {len(examples)} examples ({len(held)} facts refreshed)"
-            + (" from the last adapter" if start_from else ""))
-        report["training"] = _train(editor, replica, cfg, examples, facts, work / "adapter", start_from, say)
-        why = _diverged(report["training"])
+        with _clock(report, "training") as part:
+            part.update(_train(editor, replica, cfg, examples, facts, work / "adapter", start_from, say))
+        why = _diverged(part)
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
 
@@ -81,40 +101,28 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         editor.ensure_held()
         if current is not None:
             replica.apply(current)
-        t0 = time.perf_counter()
-        before = _chat_recall(replica, facts)
-        ppl_before = perplexity(replica.net, replica.tok)
-        report["before"] = {"recall": _frac(before), "perplexity": round(ppl_before, 3),
-                            "seconds": round(time.perf_counter() - t0, 1)}
+        before, ppl_before = _audit(report, replica, audited)
 
-        # graduation: every fact's edit at 0 together, recall asked of the new adapter alone
+        # graduation: every edit at 0 together, recall of the due facts asked of the new adapter alone
         editor.ensure_held()
         replica.set_adapter(f"night-{int(time.time())}", work / "adapter")
         replica.set_tensors(store.named(store.materialise([])))
-        t0 = time.perf_counter()
-        alone = _chat_recall(replica, facts)
-        new_stage = {fid: min(stage[fid] + 1, len(cfg.schedule) - 1) if alone[fid] else 0 for fid in facts}
-        scales = {fid: cfg.schedule[s] for fid, s in new_stage.items()}
-        report["adapter_alone"] = {"recall": _frac(alone), "seconds": round(time.perf_counter() - t0, 1)}
+        with _clock(report, "graduation") as part:
+            alone = _chat_recall(replica, due)
+            part["asks"] = len(due)
+        new_stage, scales = _graduate(cfg, stage, scale, alone)
 
         # after: the new adapter with the new scales, as it would be served
         editor.ensure_held()
         after_active = [(fid, scales[fid]) for fid in facts]
         replica.set_tensors(store.named(store.materialise(after_active)))
-        after = _chat_recall(replica, facts)
-        ppl_after = perplexity(replica.net, replica.tok)
-        report["after"] = {"recall": _frac(after), "perplexity": round(ppl_after, 3)}
-        report["stages"] = {fid: {"fact": facts[fid].statement, "stage": [stage[fid], new_stage[fid]],
-                                  "scale": scales[fid], "recalled_alone": alone[fid], "recalled": after[fid]}
-                            for fid in facts}
+        after, ppl_after = _audit(report, replica, audited)
+        _recall_report(report, plan, before, alone, after, ppl_before, ppl_after, new_stage, stage, scales,
+                       lambda fid: {"fact": facts[fid].statement})
 
         why = _gate(cfg, before, after, ppl_before, ppl_after)
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
-
-        graduated = sum(1 for s in scales.values() if s == 0)
-        report["dissolved"] = round(graduated / len(facts), 3)
-
         commit = _committer(ledger, report, t_start, night, new_stage, scales, gone)
         editor.publish_night(work / "adapter", [TRAINED_ON_FILE], sorted(facts), after_active, commit)
         return _finish(report, reports_dir)
@@ -135,27 +143,29 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
     say = progress or (lambda m: None)
     t_start = time.perf_counter()
     ledger, store = editor.ledger, editor.store
-    facts, stage, report = _begin(editor, scope, cfg, night)
+    facts, stage, scale, report = _begin(editor, scope, cfg, night)
     if not facts:
         return _nothing(editor, report, reports_dir, t_start, night)
 
-    shared = published.newest(store.layout, ledger)
-    current = newest_user(store.layout, ledger, scope)
-    sleep_now = current and current.sleep
-    trained = published.trained_on(sleep_now)
-    gone, unlearn_q = _gone(ledger, trained, facts)
-    start_from = sleep_now if sleep_now is not None and not gone else None
-    held = {fid for fid in trained if stage.get(fid, 0) >= 1} if start_from else set()
-    replica = Replica(store.base_dir, editor.model.device.type)
-    if shared is not None:
-        replica.apply(shared)  # what the user's adapter is added to when served
-    examples = _examples(replica, cfg, facts, held, unlearn_q)
-    say(f"sleep: one user's {len(facts)} facts, {len(unlearn_q)} questions to unlearn")
-    report["prepare_seconds"] = round(time.perf_counter() - t_start, 1)
+    with _clock(report, "prepare") as part:
+        shared = published.newest(store.layout, ledger)
+        current = newest_user(store.layout, ledger, scope)
+        sleep_now = current and current.sleep
+        trained = published.trained_on(sleep_now)
+        gone, unlearn_q = _gone(ledger, trained, facts)
+        start_from = sleep_now if sleep_now is not None and not gone else None
+        plan = _plan(cfg, facts, stage, trained if start_from else [], f"{scope}:{current.version if current else 0}")
+        replica = Replica(store.base_dir, editor.model.device.type)
+        if shared is not None:
+            replica.apply(shared)  # what the user's adapter is added to when served
+        examples = _examples(replica, cfg, facts, plan, unlearn_q, part)
+    say(f"sleep: one user's {len(facts)} facts ({len(plan.fresh)} fresh), {len(unlearn_q)} questions to unlearn")
+    audited, due = _subset(facts, plan.audited), _subset(facts, plan.due)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.layout.store))
     try:
-        report["training"] = _train(editor, replica, cfg, examples, facts, work / "sleep", start_from, say, shared)
-        why = _diverged(report["training"])
+        with _clock(report, "training") as part:
+            part.update(_train(editor, replica, cfg, examples, facts, work / "sleep", start_from, say, shared))
+        why = _diverged(part)
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
 
@@ -172,38 +182,36 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
 
         editor.ensure_held()
         serve("before", current and current.path)
-        before, ppl_before = _chat_recall(replica, facts), perplexity(replica.net, replica.tok)
-        report["before"] = {"recall": _frac(before), "perplexity": round(ppl_before, 3)}
+        before, ppl_before = _audit(report, replica, audited)
 
         editor.ensure_held()
         serve("alone", user_adapter("alone-user", []))
-        alone = _chat_recall(replica, facts)
-        new_stage = {fid: min(stage[fid] + 1, len(cfg.schedule) - 1) if alone[fid] else 0 for fid in facts}
-        scales = {fid: cfg.schedule[s] for fid, s in new_stage.items()}
-        report["adapter_alone"] = {"recall": _frac(alone)}
+        with _clock(report, "graduation") as part:
+            alone = _chat_recall(replica, due)
+            part["asks"] = len(due)
+        new_stage, scales = _graduate(cfg, stage, scale, alone)
 
         editor.ensure_held()
         after_active = [(fid, scales[fid]) for fid in facts]
         serve("after", user_adapter("after-user", after_active))
-        after = _chat_recall(replica, facts)
+        after, ppl_after = _audit(report, replica, audited, perplexity_too=False)
         # the adapter was trained without the user's edits: a fact it answers alone can be lost beside its
         # edit at a lower scale; such a fact keeps its stage this night, and recall is asked again
-        kept = [fid for fid in facts if not after[fid] and new_stage[fid] > stage[fid]]
+        kept = [fid for fid in after if not after[fid] and new_stage[fid] > stage[fid]]
         if kept:
             for fid in kept:
                 new_stage[fid], scales[fid] = stage[fid], cfg.schedule[stage[fid]]
             after_active = [(fid, scales[fid]) for fid in facts]
             serve("kept", user_adapter("kept-user", after_active))
-            after = _chat_recall(replica, facts)
-        ppl_after = perplexity(replica.net, replica.tok)
+            after, _ = _audit(report, replica, audited, perplexity_too=False)
+        with _clock(report, "perplexity"):
+            ppl_after = perplexity(replica.net, replica.tok)
         report["kept_stage"] = len(kept)
-        report["after"] = {"recall": _frac(after), "perplexity": round(ppl_after, 3)}
-        report["stages"] = {fid: {"stage": [stage[fid], new_stage[fid]], "scale": scales[fid],
-                                  "recalled_alone": alone[fid], "recalled": after[fid]} for fid in facts}
+        _recall_report(report, plan, before, alone, after, ppl_before, ppl_after, new_stage, stage, scales,
+                       lambda fid: {})
         why = _gate(cfg, before, after, ppl_before, ppl_after)
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
-        report["dissolved"] = round(sum(1 for sc in scales.values() if sc == 0) / len(facts), 3)
         commit = _committer(ledger, report, t_start, night, new_stage, scales, gone, user_version=True)
         editor.publish_user_night(scope, work / "sleep", sorted(facts), after_active, commit)
         return _finish(report, reports_dir)
@@ -227,17 +235,18 @@ def users_due(ledger: Ledger, layout: Layout, cfg: SleepConfig) -> list[str]:
 
 
 def _begin(editor: WakeEditor, scope: str, cfg: SleepConfig, night: str | None):
-    """The scope's active facts and their stages, and the night's report begun (its start recorded)."""
+    """The scope's active facts, their stages and scales, and the night's report begun (its start recorded)."""
     if night is not None:
         with editor.transaction():
             editor.ledger.start_night(night)
     rows = editor.ledger.facts(status=ACTIVE, scope=scope)
-    report: dict = {"started": time.time(), "facts": len(rows), "config": cfg.model_dump()}
+    report: dict = {"started": time.time(), "facts": len(rows), "config": cfg.model_dump(), "parts": {}}
     if scope != SHARED:
         report["scope"] = "user"
     if night is not None:
         report["night"] = night
-    return {r["id"]: Fact.parse(r["fact"]) for r in rows}, {r["id"]: int(r["stage"]) for r in rows}, report
+    return ({r["id"]: Fact.parse(r["fact"]) for r in rows}, {r["id"]: int(r["stage"]) for r in rows},
+            {r["id"]: float(r["scale"]) for r in rows}, report)
 
 
 def _nothing(editor: WakeEditor, report: dict, reports_dir: Path, t_start: float, night: str | None) -> dict:
@@ -259,16 +268,68 @@ def _gone(ledger: Ledger, trained: list[str], facts: dict[str, Fact]) -> tuple[l
     return [row["id"] for row in rows], questions
 
 
-def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], held: set[str],
-              unlearn_q: list[str]) -> list[Example]:
-    """The night's training data: each fact's phrasings (one question for a fact the adapter it starts from
-    holds, so a night's cost follows the day's new facts), and the replica's own answers replayed."""
-    examples = [ex for fid, f in facts.items() for ex in fact_examples(f)[: 1 if fid in held else None]]
+def _plan(cfg: SleepConfig, facts: dict[str, Fact], stage: dict[str, int], trained: list[str], drawn_for) -> NightPlan:
+    """Which facts tonight trains, asks and graduates; `trained`: what the adapter it starts from was trained on.
+    The samples are drawn anew each night (`drawn_for`: the version it starts from), the same on a rerun."""
+    held = {fid for fid in trained if stage.get(fid, 0) >= 1}
+    return plan_night(facts, stage, held, len(cfg.schedule) - 1, cfg.refresh_sample, cfg.audit_sample,
+                      random.Random(f"{cfg.seed}:{drawn_for}"))
+
+
+def _subset(facts: dict[str, Fact], ids: list[str]) -> dict[str, Fact]:
+    return {fid: facts[fid] for fid in ids}
+
+
+def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], plan: NightPlan, unlearn_q: list[str],
+              part: dict) -> list[Example]:
+    """The night's training data: every phrasing of the fresh facts, one question of each refreshed held fact,
+    and the replica's own answers replayed (a ratio of the fact examples, so bounded by them); counts in `part`."""
+    examples = [ex for fid in plan.fresh for ex in fact_examples(facts[fid])]
+    new = len(examples)
+    examples += [fact_examples(facts[fid])[0] for fid in plan.refresh]
     replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
     examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(replica.net, replica.tok, replay_q, 40))]
     examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(replica.net, replica.tok, unlearn_q, 40))]
-    examples += [Example("", t, "text") for t in sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)]
+    texts = sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)
+    examples += [Example("", t, "text") for t in texts]
+    part.update(fresh=len(plan.fresh), held=len(plan.held), examples={
+        "new": new, "refresh": len(plan.refresh), "replay": len(replay_q), "unlearn": len(unlearn_q),
+        "text": len(texts)})
     return examples
+
+
+def _audit(report: dict, replica: Replica, audited: dict[str, Fact],
+           perplexity_too: bool = True) -> tuple[dict[str, bool], float | None]:
+    """Recall of the audited facts (and perplexity) as the replica answers now, timed in the report."""
+    with _clock(report, "audit") as part:
+        hits = _chat_recall(replica, audited)
+        part["asks"] = part.get("asks", 0) + len(audited)
+    if not perplexity_too:
+        return hits, None
+    with _clock(report, "perplexity"):
+        return hits, perplexity(replica.net, replica.tok)
+
+
+def _graduate(cfg: SleepConfig, stage: dict[str, int], scale: dict[str, float],
+              alone: dict[str, bool]) -> tuple[dict[str, int], dict[str, float]]:
+    """The due facts' new stages (one on if the adapter alone recalls them, else back to 0), and every fact's
+    scale (those not due keep theirs)."""
+    last = len(cfg.schedule) - 1
+    new_stage = {fid: min(stage[fid] + 1, last) if hit else 0 for fid, hit in alone.items()}
+    return new_stage, {**scale, **{fid: cfg.schedule[s] for fid, s in new_stage.items()}}
+
+
+def _recall_report(report: dict, plan: NightPlan, before: dict, alone: dict, after: dict, ppl_before: float,
+                   ppl_after: float, new_stage: dict, stage: dict, scales: dict, describe) -> None:
+    report["before"] = {"recall": _frac(before), "perplexity": round(ppl_before, 3)}
+    report["adapter_alone"] = {"recall": _frac(alone)}
+    report["after"] = {"recall": _frac(after), "perplexity": round(ppl_after, 3)}
+    # what the audited sample says of every held fact
+    report["parts"]["audit"]["held"] = estimate(sum(after[fid] for fid in plan.audited_held), len(plan.audited_held),
+                                                len(plan.held))
+    report["stages"] = {fid: {**describe(fid), "stage": [stage[fid], new_stage[fid]], "scale": scales[fid],
+                              "recalled_alone": alone[fid], "recalled": after.get(fid)} for fid in new_stage}
+    report["dissolved"] = round(sum(1 for sc in scales.values() if sc == 0) / len(scales), 3)
 
 
 def _train(editor: WakeEditor, replica: Replica, cfg: SleepConfig, examples: list[Example], facts: dict[str, Fact],
@@ -302,11 +363,14 @@ def _diverged(training: dict) -> str | None:
 def _committer(ledger: Ledger, report: dict, t_start: float, night: str | None, new_stage: dict, scales: dict,
                gone: list[str], user_version: bool = False):
     """What a published night changes in the ledger, in the transaction that publishes it."""
+    t_publish = time.perf_counter()
+
     def commit(n: int) -> None:
         for fid in new_stage:
             ledger.restage(fid, new_stage[fid], scales[fid])
         for fid in gone:
             ledger.event(fid, UNLEARNED, **({"user_version": n} if user_version else {"version": n}))
+        report["parts"]["publish"] = {"seconds": round(time.perf_counter() - t_publish, 2)}
         _settle(report, "published", t_start, n)
         if night is not None:
             ledger.end_night(night, report)
@@ -331,7 +395,8 @@ def _frac(hits: dict[str, bool]) -> float:
 def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_after: float) -> str | None:
     if _frac(after) < _frac(before) - cfg.max_recall_drop:
         lost = [fid for fid in before if before[fid] and not after[fid]]
-        return f"chat recall fell from {_frac(before)} to {_frac(after)} ({len(lost)} facts lost)"
+        return (f"chat recall of the {len(before)} audited facts fell from {_frac(before)} to {_frac(after)} "
+                f"({len(lost)} facts lost)")
     if ppl_after > ppl_before * (1 + cfg.max_perplexity_rise):
         return (f"perplexity rose from {ppl_before:.2f} to {ppl_after:.2f}, "
                 f"more than {cfg.max_perplexity_rise:.0%}")

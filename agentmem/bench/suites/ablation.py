@@ -65,7 +65,7 @@ def ablation(facts: int = 10, batch: int = 10, sleep: bool = True, quick: bool =
             if pub is not None and pub.adapter_dir is not None:
                 lora = Replica(mem.model_dir, mem.settings.device)
                 lora.set_adapter("lora-only", pub.adapter_dir)
-                train_s = night.get("prepare_seconds", 0) + night["training"]["seconds"]
+                train_s = night["parts"]["prepare"]["seconds"] + night["parts"]["training"]["seconds"]
                 answer_s, ok = _first_answer_seconds(lora.net, tok, data[0])
                 systems["lora_only"] = {
                     "time_to_first_recall_s": round(train_s + answer_s, 1) if ok else None,

@@ -86,9 +86,10 @@ def _sweeps_table(r: dict) -> str:
 
 def _week_table(r: dict) -> str:
     rows = [[d["day"], d["facts_so_far"], d["chat_recall"], d["paraphrase_recall"], d["raw_recall"],
-             _pct(d["perplexity_vs_base"]), f"{d['dissolved']:.0%}", d["night_seconds"], d["night"]] for d in r["days"]]
+             _pct(d["perplexity_vs_base"]), f"{d['dissolved']:.0%}", d["night_seconds"], d.get("night_steps"),
+             d.get("night_asks"), d["night"]] for d in r["days"]]
     return _table(["day", "facts so far", "chat recall", "held-out paraphrase", "raw recall", "perplexity vs base",
-                   "edits dissolved", "night (s)", "night outcome"], rows)
+                   "edits dissolved", "night (s)", "training steps", "recall asks", "night outcome"], rows)
 
 
 def _counterfact_table(r: dict) -> str:
