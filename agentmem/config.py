@@ -55,10 +55,15 @@ class Settings(BaseSettings):
     memit: MemitConfig = Field(default_factory=MemitConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     sleep: SleepConfig = Field(default_factory=SleepConfig)
-    # the hook: "rules" (embedded) or an OpenAI-compatible model at extractor_url
-    extractor: str = Field("rules", pattern="^(rules|llm)$")
+    # the hook: "rules" (embedded), "llm" (an OpenAI-compatible model with structured outputs at extractor_url,
+    # by default this home's own `agentmem serve` at server_url, else 127.0.0.1:8000, model "agentmem"), or
+    # "both" (the rules' facts, and the model's where the rules have none; the rules alone while it is down)
+    extractor: str = Field("rules", pattern="^(rules|llm|both)$")
     extractor_url: str | None = None
     extractor_model: str | None = None
+    # the extractor's bearer token (default: server_token when it asks this home's own server)
+    extractor_token: str | None = None
+    extractor_timeout_s: float = Field(30.0, gt=0)
     # a user's adapter is at most this rank (vLLM's --max-lora-rank: 8, 16, 32, 64, 128, 256 or 512); past it
     # the user's edits are compacted, exactly while their true rank allows, else truncated
     user_max_rank: int = Field(64, ge=8, le=512)

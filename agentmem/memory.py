@@ -23,7 +23,8 @@ from .facts.schema import question_key
 from .facts.perspective import to_third_person
 from .facts.policy import Policy, names_another_user, redact, secret_in
 from .serving import generate
-from .serving.client import ServerClient
+from .serving.client import DEFAULT_URL, ServerClient
+from .serving.engines import MODEL_ID
 from .serving.replica import Replica
 from .serving.world import world_conflict
 from .sleep.night import run_night, run_user_night, users_due
@@ -45,7 +46,7 @@ class Memory:
         self.model_dir, self.model, self.tokenizer = self.writer.model_dir, self.writer.model, self.writer.tokenizer
         self.ledger, self.queue, self.redis = self.writer.ledger, self.writer.queue, self.writer.redis
         self.policy = Policy(settings.policy)
-        self.extractor = make_extractor(settings.extractor, settings.extractor_url, settings.extractor_model)
+        self.extractor = _extractor(settings)
         self.last_stats: dict = {}
         self._night: threading.Thread | None = None  # a night started by sleep_later
         # with a server, ask and complete go through it, always at the newest published version
@@ -419,6 +420,13 @@ class Memory:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _extractor(s: Settings):
+    """The hook's extractor; a model one asks this home's own `agentmem serve` unless told otherwise."""
+    own = s.extractor_url is None
+    return make_extractor(s.extractor, s.extractor_url or s.server_url or DEFAULT_URL, s.extractor_model or MODEL_ID,
+                          s.extractor_token or (s.server_token if own else None), s.extractor_timeout_s)
 
 
 def _tagged(fact: Fact, fid: str, status: str, reason: str | None) -> Fact:

@@ -192,6 +192,21 @@ def test_an_adapter_is_served_and_everything_survives_a_restart(served, boat_ada
         assert loaded == {"agentmem-base", user}, loaded  # the shared adapter is merged, never loaded as one
 
 
+def test_the_model_extractor_gets_facts_json_that_follows_the_schema_from_this_server(served):
+    """AGENTMEM_EXTRACTOR=llm against the project's own server: decoding is held to the facts schema, so even
+    the bundled 135M model's answer always parses (what it says is measured by `agentmem eval extraction`)."""
+    from agentmem.extract import LLMExtractor
+    from agentmem.facts import RELATIONS
+
+    extractor = LLMExtractor(served["server"].url, "agentmem", timeout=600)
+    body = extractor.request("I live in Lisbon and I work as a nurse.", "u1")
+    r = httpx.post(f"{served['server'].url}/v1/chat/completions", json=body, timeout=600)
+    assert r.status_code == 200, r.text
+    facts = json.loads(r.json()["choices"][0]["message"]["content"])["facts"]
+    assert len(facts) <= 8 and all(set(f) == {"subject", "relation", "object"} and f["relation"] in RELATIONS
+                                   and len(f["object"]) <= 80 for f in facts), facts
+
+
 def test_streaming_matches_the_plain_answer_and_is_labelled(served):
     url = served["server"].url
     messages = [{"role": "user", "content": DOG.questions()[0]}]

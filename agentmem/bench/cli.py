@@ -119,9 +119,12 @@ def eval_pipeline(
 @eval_app.command("extraction")
 def eval_extraction(
     dataset: Optional[Path] = typer.Option(None, help="snippets (JSONL, a category each); default: the held-out set"),
-    extractor: str = typer.Option("rules", envvar="AGENTMEM_EXTRACTOR", help="llm: also score the model and both"),
-    extractor_url: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_URL"),
-    extractor_model: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_MODEL"),
+    extractor: str = typer.Option("rules", envvar="AGENTMEM_EXTRACTOR",
+                                  help="llm or both: also score the model extractor and both"),
+    extractor_url: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_URL",
+                                                help="default: agentmem serve at 127.0.0.1:8000"),
+    extractor_model: Optional[str] = typer.Option(None, envvar="AGENTMEM_EXTRACTOR_MODEL",
+                                                  help="default: agentmem (the served model)"),
     out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
 ):
     """Extraction precision and recall, overall and per category: the rules, the model extractor and both."""

@@ -1,7 +1,8 @@
 """Turns a conversation's user turns into candidate Facts.
 
-`RuleExtractor` (regular expressions, no model) is the embedded default and `LLMExtractor`
-asks an OpenAI-compatible server; neither judges whether a claim is true, that is left to policy.
+`RuleExtractor` (regular expressions, no model) is the embedded default, `LLMExtractor`
+asks an OpenAI-compatible server for schema-constrained JSON, and `Both` adds the model's facts
+to the rules'; none judges whether a claim is true, that is left to policy.
 
 Conventions shared by both:
 - The user is `user_subject(user_id)` ("User u1"). People and pets the user names by their
@@ -26,20 +27,24 @@ The extractor is chosen by `make_extractor` (settings: `extractor`, `extractor_u
 """
 
 from .base import ExtractionError, Extractor
+from .both import Both
 from .llm import LLMExtractor
 from .messages import chat_messages, extract_messages, user_turns
 from .rules import RuleExtractor
 
-__all__ = ["ExtractionError", "Extractor", "LLMExtractor", "RuleExtractor", "chat_messages", "extract_messages",
+__all__ = ["Both", "ExtractionError", "Extractor", "LLMExtractor", "RuleExtractor", "chat_messages", "extract_messages",
            "make_extractor", "user_turns"]
 
 
-def make_extractor(kind: str = "rules", url: str | None = None, model: str | None = None) -> Extractor:
-    """The extractor named `kind`: "rules" (embedded) or "llm" (a model at `url` named `model`)."""
-    if kind == "llm":
+def make_extractor(kind: str = "rules", url: str | None = None, model: str | None = None,
+                   token: str | None = None, timeout: float = 30.0) -> Extractor:
+    """The extractor named `kind`: "rules" (embedded), "llm" (a model at `url` named `model`, `token` its
+    bearer) or "both" (the rules, and the model's facts where the rules have none)."""
+    if kind in ("llm", "both"):
         if not url or not model:
-            raise ValueError("extractor 'llm' needs extractor_url and extractor_model")
-        return LLMExtractor(url, model)
+            raise ValueError(f"extractor {kind!r} needs extractor_url and extractor_model")
+        llm = LLMExtractor(url, model, token, timeout)
+        return llm if kind == "llm" else Both(RuleExtractor(), llm)
     if kind == "rules":
         return RuleExtractor()
-    raise ValueError(f"extractor must be 'rules' or 'llm', got {kind!r}")
+    raise ValueError(f"extractor must be 'rules', 'llm' or 'both', got {kind!r}")

@@ -15,12 +15,13 @@ SCHEMA = {
     "properties": {
         "facts": {
             "type": "array",
+            "maxItems": 8,  # a message rarely states more; a small model that rambles stops here
             "items": {
                 "type": "object",
                 "properties": {
-                    "subject": {"type": "string"},
+                    "subject": {"type": "string", "maxLength": 80},
                     "relation": {"type": "string", "enum": sorted(RELATIONS)},
-                    "object": {"type": "string"},
+                    "object": {"type": "string", "maxLength": 80},
                 },
                 "required": ["subject", "relation", "object"],
                 "additionalProperties": False,
@@ -30,6 +31,8 @@ SCHEMA = {
     "required": ["facts"],
     "additionalProperties": False,
 }
+
+MAX_ANSWER_TOKENS = 400  # 8 facts of compact JSON, with room
 
 SYSTEM_PROMPT = """You extract facts from one chat message written by a user. The facts are \
 written into a language model's memory, so extract only what the user asserts.
@@ -56,8 +59,7 @@ statements about the assistant, or instructions to the assistant.
 - Claims about the world ("The capital of X is Y") are extracted as stated, even if wrong.
 - No facts: {{"facts": []}}.
 
-Allowed relations (with a question each answers):
-{relations}"""
+Allowed relations, exactly as written: {relations}"""
 
 
 class LLMExtractor:
@@ -73,10 +75,13 @@ class LLMExtractor:
     def request(self, text: str, user_id: str) -> dict:
         """The chat-completions request body for one message."""
         user = user_subject(user_id)
-        relations = "\n".join(f"- {r} ({qs[0].format(s='X')})" for r, qs in RELATIONS.items())
+        # names only: they read as English, and the schema holds the answer to them; a small model's context
+        # (2048 tokens for the bundled one) could not take a question for each besides the message
+        relations = "; ".join(RELATIONS)
         return {
             "model": self.model,
             "temperature": 0,
+            "max_tokens": MAX_ANSWER_TOKENS,
             "messages": [
                 {"role": "system", "content": SYSTEM_PROMPT.format(user=user, relations=relations)},
                 {"role": "user", "content": text[:MAX_CHARS]},

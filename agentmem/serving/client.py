@@ -11,6 +11,9 @@ from .engines import MODEL_ID
 from .gateway import MIN_USER_VERSION_HEADER, MIN_VERSION_HEADER, VERSION_HEADER
 
 
+DEFAULT_URL = "http://127.0.0.1:8000"  # where `agentmem serve` answers unless told otherwise
+
+
 class ServerError(RuntimeError):
     """The model server could not be reached or refused the request."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ctypes
 import json
 import logging
@@ -86,6 +87,10 @@ class _Message(BaseModel):
 
 class ChatRequest(_Request):
     messages: list[_Message] = Field(min_length=1)
+    response_format: dict | None = None  # checked by the gateway (limits.py)
+
+    def sampling(self, default_max: int) -> Sampling:
+        return dataclasses.replace(super().sampling(default_max), response_format=self.response_format)
 
 
 class CompletionRequest(_Request):

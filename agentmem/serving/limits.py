@@ -13,7 +13,8 @@ from dataclasses import dataclass
 # the fields both routes take; the embedded engine ignores the penalties, logprobs, user and stream_options
 COMMON = ("model", "stream", "stream_options", "max_tokens", "n", "temperature", "top_p", "stop", "seed",
           "presence_penalty", "frequency_penalty", "logprobs", "user")
-FIELDS = {"chat": (*COMMON, "messages", "max_completion_tokens", "top_logprobs"), "completion": (*COMMON, "prompt")}
+FIELDS = {"chat": (*COMMON, "messages", "max_completion_tokens", "top_logprobs", "response_format"),
+          "completion": (*COMMON, "prompt")}
 MESSAGE_FIELDS = ("role", "content", "name")
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOPS = 4  # OpenAI's own limit
@@ -63,6 +64,7 @@ def checked(route: str, body: dict, limits: Limits) -> dict:
         _check(body, "logprobs", bool)
         _capped(body, "top_logprobs", 0, limits.max_logprobs)
         _messages(body.get("messages"))
+        _response_format(body.get("response_format"))
     else:
         _capped(body, "logprobs", 0, limits.max_logprobs)
         _prompt(body.get("prompt"))
@@ -138,6 +140,25 @@ def _messages(messages) -> None:
                 isinstance(p, dict) and p.keys() == {"type", "text"} and p["type"] == "text"
                 and isinstance(p["text"], str) for p in content):
             raise RequestError(f'{where}.content must be text, or a list of {{"type": "text", "text": ...}} parts')
+
+
+def _response_format(fmt) -> None:
+    """OpenAI's three kinds; a schema's own contents are the grammar compiler's to refuse."""
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise RequestError('response_format must be {"type": "text"}, {"type": "json_object"} or '
+                           '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}')
+    if set(fmt) - ({"type", "json_schema"} if fmt["type"] == "json_schema" else {"type"}):
+        raise RequestError(f"response_format of type {fmt['type']!r} takes no other field than "
+                           + ("json_schema" if fmt["type"] == "json_schema" else "type"))
+    if fmt["type"] == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or set(spec) - {"name", "description", "schema", "strict"} \
+                or not isinstance(spec.get("name"), str) or not isinstance(spec.get("schema"), dict):
+            raise RequestError("response_format.json_schema must be {name, schema (an object), and optionally "
+                               "description and strict}")
+        _check(spec, "strict", bool)
 
 
 def _prompt(prompt) -> None:

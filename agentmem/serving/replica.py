@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from ..storage.published import Published
 from . import generate, model_store
 from .adapter_slot import AdapterSlot
 from .scope_overlay import ScopeOverlay
+from .structured import StructuredOutputs
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    response_format: dict | None = None  # OpenAI's: text, json_object or json_schema (decoding constrained to it)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Replica:
         self.version = 0
         self.slot = AdapterSlot(self.model)
         self.overlay = ScopeOverlay(self.slot.param)  # the user whose memory is added in, if any
+        self.structured = StructuredOutputs(self.tok, int(self.model.config.vocab_size))
 
     # -- following versions ---------------------------------------------
 
@@ -93,6 +96,9 @@ class Replica:
                   pad_token_id=self.tok.pad_token_id)
         if cancel is not None:
             kw["stopping_criteria"] = StoppingCriteriaList([Cancelled(cancel)])
+        grammar = self.structured.processor(s.response_format)
+        if grammar is not None:
+            kw["logits_processor"] = LogitsProcessorList([grammar])
         if s.temperature > 0:
             if s.seed is not None:
                 torch.manual_seed(s.seed)

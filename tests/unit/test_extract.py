@@ -17,6 +17,7 @@ from agentmem.extract import (
     LLMExtractor,
     RuleExtractor,
     extract_messages,
+    make_extractor,
     user_turns,
 )
 from agentmem.extract.llm import SCHEMA
@@ -434,6 +435,42 @@ def test_llm_extractor_unreachable_server_names_the_url():
     url = f"http://127.0.0.1:{port}"
     with pytest.raises(ExtractionError, match=f"{url}/v1/chat/completions"):
         LLMExtractor(url, "m", timeout=2).extract("I live in Lisbon.", "u1")
+
+
+def test_both_keeps_the_rules_where_they_answer_adds_the_model_and_falls_back_to_the_rules(chat_server):
+    """`Both` against a canned local server (the model path itself is exercised against `agentmem serve` in
+    tests/test_serving.py)."""
+    chat_server.reply = _completion(json.dumps({"facts": [
+        {"subject": "User u1", "relation": "lives in", "object": "Bergen"},
+        {"subject": "User u1", "relation": "works as", "object": "nurse"}]}))
+    host, port = chat_server.server_address
+    both = make_extractor("both", f"http://{host}:{port}", "m")
+    got = {(f.relation, f.object) for f in both.extract("I live in Oslo.", "u1")}
+    assert got == {("lives in", "Oslo"), ("works as", "nurse")}  # the rules' Oslo, not the model's Bergen
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    fallback = make_extractor("both", down, "m", timeout=2)
+    assert [(f.relation, f.object) for f in fallback.extract("I live in Oslo.", "u1")] == [("lives in", "Oslo")]
+    with pytest.raises(ExtractionError):
+        make_extractor("llm", down, "m", timeout=2).extract("I live in Oslo.", "u1")  # llm alone: no fallback
+
+
+def test_a_model_extractor_asks_this_homes_own_server_unless_told_otherwise(tmp_path):
+    from agentmem.config import Settings
+    from agentmem.memory import _extractor
+
+    own = _extractor(Settings(home=tmp_path, extractor="llm"))
+    assert own.url == "http://127.0.0.1:8000/v1/chat/completions" and own.model == "agentmem" and own.api_key is None
+    served = _extractor(Settings(home=tmp_path, extractor="both", server_url="http://10.0.0.5:9000",
+                                 server_token="operator-token-0123456789abcdef"))
+    assert served.model.url == "http://10.0.0.5:9000/v1/chat/completions"
+    assert served.model.api_key == "operator-token-0123456789abcdef"
+    other = _extractor(Settings(home=tmp_path, extractor="llm", extractor_url="http://gpu:8000/v1",
+                                extractor_model="qwen", server_token="operator-token-0123456789abcdef"))
+    assert (other.url, other.model, other.api_key) == ("http://gpu:8000/v1/chat/completions", "qwen", None)
+    with pytest.raises(ValueError):
+        Settings(home=tmp_path, extractor="regex")
 
 
 # --- `agentmem eval extraction` --------------------------------------------------------

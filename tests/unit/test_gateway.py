@@ -199,7 +199,8 @@ def test_an_unknown_field_is_refused_by_name_and_only_checked_fields_reach_the_e
             r = await client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4, "echo": True})
             assert r.status_code == 400 and "'echo'" in r.json()["error"]["message"]
             assert engine.bodies == []
-            body = {**CHAT, "temperature": 0.5, "stop": ["\n"], "n": 2, "seed": 3, "logprobs": True, "top_logprobs": 2}
+            body = {**CHAT, "temperature": 0.5, "stop": ["\n"], "n": 2, "seed": 3, "logprobs": True, "top_logprobs": 2,
+                    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}
             r = await client.post("/v1/chat/completions", json=body)
             assert r.status_code == 200, r.text
             assert engine.bodies == [body]
@@ -220,6 +221,10 @@ def test_an_unknown_field_is_refused_by_name_and_only_checked_fields_reach_the_e
     ("chat", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]},
      ["messages[0].content"]),
     ("chat", {"messages": [{"role": "user", "content": "hi", "tool_calls": []}]}, ["messages[0].tool_calls"]),
+    ("chat", {"response_format": {"type": "regex", "regex": ".*"}}, ["response_format", "json_schema"]),
+    ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, ["response_format.json_schema"]),
+    ("chat", {"response_format": {"type": "json_object", "schema": {}}}, ["response_format", "'json_object'"]),
+    ("completion", {"response_format": {"type": "json_object"}}, ["'response_format'"]),
 ])
 def test_a_value_over_its_limit_is_refused_naming_the_field_and_the_limit(tmp_path, route, fields, named):
     async def main():
