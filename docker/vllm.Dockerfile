@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY agentmem ./agentmem
 COPY workers ./workers
 COPY adapters ./adapters
-# vLLM's image brings the CUDA torch, transformers, fastapi, uvicorn and httpx it was built with: agentmem goes
+# vLLM's image brings the CUDA torch, transformers, fastapi, uvicorn, httpx and xgrammar it was built with: agentmem goes
 # in without its CPU torch pin, and the rest of its dependencies as pyproject.toml states them
 RUN python3 -c "import transformers as t; from packaging.specifiers import SpecifierSet as S; \
 assert t.__version__ in S('>=5.16.1,<5.20'), 'vLLM brings transformers ' + t.__version__ + ', agentmem needs >=5.16.1,<5.20'" \

@@ -25,7 +25,7 @@ COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
 MULTIHOST_FILE = DOCKER / "compose.multihost.yaml"
 USER = "10001"
 # what the vLLM image already has, in the versions vLLM was built with
-FROM_VLLM = {"torch", "transformers", "fastapi", "uvicorn", "httpx"}
+FROM_VLLM = {"torch", "transformers", "fastapi", "uvicorn", "httpx", "xgrammar"}
 
 
 class Tagged:
