@@ -125,32 +125,30 @@ def extraction_benchmark(dataset: Path = HELDOUT_SET, extractor: str = "rules", 
         return out
     url, model = url or DEFAULT_URL, model or MODEL_ID
     llm = make_extractor("llm", url, model, timeout=600.0)
-    answers: dict[str, list[Fact]] = {}  # the model asked once per message, for itself and for both
-
-    class Asked:
-        def extract(self, text: str, user_id: str = "default") -> list[Fact]:
-            if (text, user_id) not in answers:
-                answers[(text, user_id)] = llm.extract(text, user_id)
-            return answers[(text, user_id)]
-
-    # a few messages in flight at once: the server batches them (on vLLM's CPU path about 3x the tokens/s)
-    asked = {(text, r.get("user_id", "default")) for r in rows for text in user_turns(r["messages"])}
+    # every message asked once, a few at once (the server batches them: on vLLM's CPU path about 3x the
+    # tokens/s); a message the model could not answer gave no facts
+    asked = sorted({(text, r.get("user_id", "default")) for r in rows for text in user_turns(r["messages"])})
     t0 = time.perf_counter()
-    failed: list[str] = []
     with ThreadPoolExecutor(concurrency) as pool:
-        for key, got in zip(asked, pool.map(lambda k: _or_error(llm, *k), asked)):
-            failed += [str(got)] if isinstance(got, ExtractionError) else []
-            answers[key] = [] if isinstance(got, ExtractionError) else got  # a failed message gave no facts
+        got = dict(zip(asked, pool.map(lambda k: _or_error(llm, *k), asked)))
     seconds = round((time.perf_counter() - t0) / max(len(rows), 1), 3)
-
-    for name, ex in (("llm", Asked()), ("both", Both(rules, Asked(), strict=True))):
-        try:
-            out[name] = {"url": url, "model": model, "seconds_per_snippet": seconds, "concurrency": concurrency,
-                         "failed_messages": len(failed), "first_failure": failed[0] if failed else None,
-                         **by_category(rows, ex)}
-        except ExtractionError as e:
-            out[name] = {"url": url, "model": model, "failed": str(e)}
+    failed = [str(g) for g in got.values() if isinstance(g, ExtractionError)]
+    answered = _Answered({k: [] if isinstance(g, ExtractionError) else g for k, g in got.items()})
+    for name, ex in (("llm", answered), ("both", Both(rules, answered))):
+        out[name] = {"url": url, "model": model, "seconds_per_snippet": seconds, "concurrency": concurrency,
+                     "failed_messages": len(failed), "first_failure": failed[0] if failed else None,
+                     **by_category(rows, ex)}
     return out
+
+
+class _Answered:
+    """The model's answers, asked beforehand, as an extractor."""
+
+    def __init__(self, answers: dict[tuple[str, str], list[Fact]]):
+        self.answers = answers
+
+    def extract(self, text: str, user_id: str = "default") -> list[Fact]:
+        return self.answers[(text, user_id)]
 
 
 def _or_error(extractor: Extractor, text: str, user_id: str):

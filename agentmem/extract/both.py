@@ -12,18 +12,16 @@ log = logging.getLogger(__name__)
 
 class Both:
     """Where both give a (subject, relation) the rules' object is kept (their precision is measured and higher);
-    the model adds what the rules miss. While the model cannot answer, the rules' facts alone (`strict`: raise)."""
+    the model adds what the rules miss. While the model cannot answer, the rules' facts alone."""
 
-    def __init__(self, rules: Extractor, model: Extractor, strict: bool = False):
-        self.rules, self.model, self.strict = rules, model, strict
+    def __init__(self, rules: Extractor, model: Extractor):
+        self.rules, self.model = rules, model
 
     def extract(self, text: str, user_id: str = "default") -> list[Fact]:
         ruled = self.rules.extract(text, user_id)
         try:
             modelled = self.model.extract(text, user_id)
         except ExtractionError as e:
-            if self.strict:
-                raise
             log.warning("the model extractor failed (%s): this message's facts come from the rules alone", e)
             return ruled
         return latest([*modelled, *ruled])

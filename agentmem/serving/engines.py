@@ -422,8 +422,8 @@ def _with_fused(names: set[str]) -> set[str]:
 
 def _merge(pub: Published, restore: set[str], base_dir: Path, dest: Path) -> set[str]:
     """Write into `dest` the weights that carry `pub`'s adapter merged in; returns their names."""
-    targets = {f"{m}.weight" for m in lora_pairs(pub.adapter_dir)} if pub.adapter_dir is not None else set()
-    weights = merged_weights(pub.adapter_dir, base_dir, pub.tensors(), _with_fused(targets | restore))
+    pairs = lora_pairs(pub.adapter_dir) if pub.adapter_dir is not None else {}
+    weights = merged_weights(pairs, base_dir, pub.tensors(), _with_fused({f"{m}.weight" for m in pairs} | restore))
     save_tensors(weights, dest / WEIGHTS_FILE)
     return set(weights)
 

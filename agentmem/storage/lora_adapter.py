@@ -107,12 +107,11 @@ def lora_deltas(src: Path) -> Iterator[tuple[str, torch.Tensor]]:
         yield f"{module}.weight", (B @ A).float()
 
 
-def merged_weights(adapter: Path | None, base_dir: Path, over: dict[str, torch.Tensor],
-                   restore: Iterable[str] = ()) -> dict[str, torch.Tensor]:
-    """Weights that answer as the base plus `over` (changed tensors) plus the adapter in folder `adapter`, with no
-    adapter loaded: each tensor the adapter targets with its change added (to `over`'s where it has one, the base
-    checkpoint's elsewhere), and the names in `restore` (what an earlier merged adapter changed) without it."""
-    pairs = lora_pairs(adapter) if adapter is not None else {}
+def merged_weights(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], base_dir: Path,
+                   over: dict[str, torch.Tensor], restore: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """Weights that answer as the base plus `over` (changed tensors) plus an adapter's `pairs` (`lora_pairs`), with
+    no adapter loaded: each tensor the adapter targets with its change added (to `over`'s where it has one, the
+    base checkpoint's elsewhere), and the names in `restore` (what an earlier merged adapter changed) without it."""
     names = {f"{m}.weight" for m in pairs} | set(restore)
     out = read_tensors(base_dir, names - set(over))
     out.update({n: over[n].to(torch.float32) for n in names & set(over)})

@@ -9,7 +9,7 @@ from agentmem.edit.lora import LayerLora
 from agentmem.serving.scope_overlay import ScopeOverlay
 from agentmem.storage.layout import ADAPTER_FILES, Layout
 from agentmem.storage.atomic import save_tensors
-from agentmem.storage.lora_adapter import lora_deltas, merge_adapters, merged_weights, write_lora
+from agentmem.storage.lora_adapter import lora_deltas, lora_pairs, merge_adapters, merged_weights, write_lora
 
 
 class Arch:
@@ -60,20 +60,20 @@ def test_a_shared_adapter_merged_into_the_weights_adds_its_changes_and_the_next_
     write_lora(tmp_path / "night1", {"model.layers.1.self_attn.q_proj": dq, "model.layers.1.mlp.up_proj": dup}, tmp_path)
     write_lora(tmp_path / "night2", {"model.layers.1.self_attn.q_proj": dq}, tmp_path)
     edited = down + 1.0  # the version's own change of a tensor the adapter does not touch
-    first = merged_weights(tmp_path / "night1", tmp_path, {"model.layers.1.mlp.down_proj.weight": edited})
+    first = merged_weights(lora_pairs(tmp_path / "night1"), tmp_path, {"model.layers.1.mlp.down_proj.weight": edited})
     assert set(first) == {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight"}
     torch.testing.assert_close(first["model.layers.1.self_attn.q_proj.weight"], q + (dq[0] @ dq[1]).float())
     torch.testing.assert_close(first["model.layers.1.mlp.up_proj.weight"], up + (dup[0] @ dup[1]).float())
     # the next night's adapter no longer touches up_proj: it goes back to the base, q_proj carries the new change
-    second = merged_weights(tmp_path / "night2", tmp_path, {}, restore=first)
+    second = merged_weights(lora_pairs(tmp_path / "night2"), tmp_path, {}, restore=first)
     torch.testing.assert_close(second["model.layers.1.mlp.up_proj.weight"], up)
     torch.testing.assert_close(second["model.layers.1.self_attn.q_proj.weight"], q + (dq[0] @ dq[1]).float())
     # an adapter on a tensor the version also changes is added to the version's tensor, not the base's
     write_lora(tmp_path / "night3", {"model.layers.1.mlp.down_proj": pair(6, 8, 2, 6)}, tmp_path)
-    third = merged_weights(tmp_path / "night3", tmp_path, {"model.layers.1.mlp.down_proj.weight": edited})
+    third = merged_weights(lora_pairs(tmp_path / "night3"), tmp_path, {"model.layers.1.mlp.down_proj.weight": edited})
     torch.testing.assert_close(third["model.layers.1.mlp.down_proj.weight"],
                                edited + dict(lora_deltas(tmp_path / "night3"))["model.layers.1.mlp.down_proj.weight"])
-    assert merged_weights(None, tmp_path, {}, restore=["model.layers.1.mlp.up_proj.weight"]).keys() == {
+    assert merged_weights({}, tmp_path, {}, restore=["model.layers.1.mlp.up_proj.weight"]).keys() == {
         "model.layers.1.mlp.up_proj.weight"}
 
 
