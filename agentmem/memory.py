@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from .config import Settings
 from .extract import chat_messages, make_extractor, user_turns
+from .extract.corrections import corrected
 from .extract.people import naming, resolve, resolve_facts
 from .facts import SHARED, Fact, FactError, canonical_question
 from .facts.schema import question_key
@@ -153,12 +154,14 @@ class Memory:
         found: dict[tuple, tuple[Fact, str | None, bool]] = {}
         secrets = []
         aliases = self.ledger.aliases(user_id)
+        said: list[Fact] = []  # the turn before's facts, for a turn that only corrects them
         for text in user_turns(messages):
             turn_reason = self.policy.screen_turn(text)
             if self.settings.policy.secrets and (why := secret_in(text[:20_000])):
                 secrets.append(why)
             # what the user says of "my aunt" once she is named in full is about her by name
-            facts = resolve_facts(self.extractor.extract(text, user_id), aliases)
+            said = self.extractor.extract(text, user_id) or corrected(said, text)
+            facts = resolve_facts(said, aliases)
             for f, secret in zip(facts, self.policy.screen_secrets(text, facts)):
                 found.pop(f.key, None)  # a later statement replaces an earlier one
                 found[f.key] = (f, turn_reason or secret, secret is not None)

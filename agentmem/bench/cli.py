@@ -136,6 +136,32 @@ def eval_extraction(
     _report(extraction_benchmark(dataset, extractor, extractor_url, extractor_model), out)
 
 
+@eval_app.command("extraction-lora")
+def eval_extraction_lora(
+    adapter: Path = typer.Option(..., help="the extraction adapter's folder: trained into it unless it holds one"),
+    model: Optional[str] = ModelOpt,
+    dataset: Optional[Path] = typer.Option(None, help="snippets (JSONL, a category each); default: the dev set"),
+    examples: int = typer.Option(2000, min=16, help="generated snippets to train on"),
+    out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
+):
+    """The bundled model with a LoRA adapter trained to extract on generated snippets, scored alone and
+    beside the rules (schema-constrained, in this process)."""
+    from ..config import Settings
+    from ..serving.model_store import ModelError, resolve
+    from .extraction import DEV_SET
+    from .extraction_lora import lora_benchmark
+
+    dataset = dataset or DEV_SET
+    if not dataset.exists():
+        fail(f"extraction dataset {dataset} not found")
+    settings = Settings(**({"model": model} if model else {}))
+    try:
+        model_dir = resolve(settings.model, settings.cache_dir)
+    except ModelError as e:
+        fail(str(e))
+    _report(lora_benchmark(model_dir, adapter, dataset, examples, progress=say), out)
+
+
 @eval_app.command("serve")
 def eval_serve(
     home: Optional[Path] = HomeOpt,

@@ -6,6 +6,7 @@ from typing import Any, Iterable
 
 from ..facts import Fact
 from .base import Extractor, latest
+from .corrections import corrected
 
 
 def _role_of(message: Any) -> str | None:
@@ -37,5 +38,10 @@ def chat_messages(messages: Iterable[Any]) -> list[dict]:
 
 def extract_messages(messages: Iterable[Any], extractor: Extractor, user_id: str = "default") -> list[Fact]:
     """Facts from the user turns of a conversation; a later statement about the same subject and
-    relation replaces an earlier one."""
-    return latest(f for text in user_turns(messages) for f in extractor.extract(text, user_id))
+    relation replaces an earlier one, and a turn that only names the right value corrects the one before."""
+    facts: list[Fact] = []
+    last: list[Fact] = []
+    for text in user_turns(messages):
+        last = extractor.extract(text, user_id) or corrected(last, text)
+        facts += last
+    return latest(facts)

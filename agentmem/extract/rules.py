@@ -24,6 +24,10 @@ _CONTRACTIONS = [
     (re.compile(r"\bI'll\b", re.I), "I will"),
     (re.compile(r"\b(he|she|it|that|there|what|who|where|name|birthday)'s\b", re.I), r"\1 is"),
     (re.compile(r"\b(we|they|you)'re\b", re.I), r"\1 are"),
+    (re.compile(r"(?<=\w)'s (?=(?:an?|called|named|from|allergic|married|originally)\b)", re.I), " is "),
+    (re.compile(r",? \b(?:like|as) I (?:said|told you|mentioned)(?: before| earlier)?\b", re.I), ""),
+    (re.compile(r",? \b(?:to be honest|tbh|if I am honest)\b", re.I), ""),
+    (re.compile(r"(^|[.!?]\s+)originally from\b", re.I), r"\1I am originally from"),
     (re.compile(r"\b(we|they|you)'ve\b", re.I), r"\1 have"),
     (re.compile(r"\bcan'?t\b", re.I), "can not"),
     (re.compile(r"\bwon't\b", re.I), "will not"),
@@ -59,9 +63,9 @@ _TIME_WORDS = (r"(?:week|month|year|weekend|summer|winter|spring|fall|autumn|tim
 
 # A time still to come: "I'm visiting Kyoto in November" is a plan, "I'm writing a novel" is going on now.
 _FUTURE = re.compile(
-    r"\b(?:next " + _TIME_WORDS + r"|tomorrow|tonight|soon|this (?:week|weekend|summer|winter|spring|fall|autumn|"
+    r"\b(?:next (?:" + _TIME_WORDS + "|" + MONTHS + r")|tomorrow|tonight|soon|this (?:week|weekend|summer|winter|spring|fall|autumn|"
     r"evening|afternoon)|on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|in (?:" + MONTHS + r")|"
-    r"in the (?:spring|summer|fall|autumn|winter|new year)|later this|"
+    r"in the (?:spring|summer|fall|autumn|winter|new year)|later this|after (?:christmas|easter|the holidays)|"
     r"in (?:a few|two|three|\d+) (?:days|weeks|months))\b",
     re.I,
 )
@@ -213,7 +217,8 @@ _SUBJ_USER = re.compile(rf"^(?P<we>(?:my|our) {KIN_ADJ}(?:{ROLE_WORD}) and I|we)
 # "my favourite band is X", "my sister's birthday is on Y", and the form-like "fav food: sushi".
 _SUBJ_ATTR = re.compile(
     rf"^(?:(?:my|our) (?:{KIN_ADJ}(?P<role>{ROLE_WORD})'s )?|(?P<pron>his|her|its|their) )?(?:all[- ]time )?"
-    r"(?P<attr>name|birthday|hometown|home town|native language|mother tongue|first language|"
+    r"(?P<attr>name|birthday|hometown|home town|native language|mother tongue|first language|job title|job|"
+    r"profession|occupation|"
     r"(?:favou?rite|fave?) [\w-]+(?: [\w-]+)?)(?: (?:is|was)(?: on)?|:) (?P<o>.*)",
     re.I,
 )
@@ -222,7 +227,8 @@ _SUBJ_ROLE = re.compile(rf"^(?:my|our) {KIN_ADJ}(?P<role>{ROLE_WORD})(?:'s (?P<t
 
 # "Beatriz Salgado, my flatmate, speaks ...": said as "my flatmate Beatriz Salgado speaks ...".
 _NAME_FIRST = re.compile(
-    rf"^(?P<name>[A-Z][\w'-]*(?: [A-Z][\w'-]*){{1,2}}), (?P<role>(?:my|our) {KIN_ADJ}(?:{ROLE_WORD})),\s+")
+    rf"^(?P<pre>(?i:(?:oh|and|so|well|hey|hi|by the way|btw|fun fact|quick thing|just so you know)[\s,:!]+)*)"
+    rf"(?P<name>[A-Z][\w'-]*(?: [A-Z][\w'-]*){{0,2}}), (?P<role>(?i:(?:my|our) {KIN_ADJ}(?:{ROLE_WORD}))),\s+")
 
 _SUBJ_PRONOUN = re.compile(r"^(?:he|she|who|which)\b", re.I)
 
@@ -230,7 +236,7 @@ _SUBJ_NAME = re.compile(r"^[A-Z][\w'-]*(?: [A-Z][\w'-]*){0,2}")
 
 _ADV = (r"(?:(?:really|also|still|now|currently|just|actually|recently|absolutely|totally|truly|definitely|"
         r"honestly|originally|mostly|usually|basically|literally|already|even|seriously|kinda|finally|"
-        r"officially)\s+)*")
+        r"officially|only)\s+)*")
 
 Found = list[tuple[str, str]]  # (relation, object) pairs for one subject
 
@@ -247,7 +253,7 @@ def _place(relation: str):
     def handle(m: re.Match, r: _Reader) -> Found:
         obj, rest = _phrase(m["o"])
         inner = re.match(r"in (.+)", rest, re.I)
-        if obj and inner and re.match(r"(?:an?|the) [a-z]", obj):
+        if obj and inner and re.match(r"(?:an?|the|across|near|just|outside|right) [a-z]", obj):
             named = _phrase(inner[1])[0]
             if named and (named[0].isupper() or not r.cased):
                 obj = named
@@ -274,12 +280,21 @@ def _named(relation: str):
     return handle
 
 
+def _named_last(m: re.Match, r: _Reader) -> Found:
+    """"We got a puppy. We named her Waffles": the pet or person just spoken of is named."""
+    if r.last is not None and r.last.kind == "role" and (name := _name(m["o"], r.cased)):
+        r.add(r.last, "is named", name)
+    return []
+
+
 def _born(m: re.Match, r: _Reader) -> Found:
     out, text = [], m["o"]
     while True:
         prep, _, text = text.partition(" ")
         obj, text = _phrase(text)
-        if obj and (prep.lower() == "on" or DATE.search(obj)):
+        if obj and re.fullmatch(r"\d{4}", obj):  # "born in Krakow in 1931": a year is no birthday
+            pass
+        elif obj and (prep.lower() == "on" or DATE.search(obj)):
             out.append(("was born on", obj))
         elif obj:
             out.append(("was born in", obj))
@@ -313,9 +328,18 @@ _DURATION = re.compile(r"(?:\d+|an?|one|two|three|four|five|six|seven|eight|nine
                        r"a few|a couple of) (?:years?|months?|weeks?|days?|decades?)\b", re.I)
 
 
+# "a regular at the pub", "a guest at the wedding": an "at" that names no employer
+_NOT_STAFF = {"regular", "guest", "customer", "patient", "visitor", "client", "member", "fan", "tourist", "bit",
+              "lot", "little", "big", "huge", "while", "mess", "wreck", "night", "morning", "person", "people"}
+
+
 def _job(m: re.Match, r: _Reader) -> Found:
     obj, rest = _phrase(m["o"])
-    if not obj or not _is_job(obj) or obj.split()[0].lower() in NOT_NOW:
+    if not obj or obj.split()[0].lower() in NOT_NOW:
+        return []
+    # a title the vocabulary does not know is still a job when an employer follows it
+    employer = re.match(r"(?:at|for) (?:an? |the )?[A-Za-z]", rest) and len(obj.split()) <= 3 and obj.islower()
+    if not (_is_job(obj) or (employer and _head(obj) not in _NOT_STAFF)):
         return []
     out = [("works as", f"{m['art']} {obj}")]
     tail = re.match(r"(at|for|from) (.+)", rest, re.I)
@@ -343,7 +367,8 @@ def _plays(m: re.Match, r: _Reader) -> Found:
     low = obj.lower()
     if low in INSTRUMENTS or _head(low) in INSTRUMENTS:
         return [("plays the", obj)]
-    return [("plays", obj)] if low in SPORTS else []
+    sport = next((" ".join(obj.split()[:n]) for n in (2, 1) if " ".join(low.split()[:n]) in SPORTS), None)
+    return [("plays", sport)] if sport else []  # "chess most evenings": the game
 
 
 def _owns(m: re.Match, r: _Reader) -> Found:
@@ -367,9 +392,15 @@ def _going_to(m: re.Match, r: _Reader) -> Found:
     return [("is planning to", f"go to {obj}")] if r.cased and first[0].isupper() else []
 
 
+def _will(m: re.Match, r: _Reader) -> Found:
+    """"Next year I'll retire": a plan when its verb is one."""
+    obj, _ = _phrase(m["o"])
+    return [("is planning to", obj)] if obj and obj.split()[0].lower() in PLAN_VERBS else []
+
+
 def _travel(m: re.Match, r: _Reader) -> Found:
     obj, _ = _phrase(m["o"])
-    if not obj or (m["v"].lower() in ("going", "heading") and not (r.cased and obj[0].isupper())):
+    if not obj or (m["v"].lower() in ("going", "heading") and not (obj[0].isupper() if r.cased else r.future)):
         return []
     return [("is planning to", f"{GERUNDS[m['v'].lower()]} to {obj}")]
 
@@ -391,9 +422,13 @@ def _alternatives(words) -> str:
     return "|".join(sorted(map(re.escape, words), key=len, reverse=True))
 
 
+_NOW = re.compile(r"(?:at the moment|at present|right now|these days|lately)\b", re.I)
+
+
 def _activity(obj: str | None, rest: str) -> str | None:
     """An activity keeps where it happens: "sleeping on the radiator", not "sleeping"."""
-    if obj and obj.split()[0].lower().endswith("ing") and (pp := re.match(r"(in|on|at|under|around) (.+)", rest, re.I)):
+    if (obj and obj.split()[0].lower().endswith("ing") and not _NOW.match(rest)
+            and (pp := re.match(r"(in|on|at|under|around) (.+)", rest, re.I))):
         where = _phrase(pp[2])[0]
         if where and len(obj.split()) + 1 + len(where.split()) <= MAX_OBJECT_WORDS:
             return f"{obj} {pp[1]} {where}"
@@ -403,7 +438,7 @@ def _activity(obj: str | None, rest: str) -> str | None:
 def _fond(relation: str):
     """Likes and dislikes: a list stays one object, an activity keeps its place."""
     def handle(m: re.Match, r: _Reader) -> Found:
-        obj = _activity(*_phrase(m["o"], lists=True))
+        obj = _activity(*_phrase(re.sub(r"^(?:his|her|their|its) ", "", m["o"], flags=re.I), lists=True))
         if obj and (to := re.match(r"to (\S+)(.*)", obj)):  # "I love to cook": cooking
             obj = _gerund(to[1]) + to[2]
         return [(relation, obj)] if obj else []
@@ -439,8 +474,18 @@ def _been_in(m: re.Match, r: _Reader) -> Found:
     return [("lives in", obj)] if obj and re.match(r"(?:for|since) ", rest, re.I) else []
 
 
+def _lessons(m: re.Match, r: _Reader) -> Found:
+    """"I'm taking piano lessons" is learning; "I'm taking a pottery class in May" is a plan."""
+    if r.future:
+        return [("is planning to", f"{GERUNDS[m['v'].lower()]} {m['x']}")]
+    obj, _ = _phrase(m["o"])
+    return [("is learning", obj)] if obj else []
+
+
 def _studies(m: re.Match, r: _Reader) -> Found:
     obj, rest = _phrase(m["o"])
+    if obj and re.match(r"(?:part|full)[- ]time|hard|abroad|online|remotely|at night|a lot", obj, re.I):
+        return []
     out = [("studies", obj)] if obj else []
     if (at := re.match(r"at (.+)", rest, re.I)) and (school := _phrase(at[1])[0]):
         out.append(("studies at", school))
@@ -470,11 +515,13 @@ def _progressive(m: re.Match, r: _Reader) -> Found:
     """"I'm writing a novel" is going on now; "I'm visiting Kyoto in November" is a plan."""
     verb = m["v"].lower()
     obj, _ = _phrase(m["o"])
-    if not obj or obj.split()[0].lower() in _NOT_A_THING:
+    if (not obj or (obj.split()[0].lower() in _NOT_A_THING and not (verb == "applying" and r.future))
+            or re.fullmatch(r"(?:for|since) .*", obj.lower()) and not verb.endswith(("for", "from"))
+            or re.fullmatch(r"ages|years|months|weeks|a while|a long time|forever", obj.lower())):
         return []
     if r.future and verb in GERUNDS:
         return [("is planning to", f"{GERUNDS[verb]} {obj}")]
-    return [("is currently", f"{m['v']} {obj}")] if verb in ONGOING and not r.future else []
+    return [("is currently", f"{m['v']} {obj}")] if verb in ONGOING else []
 
 
 def _runs(m: re.Match, r: _Reader) -> Found | None:
@@ -537,7 +584,9 @@ _FIELD = _alternatives(FIELDS)
 # handler returns None ("I'm running a marathon" is no business: the next pattern may read it).
 _PREDICATES = [
     (rf"{_BE} (?:called|named) (?P<o>.+)", _named("is named")),
-    (rf"(?:live|lives|(?:{_BE} )?living|{_HAVE} (?:been living|lived))(?: with [^,]{{1,40}}?)? in (?P<o>.+)",
+    (r"(?:named|called|call) (?:her|him|it|them) (?P<o>.+)", _named_last),
+    (rf"(?:live|lives|(?:{_BE} )?living|{_HAVE} (?:been living|lived)|(?:{_HAVE} )?settled(?: down)?)"
+     rf"(?: (?:with|across|near|outside|just outside|right) [^,]{{1,40}}?)? in (?P<o>.+)",
      _place("lives in")),
     (rf"(?:moved|{_HAVE} moved|relocated|{_HAVE} relocated)(?: back| here| over)?(?: from [\w' .-]{{1,40}}?)? to "
      rf"(?P<o>.+)",
@@ -562,6 +611,9 @@ _PREDICATES = [
      rf"started working|{_HAVE} worked)(?: remotely| full[- ]time| part[- ]time| freelance)? (?:at|for|by) "
      rf"(?P<o>.+)", _work("works at")),
     (rf"(?:work|works|(?:{_BE} )?working|{_HAVE} been working) as (?P<o>.+)", _work("works as")),
+    (rf"(?:{_HAVE} |just )*(?:started|got|landed|{_HAVE} got) (?:a |my )?(?:new )?job (?:at|with|for) (?P<o>.+)",
+     _work("works at")),
+    (r"(?:manage|manages|lead|leads|head|heads) (?:a|the) team\b[^,.;]{0,40}? at (?P<o>.+)", _plain("works at")),
     (rf"(?:work|works|(?:{_BE} )?working|{_HAVE} been working) in (?P<o>{_FIELD})\b\s*(?P<rest>.*)", _works_in),
     (rf"{_BE} (?:an? )?(?:big |huge |massive |great |long-?time )?fan of (?P<o>.+)", _plain("likes")),
     (rf"(?:{_BE} (?:an? )?member of|belongs? to) (?P<o>.+)", _plain("is a member of")),
@@ -572,14 +624,15 @@ _PREDICATES = [
     (rf"{_HAVE} (?:an? )?(?:severe |bad |mild )?(?P<o>[\w-]+(?: [\w-]+)?) allergy\b", _plain("is allergic to")),
     (rf"(?:hate|hates|dislike|dislikes|detest|detests|despise|despises|loathe|loathes|can not stand|"
      rf"cannot stand|(?:do|does) not (?:really |particularly |much |actually |exactly )?(?:like|enjoy|love|care for)|"
-     rf"{_BE} not (?:really |very |too |that |particularly )?(?:into|keen on|fond of)|"
-     rf"{_BE} not (?:really )?(?:an? )?(?:big |huge )?fan of) (?P<o>.+)", _fond("dislikes")),
+     rf"(?:{_BE} )?not (?:really |very |too |that |particularly )?(?:into|keen on|fond of)|"
+     rf"(?:{_BE} )?not (?:really )?(?:an? )?(?:big |huge )?fan of) (?P<o>.+)", _fond("dislikes")),
+    (rf"{_BE} not an? (?P<o>[\w-]+) drinker\b", _plain("does not drink")),
     (r"(?:(?:do|does) not (?:really |ever )?eat|never eats?) (?P<o>.+)", _avoids("does not eat")),
     (r"(?:(?:do|does) not (?:really |ever )?drink|never drinks?) (?P<o>.+)", _avoids("does not drink")),
     (r"(?:do|does) not speak(?: a word of)? (?P<o>.+)", _avoids("does not speak")),
     (rf"(?:love|loves|like|likes|enjoy|enjoys|adore|adores|{_BE} into|{_BE} obsessed with|"
      rf"{_BE} passionate about) (?P<o>.+)", _fond("likes")),
-    (r"(?:drive|drives) (?:an?|the) (?P<o>.+)", _plain("drives a")),
+    (r"(?:drive|drives) (?:an?|the) (?P<o>.+?)(?: to (?:work|school|the \w+)\b.*)?$", _plain("drives a")),
     (rf"(?:run|runs|{_BE} running|{_HAVE} been running|manage|manages|{_BE} managing|own and run|owns and runs|"
      rf"co-own|co-owns|{_HAVE} (?:my|our|his|her|their) own) (?:an? |my own |our own |his own |her own |"
      rf"their own |the )?(?P<o>.+)", _runs),
@@ -592,15 +645,16 @@ _PREDICATES = [
      rf"{_BE} doing an? (?:PhD|doctorate|degree|master'?s|masters|bachelor'?s|BA|BSc|MA|MSc|MBA|diploma)"
      rf"(?: degree)? in) (?P<o>.+)", _studies),
     (rf"{_BE} an? (?:[\w'-]+ ){{0,2}}?student (?:at|of) (?P<o>.+)", _plain("studies at")),
-    (rf"(?:{_BE} learning|{_HAVE} been learning|(?:{_HAVE} )?started learning|{_BE} teaching "
+    (rf"(?:{_BE} learning|(?:{_HAVE} )?been learning|(?:{_HAVE} )?started learning|{_BE} teaching "
      rf"(?:myself|himself|herself|themselves)) (?P<o>.+)", _learning),
-    (rf"(?:{_BE} |{_HAVE} been )?(?:taking|doing) (?:an? )?(?P<o>[\w' -]{{1,40}}?) (?:lessons?|classes|class|course)\b",
-     _plain("is learning")),
+    (rf"(?:{_BE} |{_HAVE} been )?(?P<v>taking|doing) (?P<x>(?:an? )?(?P<o>[\w' -]{{1,40}}?) "
+     rf"(?:lessons?|classes|class|course))\b", _lessons),
     (rf"(?:teach|teaches|{_BE} teaching|{_HAVE} been teaching) (?P<o>.+)", _teaches),
     (r"went to (?P<o>.+)", _went_to),
-    (rf"(?:plan|plans|{_BE} planning|intend|intends|{_BE} intending|{_HAVE} decided|decided) (?:to|on) (?P<o>.+)",
+    (rf"(?:plan|plans|(?:{_BE} )?planning|intend|intends|{_BE} intending|{_HAVE} decided|decided) (?:to|on) (?P<o>.+)",
      _plan),
     (rf"{_BE} going to (?P<o>.+)", _going_to),
+    (r"will (?P<o>.+)", _will),
     (rf"(?:{_BE} )?(?P<v>flying|travelling|traveling|moving|relocating|heading|driving|going) to (?P<o>.+)",
      _travel),
     (rf"(?:{_BE}|{_HAVE} been) (?P<v>{_ONGOING}) (?P<o>.+)", _progressive),
@@ -631,8 +685,14 @@ _NAMED_ROLE = re.compile(rf"\b(?:my|our) {KIN_ADJ}(?P<role>{ROLE_WORD}),? (?=(?P
 
 _NEW_PET = re.compile(rf"\b(?:an?|one) {KIN_ADJ}(?P<pet>{_alternatives(PETS)})\b", re.I)
 
-_ROLE_NAMED = re.compile(rf"\b(?:an?|one|(?P<many>two|three|four|\d)) {KIN_ADJ}(?P<role>{ROLE_WORD})s?,? "
-                         rf"(?:named|called) (?=(?P<o>\S+(?: \S+){{0,4}}))", re.I)
+_ROLE_NAMED = re.compile(rf"\b(?:an?|one|(?P<many>two|three|four|\d)) {KIN_ADJ}(?P<role>{ROLE_WORD})s?"
+                         rf"(?:,? (?:named|called) |, (?=(?-i:[A-Z])))(?=(?P<o>\S+(?: \S+){{0,4}}))", re.I)
+
+
+def _name_first(m: re.Match) -> str:
+    if m["name"].split()[0].lower() in NOT_NAMES:
+        return m[0]
+    return f"{m['pre']}{m['role']} {m['name']} "
 
 
 def _predicate(text: str) -> bool:
@@ -646,6 +706,10 @@ def _lowercase_name(rest: str) -> str | None:
             or _predicate(_LEADING_ADV.sub("", rest)) or not _predicate(_LEADING_ADV.sub("", after))):
         return None
     return word
+
+
+# chat shorthand that starts a clause with a capital but no name: "Planning to ...", "Not really into ..."
+_SHORTHAND = re.compile(r"(?:\w+ing|not|been)\b(?! (?-i:[A-Z]))", re.I)
 
 
 class _Reader:
@@ -665,7 +729,7 @@ class _Reader:
         # All-lowercase chat gives no capitals to find names by ("I" does not count: we capitalise it).
         self.cased = bool(re.search(r"[A-Z]", re.sub(r"\bI\b", "", text)))
         for sentence in _SENTENCE.split(_normalise(text)):
-            self.sentence(_NAME_FIRST.sub(lambda m: f"{m['role']} {m['name']} ", sentence.strip()))
+            self.sentence(_NAME_FIRST.sub(_name_first, sentence.strip()))
         return self.found
 
     def sentence(self, sentence: str) -> None:
@@ -713,7 +777,7 @@ class _Reader:
     def correct(self, clause: str) -> None:
         """A bare phrase after "sorry, I mean" replaces the object just said."""
         obj, rest = _phrase(clause)
-        if self.found and obj and not rest and len(obj.split()) <= 4:
+        if self.found and obj and len(obj.split()) <= 4 and (not rest or re.fullmatch(r"(?:no|with an?) \w+", rest)):
             subject, relation, _ = self.found[-1]
             self.found[-1] = (subject, relation, to_third_person(obj, self.user_id))
 
@@ -743,6 +807,12 @@ class _Reader:
             relation = "is from"
         elif attr.endswith(("language", "tongue")):
             relation = "speaks"
+        elif attr in ("job title", "job", "profession", "occupation"):
+            obj = _phrase(m["o"])[0]
+            # "my job is boring" is no job; a title said as one is
+            if obj and (attr == "job title" or _is_job(obj)):
+                self.add(subject, "works as", obj)
+            return subject
         else:
             category = attr.split(maxsplit=1)[1]
             relation = f"has a favourite {FAVOURITES[category]}:" if category in FAVOURITES else "likes"
@@ -763,7 +833,7 @@ class _Reader:
             if m["theirs"]:
                 subject = self.role(m["theirs"], subject)
             name = _name(rest, True) if self.cased else _lowercase_name(rest)
-            if name and not self.cased:
+            if name and (not self.cased or m["theirs"]):  # "my sister's dog Bruno" is no "my <role> Name"
                 self.add(subject, "is named", name)
             if name:  # "my sister Maria lives ...": naming() records the name
                 rest = _drop_words(rest, len(name.split()))
@@ -772,7 +842,8 @@ class _Reader:
             return subject, rest
         if m := _SUBJ_PRONOUN.match(clause):
             return self.last, clause[m.end():].strip()
-        if self.cased and (m := _SUBJ_NAME.match(clause)) and m[0].split()[0].lower() not in NOT_NAMES:
+        if (self.cased and (m := _SUBJ_NAME.match(clause)) and m[0].split()[0].lower() not in NOT_NAMES
+                and not _SHORTHAND.match(clause)):
             self.last = _Subject(m[0], "named")
             return self.last, clause[m.end():].strip()
         # No subject: the previous clause's ("... and works at X"), or the user's in chat shorthand

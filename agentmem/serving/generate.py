@@ -14,8 +14,10 @@ def _greedy(model, tokenizer, ids: torch.Tensor, max_new_tokens: int) -> str:
 
 
 @torch.no_grad()
-def greedy_many(model, tokenizer, prompts: list[torch.Tensor], max_new_tokens: int, batch_size: int = 16) -> list[str]:
-    """Greedy answers to many prompts (1-D id tensors), generated in left-padded batches.
+def greedy_many(model, tokenizer, prompts: list[torch.Tensor], max_new_tokens: int, batch_size: int = 16,
+                processor=None) -> list[str]:
+    """Greedy answers to many prompts (1-D id tensors), generated in left-padded batches; `processor()`, if
+    given, makes each batch's logits processor (e.g. a grammar's, which keeps state per row).
 
     On CPU a batch of 16 costs little more than one prompt, so recall over
     hundreds of facts takes seconds instead of minutes.
@@ -31,7 +33,8 @@ def greedy_many(model, tokenizer, prompts: list[torch.Tensor], max_new_tokens: i
             mask[i, width - len(p):] = 1
         out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=False,
                              temperature=None, top_p=None, top_k=None, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id)
+                             pad_token_id=tokenizer.pad_token_id,
+                             logits_processor=[processor()] if processor is not None else None)
         answers += [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
     return answers
 
