@@ -20,8 +20,11 @@ from ..serving.engines import MODEL_ID
 DATA = Path(__file__).parents[1] / "data"
 # the in-sample snippets: the rules were fixed against them
 EXTRACTION_SET = DATA / "extraction.jsonl"
-# written before the rules were changed for them and never tuned against: measured once before, once after
-HELDOUT_SET = DATA / "extraction-heldout.jsonl"
+# written blind (by a writer who read only the conventions in agentmem/extract/__init__.py, none of the rules or
+# other sets) and never tuned against: what `agentmem eval extraction` scores by default
+HELDOUT_SET = DATA / "extraction-heldout2.jsonl"
+# the first held-out set: its misses were listed in the README after it was scored, so it is no longer unseen
+FIRST_HELDOUT_SET = DATA / "extraction-heldout.jsonl"
 # the same categories, different snippets: what rule work is checked against
 DEV_SET = DATA / "extraction-dev.jsonl"
 # written once the rules had learned all of DEV_SET, weighted to the weak categories: rule work since
