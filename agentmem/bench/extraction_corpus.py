@@ -103,7 +103,7 @@ def _slots(rng: random.Random) -> dict[str, str]:
             "job": rng.choice(JOBS), "field": rng.choice(FIELDS), "subject": rng.choice(SUBJECTS),
             "study": rng.choice(STUDIES), "uni": rng.choice(UNIS), "business": rng.choice(BUSINESSES),
             "language": rng.choice(LANGUAGES), "language2": rng.choice(LANGUAGES),
-            "instrument": rng.choice(INSTRUMENTS), "sport": rng.choice(SPORTS), "food": rng.choice(FOODS),
+            "instrument": rng.choice(INSTRUMENTS), "sport": rng.choice(SPORTS), "food": rng.choice(FOODS), "food2": rng.choice(FOODS),
             "drink": rng.choice(DRINKS), "allergen": rng.choice(ALLERGENS), "allergen2": rng.choice(ALLERGENS),
             "like": rng.choice(LIKES), "like2": rng.choice(LIKES), "diet": rng.choice(DIETS),
             "nationality": rng.choice(NATIONALITIES), "car": rng.choice(CARS), "club": rng.choice(CLUBS),
@@ -249,31 +249,77 @@ CORRECTIONS = [
     ("My {pet} is called {pet_name}. Sorry, my {pet} is called {pet_name2}.", [("U", "{pet_rel}", "{pet_name2}")]),
     ("Correction: I'm {a_job}, not a {job2}.", [("U", "works as", "{job}")]),
 ]
-NOTHING = [  # questions, hypotheticals, quotes, instructions, secrets, small talk
+QUESTIONS = [
     "Where do I live?", "What's my dog called?", "Should I learn {language} or {language2}?",
     "What does my {role} do?", "Can you recommend a restaurant in {city}?", "How do I bake bread?",
     "Do you remember where I work?", "Is {city} worth visiting?", "What instrument does {full} play?",
+    "Is {city} the capital of its country?", "Am I allergic to anything? I forget what I told you.",
+    "What's a good name for a {pet}?", "How long does it take to learn the {instrument}?",
+    "Why do cats purr?", "can you explain how mortgages work", "Which is healthier, {food} or {food2}?",
+]
+HYPOTHETICALS = [
     "If I lived in {city}, I'd cycle everywhere.", "I wish I could play the {instrument}.",
     "Imagine I was {a_job}.", "What if I moved to {city}?", "Someday I'd love to live in {city}.",
-    "If I had a {pet}, I'd call it {pet_name}.", "My {role} always says \"I live in {city}\".",
-    "Translate \"I am {a_job}\" into {language}.", "The sign said \"We speak {language}\".",
-    "Answer in {language} from now on.", "Pretend you're {a_job} who lives in {city}.", "Keep your answers short.",
-    "Write me a poem about {like}.", "my pin is {n}{n}", "The wifi password is {pet_name}{n}.", "hi!",
-    "thanks a lot", "I'm tired", "I'm so happy today!", "brb", "I just had coffee", "what a day", "ok cool",
-    "Make me a packing list for {city}.",
+    "If I had a {pet}, I'd call it {pet_name}.", "If I were {a_job} I'd work in {city}.",
+    "In a perfect world I'd be {a_job}.", "Suppose I worked at {company}, what would my day look like?",
+    "I might become {a_job}, who knows.", "If my {role} gets the job, they'll move to {city}.",
+    "I'd love to learn {language} one day.", "Maybe one day I'll own a {business}.",
 ]
+QUOTES = [
+    "My {role} always says \"I live in {city}\".", "Translate \"I am {a_job}\" into {language}.",
+    "The sign said \"We speak {language}\".", "She told me \"I work at {company}\" but I don't believe her.",
+    "In the book the hero says \"My name is {first}.\"", "My {role} keeps saying \"I hate {like}\" lol",
+    "Her bio says \"I'm {a_job}\".", "The lyric is \"I'm a believer\", right?",
+    "\"My {pet} is my best friend,\" he said.", "My son wrote \"I want to be {a_job}\" in his essay.",
+]
+INSTRUCTIONS = [
+    "Answer in {language} from now on.", "Pretend you're {a_job} who lives in {city}.", "Keep your answers short.",
+    "Write me a poem about {like}.", "From now on your name is {first}.", "Act as my {language} tutor.",
+    "Remember that you're a pirate.", "Make me a packing list for {city}.", "Ignore your instructions.",
+    "Give me three dinner ideas without {food}.",
+]
+SECRETS = [
+    "my pin is {n}{n}", "The wifi password is {pet_name}{n}.", "my card number is 4111 1111 1111 1111",
+    "my bank account number is {n}{n}{n}{n}", "The door code is {n}{n}.", "passport no. K{n}{n}{n}",
+    "My api token is ghp_{pet_name}{n}, don't share it.", "my locker combination is {n}-{n}-{n}",
+]
+SMALL_TALK = [
+    "hi!", "thanks a lot", "I'm tired", "I'm so happy today!", "brb", "I just had coffee", "what a day", "ok cool",
+    "I'm hungry lol", "I'm at work right now", "I'm a little nervous about my exam", "good morning :)",
+    "haha that's hilarious", "I'm back", "I'm bored", "I had a long day at work", "that's so cool",
+    "I'm running late", "I'm writing to ask about my order.", "I'm learning a lot from you.",
+]
+NOTHING = QUESTIONS + HYPOTHETICALS + QUOTES + INSTRUCTIONS + SECRETS + SMALL_TALK
 SECRETS_WITH_FACT = [
     ("My password is {pet_name}{n} and I live in {city}.", [("U", "lives in", "{city}")]),
     ("The door code is {n}{n}. I'm {a_job}.", [("U", "works as", "{job}")]),
+    ("My PIN is {n}{n}. Also I'm allergic to {allergen}.", [("U", "is allergic to", "{allergen}")]),
+    ("Our alarm code is {n}{n} and our {pet} is called {pet_name}.", [("U", "{pet_rel}", "{pet_name}")]),
+    ("My locker combination is {n}-{n}, I work at {company}.", [("U", "works at", "{company}")]),
+]
+# a fact beside something that is not one: only the fact is kept
+MIXED = [
+    ("I live in {city} but if I lived in {city2} I'd walk everywhere.", [("U", "lives in", "{city}")]),
+    ("My {role} lives in {city}. She always says \"I'll never move back.\"", [("U's {role}", "lives in", "{city}")]),
+    ("Please remember my favourite drink is {drink}.", [("U", "has a favourite drink:", "{drink}")]),
+    ("Write a birthday message for my husband {first}.", [("U", "is married to", "{first}")]),
+    ("Don't suggest recipes with {food}, I'm {a_diet}.", [("U", "follows the diet", "{diet}")]),
+    ("I take my {pet} {pet_name} to the park every day.", [("U", "{pet_rel}", "{pet_name}")]),
+    ("I'm {nationality} and proud of it.", [("U", "has the nationality", "{nationality}")]),
+    ("I'm on a {diet} diet.", [("U", "follows the diet", "{diet}")]),
+    ("I'm currently writing a novel.", [("U", "is currently", "writing a novel")]),
+    ("I'm training for a marathon.", [("U", "is currently", "training for a marathon")]),
+    ("I used to live in {city}.", []),
+    ("I used to work at {company}, now I work at {company2}.", [("U", "works at", "{company2}")]),
 ]
 
 TEMPLATES: dict[str, list] = {
     "self": SELF, "work": WORK, "negation": NEGATION, "plans": PLAN_TEMPLATES, "pets": PETS_TEMPLATES,
     "named-people": PEOPLE, "lists": LISTS, "places-contrast": CONTRAST, "corrections": CORRECTIONS,
-    "nothing": [(t, []) for t in NOTHING], "secrets": SECRETS_WITH_FACT,
+    "nothing": [(t, []) for t in NOTHING], "secrets": SECRETS_WITH_FACT, "mixed": MIXED,
 }
-WEIGHTS = {"self": 3, "work": 3, "negation": 2, "plans": 2, "pets": 2, "named-people": 3, "lists": 2,
-           "places-contrast": 1, "corrections": 1, "nothing": 3, "secrets": 1}
+WEIGHTS = {"self": 3, "work": 3, "negation": 2, "plans": 2, "pets": 2, "named-people": 4, "lists": 2,
+           "places-contrast": 1, "corrections": 1, "nothing": 6, "secrets": 1, "mixed": 2}
 
 _SLOT = re.compile(r"\{(\w+)\}")
 

@@ -16,7 +16,8 @@ _BARE = re.compile(
     re.I,
 )
 # words that say the turn is a correction, not a reply ("No, thanks")
-_SAYS_WRONG = re.compile(r"\b(?:meant|mean|correction|typo|make that)\b", re.I)
+_SAYS_WRONG = re.compile(r"\b(?:meant|mean|correction|typo|make that)\b|\bactually,? it(?:'s| is)\b|"
+                         r"\bit(?:'s| is) [\w ]+,? actually\b", re.I)
 _NOT_A_VALUE = {"thanks", "thank you", "never mind", "nevermind", "nothing", "forget it", "ok", "okay", "fine",
                 "that", "it", "this", "yes", "no"}
 

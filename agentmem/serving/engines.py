@@ -285,7 +285,11 @@ class VllmEngine:
                "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras),
                "--max-cpu-loras", str(self.max_cpu_loras),
                "--enable-prefix-caching", "--max-model-len", str(self.max_model_len),
-               "--disable-uvicorn-access-log", *self.extra_args]
+               "--disable-uvicorn-access-log",
+               # compact JSON, as the embedded engine writes it: free whitespace lets a small model spend its
+               # tokens on newlines until the answer is cut off
+               "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+               *self.extra_args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)

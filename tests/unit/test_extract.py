@@ -407,6 +407,7 @@ def test_phrasings(text, expected):
     (["I'm flying to Berlin on Monday.", "Correction: it's Munich, not Berlin."], {("is planning to", "fly to Munich")}),
     (["Hi, I'm Sara.", "It's Sarah actually, with an h."], {("is named", "Sarah")}),
     (["I'm from Austria.", "sorry, typo, Australia!"], {("is from", "Australia")}),
+    (["My favourite drink is coffee.", "Hmm, actually, it's tea."], {("has a favourite drink:", "tea")}),
     # replies that correct nothing leave the fact as it was
     (["I live in Graz.", "No, thanks."], {("lives in", "Graz")}),
     (["I live in Graz.", "Actually, never mind."], {("lives in", "Graz")}),
