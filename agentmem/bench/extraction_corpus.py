@@ -3,8 +3,9 @@
 Each template is a message with slots and the triples it states, written to the conventions of
 `agentmem.extract` (the user is "User <id>"; a person named by first name is keyed by their relation to the
 user, by full name by that name; negation, plans and lists as the hand-written sets annotate them). The
-fillers are drawn at random, so the same template never gives the same snippet twice. None of the hand-written
-sets (in-sample, dev, held-out) was read to write them.
+fillers are drawn at random, so the same template never gives the same snippet twice. Several templates follow
+phrasings of the dev set (extraction-dev.jsonl), so dev flatters an adapter trained on them; the blind
+held-out set (extraction-heldout2.jsonl) was never read.
 """
 
 from __future__ import annotations
