@@ -10,7 +10,7 @@ from .base import make_fact
 
 _BARE = re.compile(
     r"^(?:(?:hmm+|oh|oops|sorry|wait|no|nope|correction|actually|typo|my bad|update|I meant|I mean|it's|it is|"
-    r"make that|sorry I meant)\b[\s,:;!.-]*)+"
+    r"make that)\b[\s,:;!.-]*)+"
     r"(?P<o>[^,.!?;:]{1,40}?)"
     r"(?:,?\s+(?:not|rather than|instead of|actually|sorry|instead|with an? \w+|no \w+)\b[^.!?]*)*[\s.!]*$",
     re.I,

@@ -63,8 +63,8 @@ _TIME_WORDS = (r"(?:week|month|year|weekend|summer|winter|spring|fall|autumn|tim
 
 # A time still to come: "I'm visiting Kyoto in November" is a plan, "I'm writing a novel" is going on now.
 _FUTURE = re.compile(
-    r"\b(?:next (?:" + _TIME_WORDS + "|" + MONTHS + r")|tomorrow|tonight|soon|this (?:week|weekend|summer|winter|spring|fall|autumn|"
-    r"evening|afternoon)|on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|in (?:" + MONTHS + r")|"
+    r"\b(?:next (?:" + _TIME_WORDS + "|" + MONTHS + r")|tomorrow|tonight|soon|"
+    r"this (?:week|weekend|summer|winter|spring|fall|autumn|evening|afternoon)|on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|in (?:" + MONTHS + r")|"
     r"in the (?:spring|summer|fall|autumn|winter|new year)|later this|after (?:christmas|easter|the holidays)|"
     r"in (?:a few|two|three|\d+) (?:days|weeks|months))\b",
     re.I,
@@ -281,7 +281,8 @@ def _named(relation: str):
 
 
 def _named_last(m: re.Match, r: _Reader) -> Found:
-    """"We got a puppy. We named her Waffles": the pet or person just spoken of is named."""
+    """"We got a puppy. We named her Waffles": the pet or person just spoken of is named. The fact is about
+    that one, not this clause's subject ("we"), so it is added here and the clause itself finds nothing."""
     if r.last is not None and r.last.kind == "role" and (name := _name(m["o"], r.cased)):
         r.add(r.last, "is named", name)
     return []
@@ -292,12 +293,9 @@ def _born(m: re.Match, r: _Reader) -> Found:
     while True:
         prep, _, text = text.partition(" ")
         obj, text = _phrase(text)
-        if obj and re.fullmatch(r"\d{4}", obj):  # "born in Krakow in 1931": a year is no birthday
-            pass
-        elif obj and (prep.lower() == "on" or DATE.search(obj)):
-            out.append(("was born on", obj))
-        elif obj:
-            out.append(("was born in", obj))
+        # "born in Krakow in 1931": a year alone is no birthday
+        if obj and not re.fullmatch(r"\d{4}", obj):
+            out.append(("was born on" if prep.lower() == "on" or DATE.search(obj) else "was born in", obj))
         if not re.match(r"(?:on|in) ", text, re.I):
             return out
 
@@ -511,13 +509,24 @@ def _learning(m: re.Match, r: _Reader) -> Found:
 _NOT_A_THING = {"to", "about", "up", "back", "down", "out", "off", "home", "here", "there", "hard", "late"}
 
 
+def _no_object(verb: str, obj: str, future: bool) -> bool:
+    """"I'm moving back home", "I'm working late": a particle or adverb, not a thing ("applying to X next
+    month" is a plan)."""
+    return obj.split()[0].lower() in _NOT_A_THING and not (verb == "applying" and future)
+
+
+def _only_a_duration(verb: str, obj: str) -> bool:
+    """"I've been saving for ages", "learning since 2019": how long, not what ("applying for" takes an object)."""
+    low = obj.lower()
+    return bool(re.fullmatch(r"(?:for|since) .*", low) and not verb.endswith(("for", "from"))
+                or re.fullmatch(r"ages|years|months|weeks|a while|a long time|forever", low))
+
+
 def _progressive(m: re.Match, r: _Reader) -> Found:
     """"I'm writing a novel" is going on now; "I'm visiting Kyoto in November" is a plan."""
     verb = m["v"].lower()
     obj, _ = _phrase(m["o"])
-    if (not obj or (obj.split()[0].lower() in _NOT_A_THING and not (verb == "applying" and r.future))
-            or re.fullmatch(r"(?:for|since) .*", obj.lower()) and not verb.endswith(("for", "from"))
-            or re.fullmatch(r"ages|years|months|weeks|a while|a long time|forever", obj.lower())):
+    if not obj or _no_object(verb, obj, r.future) or _only_a_duration(verb, obj):
         return []
     if r.future and verb in GERUNDS:
         return [("is planning to", f"{GERUNDS[verb]} {obj}")]

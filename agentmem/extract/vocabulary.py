@@ -42,7 +42,8 @@ PETS: dict[str, str] = {"dog": "owns a dog named", "puppy": "owns a dog named", 
                         "cat": "owns a cat named", "kitten": "owns a cat named", "kitty": "owns a cat named"} | {
     p: "owns a pet named" for p in (
         "parrot", "rabbit", "bunny", "hamster", "horse", "pony", "bird", "budgie", "fish", "goldfish", "turtle",
-        "tortoise", "bearded dragon", "iguana", "axolotl", "cockatiel", "canary", "tarantula", "snake", "lizard", "gecko", "ferret", "hedgehog", "chinchilla", "guinea pig", "rat", "mouse",
+        "tortoise", "bearded dragon", "iguana", "axolotl", "cockatiel", "canary", "tarantula", "snake", "lizard",
+        "gecko", "ferret", "hedgehog", "chinchilla", "guinea pig", "rat", "mouse",
     )
 } | {b: "owns a dog named" for b in DOG_BREEDS} | {b: "owns a cat named" for b in CAT_BREEDS}
 
