@@ -34,6 +34,16 @@ def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     assert cf["nullspace"]["n"] == 6 and cf["nullspace"]["efficacy"] >= 0.5
 
 
+def test_the_day_window_edits_fresh_facts_and_judges_each_goal_on_the_worst_seed(tmp_path):
+    out = edit_benchmark(home=tmp_path, wake=False, seeds=1, day_facts=4)["day_window"]
+    run = out["runs"][0]
+    assert run["facts"] == 4 and run["seed"] == 101 and run["seconds_per_fact"] > 0
+    # made-up people: only the edits can name their objects
+    assert run["chat"] >= 0.75 and run["first_batch_chat"] >= 0.75, run["misses"]
+    assert 0 <= run["right_kept"] <= 1 and abs(run["drift"]) < 0.05
+    assert out["met"]["chat"] == (run["chat"] >= 0.95)
+
+
 def test_drift_interval_says_how_much_text_the_estimate_rests_on():
     gen = torch.Generator().manual_seed(1)
 

@@ -218,7 +218,9 @@ def test_results_page_has_every_suite_table_plot_and_command(results, tmp_path):
                  "machine": results["capacity"]["machine"],
                  "days": [{"day": 1, "facts_so_far": 3, "chat_recall": 1.0, "paraphrase_recall": 0.67, "raw_recall": 0.33,
                            "perplexity_vs_base": 0.012, "dissolved": 0.0, "night_seconds": 61.0,
-                           "night_steps": 30, "night_asks": 12, "night": "published"}]}
+                           "night_steps": 30, "night_asks": 12, "night": "published", "night_vs_first": 1.0,
+                           "night_parts": {"prepare": {"seconds": 10.0, "held": 0}, "training": {"seconds": 40.0}},
+                           "consolidated": {"facts": 0, "chat": None, "paraphrase": None}}]}
     # suites not run here are rendered from their committed results
     committed = {n: json.loads((COMMITTED / f"{n}.json").read_text()) for n in report.ORDER
                  if n not in results and (COMMITTED / f"{n}.json").exists()}
@@ -232,5 +234,5 @@ def test_results_page_has_every_suite_table_plot_and_command(results, tmp_path):
         assert f"![{name}](results/{name}.png)" in text
         assert (docs / "results" / f"{name}.png").stat().st_size > 1000
         assert f"--out docs/results/{name}.json`" in text
-    assert "| 1 | 3 | 1 | 0.67 | 0.33 | +1.2% | 0% | 61 | 30 | 12 | published |" in text
+    assert "| 1 | 3 | 0 | 1 | 0.67 | 0.33 | - | +1.2% | 0% | 61 | 1 | prepare 10, training 40 | 30 | 12 | published |" in text
     assert text.index(report.TITLES["capacity"]) < text.index(report.TITLES["retrieval"])

@@ -32,12 +32,17 @@ def eval_edit(
     out: Optional[Path] = typer.Option(None, help="also write the JSON here"),
     modes: str = typer.Option("nullspace,none,alphaedit", help="CounterFact constraint modes, comma-separated"),
     wake: bool = typer.Option(True, help="run the fictional-facts part"),
+    seeds: int = typer.Option(0, help="the day window: this many sets of fresh facts, each in a new memory "
+                                      "(0: not run)"),
+    day_facts: int = typer.Option(50, "--day-facts", help="facts in a day window (edited in batches of 10)"),
+    night: bool = typer.Option(False, "--night", help="sleep after each day window and measure again"),
 ):
     """Wake-editor benchmark: speed, recall, specificity, perplexity drift, CounterFact."""
     from .edit import edit_benchmark
 
     result = edit_benchmark(home=home, model=model, counterfact=counterfact, records=records, quick=quick,
-                            progress=say, modes=tuple(modes.split(",")), wake=wake)
+                            progress=say, modes=tuple(modes.split(",")), wake=wake, seeds=seeds,
+                            day_facts=day_facts, night=night)
     _report(result, out)
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..edit.config import MemitConfig
 from ..facts import Fact
-from ..measure import drift, probe_answers, recall, specificity, text_nll
+from ..measure import contains, drift, probe_answers, recall, specificity, text_nll
 from ..memory import Memory
 from .data import fictional_facts
 
@@ -113,9 +113,74 @@ def wake_benchmark(mem, quick: bool, say) -> dict:
     return out
 
 
+# The wake editor's goals for the facts of one day (issue 39): it only has to carry them until the night.
+DAY_GOALS = {"chat": 0.95, "paraphrase": 0.8, "first_batch_chat": 0.95, "right_kept": 0.95, "drift": 0.03,
+             "drift_after_night": 0.01, "seconds_per_fact": 1.0}
+# fictional_facts seeds for the day window, apart from seed 1 (wake_benchmark's, which the editor was tuned on)
+DAY_SEEDS = 101
+
+
+def day_window(mem, facts: list[Fact], batch: int, night: bool, say) -> dict:
+    """One day's facts edited in batches into a fresh memory, measured at the end of the day (and after a
+    night): recall of them all, of the first batch, probes kept right, perplexity drift, seconds per fact."""
+    m, tok = mem.model, mem.tokenizer
+    nll0, probes0 = text_nll(m, tok), probe_answers(m, tok)
+    t0 = time.perf_counter()
+    for i in range(0, len(facts), batch):
+        mem.remember(facts[i: i + batch])
+        say(f"day window: {min(i + batch, len(facts))}/{len(facts)} edited")
+    seconds = (time.perf_counter() - t0) / len(facts)
+    day = recall(m, tok, facts)
+    objects = {f.statement: f.object for f in facts}
+    missed = {x["fact"] for x in day["misses"] if not contains(x["chat"], objects[x["fact"]])}
+    first = facts[:batch]
+    out = {"facts": len(facts), "batch": batch, "seconds_per_fact": round(seconds, 3),
+           "chat": round(day["chat"], 3), "paraphrase": round(day["paraphrase"], 3), "raw": round(day["raw"], 3),
+           "first_batch_chat": round(sum(f.statement not in missed for f in first) / len(first), 3),
+           "right_kept": specificity(probes0, probe_answers(m, tok))["right_kept"],
+           "drift": drift(nll0, text_nll(m, tok))["drift"], "misses": day["misses"][:5]}
+    if night:
+        out["night"] = mem.sleep()["outcome"]
+        with mem.reading() as reader:
+            after = recall(reader, tok, facts)
+            out.update(chat_after_night=round(after["chat"], 3), paraphrase_after_night=round(after["paraphrase"], 3),
+                       drift_after_night=drift(nll0, text_nll(reader, tok))["drift"])
+    return out
+
+
+def _spread(runs: list[dict]) -> dict:
+    """Mean, lowest and highest of each figure over the seeds."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k not in ("facts", "batch", "seed")]
+    return {k: {"mean": round(sum(r[k] for r in runs) / len(runs), 4), "min": min(r[k] for r in runs),
+                "max": max(r[k] for r in runs)} for k in keys}
+
+
+def _met(summary: dict) -> dict:
+    """Each goal against the worst seed: recall and kept answers at their lowest reach it, drift and seconds
+    at their highest stay under it."""
+    low = ("drift", "drift_after_night", "seconds_per_fact")
+    return {k: (summary[k]["max"] <= goal if k in low else summary[k]["min"] >= goal)
+            for k, goal in DAY_GOALS.items() if k in summary}
+
+
+def day_benchmark(root: Path, model=None, facts: int = 50, batch: int = 10, seeds: int = 5, night: bool = False,
+                  say=lambda m: None) -> dict:
+    """The day window on `seeds` sets of fresh facts, each in a memory of its own (sharing the first one's
+    cache: the covariance takes minutes)."""
+    runs, shared = [], {}
+    for s in range(seeds):
+        with Memory.open(root / f"day-{s}", model=model, progress=say, **shared) as mem:
+            shared["cache"] = mem.settings.cache_dir
+            runs.append({"seed": DAY_SEEDS + s, **day_window(mem, fictional_facts(facts, seed=DAY_SEEDS + s), batch,
+                                                             night, say)})
+        say(f"day window, seed {DAY_SEEDS + s}: {({k: v for k, v in runs[-1].items() if k != 'misses'})}")
+    summary = _spread(runs)
+    return {"runs": runs, "summary": summary, "goals": DAY_GOALS, "met": _met(summary)}
+
+
 def edit_benchmark(home=None, model=None, counterfact=None, records: int = 200, quick: bool = False,
                    progress=None, modes: tuple[str, ...] = ("nullspace", "none", "alphaedit"),
-                   wake: bool = True) -> dict:
+                   wake: bool = True, seeds: int = 0, day_facts: int = 50, night: bool = False) -> dict:
     """Everything the wake-editor issue asks to be measured, as one JSON-serialisable dict."""
     say = progress or (lambda m: None)
     out: dict = {"machine": {"threads": torch.get_num_threads()}, "quick": quick}
@@ -124,6 +189,8 @@ def edit_benchmark(home=None, model=None, counterfact=None, records: int = 200, 
         if wake:
             with Memory.open(root / "wake", model=model, progress=say) as mem:
                 out.update(wake_benchmark(mem, quick, say))
+        if seeds:
+            out["day_window"] = day_benchmark(root, model, day_facts, 10, seeds, night, say)
         if counterfact:
             data = json.loads(Path(counterfact).read_text())[: (6 if quick else records)]
             out["counterfact"] = {

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..measure import perplexity, recall
+from ..measure import contains, perplexity, recall
 from ..memory import Memory
 from ..serving.model_store import load
 from ..storage.ledger import ACTIVE
@@ -79,6 +79,7 @@ def _measure(mem: Memory, tok, day: int, so_far: list, done: dict, ppl_base: flo
         r = recall(reader, tok, so_far)
         ppl = perplexity(reader, tok)
     active = mem.ledger.facts(status=ACTIVE)
+    dissolved = {(f["subject"], f["relation"], f["object"]) for f in active if f["scale"] == 0}
     night = done["night"]
     parts = night["parts"]
     return {
@@ -89,7 +90,18 @@ def _measure(mem: Memory, tok, day: int, so_far: list, done: dict, ppl_base: flo
         "night_parts": parts,
         "chat_recall": round(r["chat"], 3), "paraphrase_recall": round(r["paraphrase"], 3),
         "raw_recall": round(r["raw"], 3),
+        "consolidated": _consolidated(r, [f for f in so_far if (f.subject, f.relation, f.object) in dissolved]),
         "perplexity": round(ppl, 3), "perplexity_vs_base": round(ppl / ppl_base - 1, 4),
         "dissolved": round(sum(f["scale"] == 0 for f in active) / max(len(active), 1), 3),
         "stage_counts": {str(s): sum(f["stage"] == s for f in active) for s in range(len(mem.settings.sleep.schedule))},
     }
+
+
+def _consolidated(r: dict, held: list) -> dict:
+    """Chat and paraphrase recall of the facts whose edit is dissolved: what the night adapter alone carries."""
+    missed = {m["fact"]: m for m in r["misses"]}
+
+    def frac(key: str) -> float | None:
+        hits = [f.statement not in missed or contains(missed[f.statement][key], f.object) for f in held]
+        return round(sum(hits) / len(hits), 3) if hits else None
+    return {"facts": len(held), "chat": frac("chat"), "paraphrase": frac("paraphrase")}

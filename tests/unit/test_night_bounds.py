@@ -89,3 +89,31 @@ def test_a_stopped_run_resumes_with_what_it_had_saved(tmp_path):
 def test_resume_without_a_home_is_refused_before_anything_loads():
     r = CliRunner().invoke(eval_app, ["week", "--days", "2", "--resume"])
     assert r.exit_code == 1 and "--resume needs the --home" in r.output
+
+
+def test_recall_with_the_edit_dissolved_counts_only_those_facts_and_reads_their_misses():
+    from agentmem.bench.sleep import _consolidated
+
+    oslo, ikea = Fact(subject="Ann Roe", relation="lives in", object="Oslo"), \
+        Fact(subject="Bo Lin", relation="works at", object="Ikea")
+    r = {"misses": [{"fact": ikea.statement, "raw": "", "chat": "Bo Lin works at Ikea.", "paraphrase": "No idea."}]}
+    assert _consolidated(r, [oslo, ikea]) == {"facts": 2, "chat": 1.0, "paraphrase": 0.5}
+    assert _consolidated(r, []) == {"facts": 0, "chat": None, "paraphrase": None}
+
+
+def test_the_weeks_page_shows_each_nights_parts_against_the_facts_held_at_nightfall(tmp_path):
+    from agentmem.bench.suites import report
+
+    def day(n: int, held: int, train: float) -> dict:
+        return {"day": n, "facts_so_far": 40 * n, "chat_recall": 1.0, "paraphrase_recall": 0.9, "raw_recall": 0.4,
+                "perplexity_vs_base": 0.01, "dissolved": 0.5, "night_seconds": train + 20, "night_vs_first": 1.0,
+                "night_steps": 75, "night_asks": 90, "night": "published",
+                "night_parts": {"prepare": {"seconds": 20.0, "held": held, "fresh": 40},
+                                "training": {"seconds": train, "steps": 75}},
+                "consolidated": {"facts": held, "chat": 0.95 if held else None, "paraphrase": 0.9 if held else None}}
+
+    week = {"suite": "week", "days": [day(1, 0, 300.0), day(2, 40, 310.0)]}
+    table = report._week_table(week)
+    assert "| 2 | 80 | 40 | 1 | 0.9 | 0.4 | 0.95 / 0.9 of 40 | +1.0% | 50% | 330 | 1 | prepare 20, training 310 |" in table
+    report.plot(week, tmp_path / "week.png")
+    assert (tmp_path / "week.png").stat().st_size > 1000

@@ -84,12 +84,29 @@ def _sweeps_table(r: dict) -> str:
     return "\n\n".join(parts) + f"\n\nUnedited perplexity {_fmt(r['perplexity_base'])}."
 
 
+def _held(d: dict):
+    """Facts the adapter held when the day's night began (runs before 2026-12-05 did not record it)."""
+    return d.get("night_parts", {}).get("prepare", {}).get("held")
+
+
+def _night_parts(d: dict) -> str:
+    parts = d.get("night_parts", {})
+    return ", ".join(f"{k} {v['seconds']:.0f}" for k, v in parts.items() if "seconds" in v) or "-"
+
+
+def _consolidated(d: dict) -> str:
+    c = d.get("consolidated")
+    return f"{_fmt(c['chat'])} / {_fmt(c['paraphrase'])} of {c['facts']}" if c and c["facts"] else "-"
+
+
 def _week_table(r: dict) -> str:
-    rows = [[d["day"], d["facts_so_far"], d["chat_recall"], d["paraphrase_recall"], d["raw_recall"],
-             _pct(d["perplexity_vs_base"]), f"{d['dissolved']:.0%}", d["night_seconds"], d.get("night_steps"),
-             d.get("night_asks"), d["night"]] for d in r["days"]]
-    return _table(["day", "facts so far", "chat recall", "held-out paraphrase", "raw recall", "perplexity vs base",
-                   "edits dissolved", "night (s)", "training steps", "recall asks", "night outcome"], rows)
+    rows = [[d["day"], d["facts_so_far"], _held(d), d["chat_recall"], d["paraphrase_recall"], d["raw_recall"],
+             _consolidated(d),
+             _pct(d["perplexity_vs_base"]), f"{d['dissolved']:.0%}", d["night_seconds"], d.get("night_vs_first"),
+             _night_parts(d), d.get("night_steps"), d.get("night_asks"), d["night"]] for d in r["days"]]
+    return _table(["day", "facts so far", "held at nightfall", "chat recall", "held-out paraphrase", "raw recall",
+                   "edit dissolved: chat / paraphrase", "perplexity vs base", "edits dissolved", "night (s)", "vs night 1", "night's parts (s)",
+                   "training steps", "recall asks", "night outcome"], rows)
 
 
 def _counterfact_table(r: dict) -> str:
@@ -137,6 +154,21 @@ def _bars(ax, labels: list[str], series: dict[str, list], ylabel: str, title: st
     ax.legend(fontsize=8)
 
 
+def _night_time(ax, days: list[dict]) -> None:
+    """A night's seconds, part by part, against the facts the adapter already held when it began."""
+    xs = [_held(d) if _held(d) is not None else d["facts_so_far"] for d in days]
+    label = "facts held at nightfall" if all(_held(d) is not None for d in days) else "facts so far"
+    bottom = [0.0] * len(days)
+    names = list(dict.fromkeys(k for d in days for k, v in d.get("night_parts", {}).items() if "seconds" in v))
+    for name in names:
+        secs = [d.get("night_parts", {}).get(name, {}).get("seconds", 0.0) for d in days]
+        ax.bar(xs, secs, bottom=bottom, width=max(max(xs) / (3 * len(xs)), 1), label=name)
+        bottom = [b + s for b, s in zip(bottom, secs)]
+    ax.plot(xs, [d["night_seconds"] for d in days], marker="o", color="black", label="whole night")
+    ax.set(xlabel=label, ylabel="seconds", ylim=(0, None), title="a night's time")
+    ax.legend(fontsize=7)
+
+
 def plot(r: dict, png: Path) -> None:
     import matplotlib
 
@@ -144,7 +176,8 @@ def plot(r: dict, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     suite = r["suite"]
-    fig, axes = plt.subplots(1, 2 if suite in ("sweeps", "week") else 1, figsize=(10 if suite in ("sweeps", "week") else 6, 4))
+    panels = {"sweeps": 2, "week": 3}.get(suite, 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels if panels > 1 else 6, 4))
     if suite == "capacity":
         _lines(axes, r, "recall", "facts edited (sequential batches)", "recall of every fact so far")
     elif suite == "retention":
@@ -169,10 +202,14 @@ def plot(r: dict, png: Path) -> None:
         days = [d["day"] for d in r["days"]]
         for key in ("chat_recall", "paraphrase_recall", "raw_recall", "dissolved"):
             axes[0].plot(days, [d[key] for d in r["days"]], marker="o", label=key.replace("_", " "))
+        alone = [(d["day"], d["consolidated"]["chat"]) for d in r["days"] if (d.get("consolidated") or {}).get("chat") is not None]
+        if alone:
+            axes[0].plot(*zip(*alone), marker="s", ls="--", label="chat, edit dissolved")
         axes[0].set(xlabel="day", ylim=(-0.05, 1.05), title="recall after each night")
         axes[0].legend(fontsize=8)
         axes[1].plot(days, [d["perplexity_vs_base"] for d in r["days"]], marker="o")
         axes[1].set(xlabel="day", ylabel="perplexity vs base", title="perplexity drift")
+        _night_time(axes[2], r["days"])
     elif suite == "counterfact":
         modes = list(r["modes"])
         _bars(axes, [MODES.get(m, m) for m in modes],
