@@ -234,5 +234,5 @@ def test_results_page_has_every_suite_table_plot_and_command(results, tmp_path):
         assert f"![{name}](results/{name}.png)" in text
         assert (docs / "results" / f"{name}.png").stat().st_size > 1000
         assert f"--out docs/results/{name}.json`" in text
-    assert "| 1 | 3 | 0 | 1 | 0.67 | 0.33 | - | +1.2% | 0% | 61 | 1 | prepare 10, training 40 | 30 | 12 | published |" in text
+    assert "| 1 | 3 | 0 | 1 | 0.67 | 0.33 | - | +1.2% | - | 0% | 61 | 1 | prepare 10, training 40 | 30 | 12 | published |" in text
     assert text.index(report.TITLES["capacity"]) < text.index(report.TITLES["retrieval"])

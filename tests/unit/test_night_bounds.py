@@ -106,7 +106,7 @@ def test_the_weeks_page_shows_each_nights_parts_against_the_facts_held_at_nightf
 
     def day(n: int, held: int, train: float) -> dict:
         return {"day": n, "facts_so_far": 40 * n, "chat_recall": 1.0, "paraphrase_recall": 0.9, "raw_recall": 0.4,
-                "perplexity_vs_base": 0.01, "dissolved": 0.5, "night_seconds": train + 20, "night_vs_first": 1.0,
+                "perplexity_vs_base": 0.01, "right_kept": 1.0, "dissolved": 0.5, "night_seconds": train + 20, "night_vs_first": 1.0,
                 "night_steps": 75, "night_asks": 90, "night": "published",
                 "night_parts": {"prepare": {"seconds": 20.0, "held": held, "fresh": 40},
                                 "training": {"seconds": train, "steps": 75}},
@@ -114,6 +114,6 @@ def test_the_weeks_page_shows_each_nights_parts_against_the_facts_held_at_nightf
 
     week = {"suite": "week", "days": [day(1, 0, 300.0), day(2, 40, 310.0)]}
     table = report._week_table(week)
-    assert "| 2 | 80 | 40 | 1 | 0.9 | 0.4 | 0.95 / 0.9 of 40 | +1.0% | 50% | 330 | 1 | prepare 20, training 310 |" in table
+    assert "| 2 | 80 | 40 | 1 | 0.9 | 0.4 | 0.95 / 0.9 of 40 | +1.0% | 1 | 50% | 330 | 1 | prepare 20, training 310 |" in table
     report.plot(week, tmp_path / "week.png")
     assert (tmp_path / "week.png").stat().st_size > 1000

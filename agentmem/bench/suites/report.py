@@ -101,12 +101,13 @@ def _consolidated(d: dict) -> str:
 
 def _week_table(r: dict) -> str:
     rows = [[d["day"], d["facts_so_far"], _held(d), d["chat_recall"], d["paraphrase_recall"], d["raw_recall"],
-             _consolidated(d),
-             _pct(d["perplexity_vs_base"]), f"{d['dissolved']:.0%}", d["night_seconds"], d.get("night_vs_first"),
-             _night_parts(d), d.get("night_steps"), d.get("night_asks"), d["night"]] for d in r["days"]]
+             _consolidated(d), _pct(d["perplexity_vs_base"]), d.get("right_kept"), f"{d['dissolved']:.0%}",
+             d["night_seconds"], d.get("night_vs_first"), _night_parts(d), d.get("night_steps"), d.get("night_asks"),
+             d["night"]] for d in r["days"]]
     return _table(["day", "facts so far", "held at nightfall", "chat recall", "held-out paraphrase", "raw recall",
-                   "edit dissolved: chat / paraphrase", "perplexity vs base", "edits dissolved", "night (s)", "vs night 1", "night's parts (s)",
-                   "training steps", "recall asks", "night outcome"], rows)
+                   "edit dissolved: chat / paraphrase", "perplexity vs base", "right answers kept", "edits dissolved",
+                   "night (s)", "vs night 1", "night's parts (s)", "training steps", "recall asks", "night outcome"],
+                  rows)
 
 
 def _counterfact_table(r: dict) -> str:
