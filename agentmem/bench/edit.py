@@ -137,7 +137,7 @@ def day_window(mem, facts: list[Fact], batch: int, night: bool, say) -> dict:
     out = {"facts": len(facts), "batch": batch, "seconds_per_fact": round(seconds, 3),
            "chat": round(day["chat"], 3), "paraphrase": round(day["paraphrase"], 3), "raw": round(day["raw"], 3),
            "first_batch_chat": round(sum(f.statement not in missed for f in first) / len(first), 3),
-           "right_kept": specificity(probes0, probe_answers(m, tok))["right_kept"],
+           "right_kept": round(specificity(probes0, probe_answers(m, tok))["right_kept"], 3),
            "drift": drift(nll0, text_nll(m, tok))["drift"], "misses": day["misses"][:5]}
     if night:
         out["night"] = mem.sleep()["outcome"]
