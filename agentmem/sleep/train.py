@@ -36,8 +36,6 @@ REPLAY_QUESTIONS = [
 ]
 
 
-
-
 @dataclass(frozen=True)
 class Example:
     question: str
