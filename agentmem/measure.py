@@ -65,6 +65,13 @@ def recall(model, tok, facts: list[Fact]) -> dict:
     return {"raw": raw / n, "chat": chat / n, "paraphrase": para / n, "n": len(facts), "misses": misses}
 
 
+def recalled(r: dict, facts: list[Fact], kind: str) -> list[bool]:
+    """Per fact of `facts` (those a `recall` result `r` asked, or some of them): whether its `kind` answer
+    ("raw", "chat" or "paraphrase") named the object."""
+    missed = {m["fact"]: m[kind] for m in r["misses"]}
+    return [f.statement not in missed or contains(missed[f.statement], f.object) for f in facts]
+
+
 def probe_answers(model, tok) -> list[str]:
     """Greedy answers to the unrelated probes: an edit must leave them as they were."""
     return generate.chat_many(model, tok, UNRELATED_CHAT, 20) + generate.complete_many(model, tok, UNRELATED_RAW, 10)

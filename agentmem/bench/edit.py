@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..edit.config import MemitConfig
 from ..facts import Fact
-from ..measure import contains, drift, probe_answers, recall, specificity, text_nll
+from ..measure import drift, probe_answers, recall, recalled, specificity, text_nll
 from ..memory import Memory
 from .data import fictional_facts
 
@@ -131,12 +131,10 @@ def day_window(mem, facts: list[Fact], batch: int, night: bool, say) -> dict:
         say(f"day window: {min(i + batch, len(facts))}/{len(facts)} edited")
     seconds = (time.perf_counter() - t0) / len(facts)
     day = recall(m, tok, facts)
-    objects = {f.statement: f.object for f in facts}
-    missed = {x["fact"] for x in day["misses"] if not contains(x["chat"], objects[x["fact"]])}
-    first = facts[:batch]
+    first = recalled(day, facts[:batch], "chat")
     out = {"facts": len(facts), "batch": batch, "seconds_per_fact": round(seconds, 3),
            "chat": round(day["chat"], 3), "paraphrase": round(day["paraphrase"], 3), "raw": round(day["raw"], 3),
-           "first_batch_chat": round(sum(f.statement not in missed for f in first) / len(first), 3),
+           "first_batch_chat": round(sum(first) / len(first), 3),
            "right_kept": round(specificity(probes0, probe_answers(m, tok))["right_kept"], 3),
            "drift": drift(nll0, text_nll(m, tok))["drift"], "misses": day["misses"][:5]}
     if night:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..measure import contains, perplexity, probe_answers, recall, specificity
+from ..measure import perplexity, probe_answers, recall, recalled, specificity
 from ..memory import Memory
 from ..serving.model_store import load
 from ..storage.ledger import ACTIVE
@@ -103,9 +103,7 @@ def _measure(mem: Memory, tok, day: int, so_far: list, done: dict, ppl_base: flo
 
 def _consolidated(r: dict, held: list) -> dict:
     """Chat and paraphrase recall of the facts whose edit is dissolved: what the night adapter alone carries."""
-    missed = {m["fact"]: m for m in r["misses"]}
-
-    def frac(key: str) -> float | None:
-        hits = [f.statement not in missed or contains(missed[f.statement][key], f.object) for f in held]
+    def frac(kind: str) -> float | None:
+        hits = recalled(r, held, kind)
         return round(sum(hits) / len(hits), 3) if hits else None
     return {"facts": len(held), "chat": frac("chat"), "paraphrase": frac("paraphrase")}

@@ -64,7 +64,8 @@ _TIME_WORDS = (r"(?:week|month|year|weekend|summer|winter|spring|fall|autumn|tim
 # A time still to come: "I'm visiting Kyoto in November" is a plan, "I'm writing a novel" is going on now.
 _FUTURE = re.compile(
     r"\b(?:next (?:" + _TIME_WORDS + "|" + MONTHS + r")|tomorrow|tonight|soon|"
-    r"this (?:week|weekend|summer|winter|spring|fall|autumn|evening|afternoon)|on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|in (?:" + MONTHS + r")|"
+    r"this (?:week|weekend|summer|winter|spring|fall|autumn|evening|afternoon)|"
+    r"on (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|in (?:" + MONTHS + r")|"
     r"in the (?:spring|summer|fall|autumn|winter|new year)|later this|after (?:christmas|easter|the holidays)|"
     r"in (?:a few|two|three|\d+) (?:days|weeks|months))\b",
     re.I,

@@ -203,7 +203,8 @@ def plot(r: dict, png: Path) -> None:
         days = [d["day"] for d in r["days"]]
         for key in ("chat_recall", "paraphrase_recall", "raw_recall", "dissolved"):
             axes[0].plot(days, [d[key] for d in r["days"]], marker="o", label=key.replace("_", " "))
-        alone = [(d["day"], d["consolidated"]["chat"]) for d in r["days"] if (d.get("consolidated") or {}).get("chat") is not None]
+        alone = [(d["day"], d["consolidated"]["chat"]) for d in r["days"]
+                 if (d.get("consolidated") or {}).get("chat") is not None]
         if alone:
             axes[0].plot(*zip(*alone), marker="s", ls="--", label="chat, edit dissolved")
         axes[0].set(xlabel="day", ylim=(-0.05, 1.05), title="recall after each night")
