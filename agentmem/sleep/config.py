@@ -30,5 +30,6 @@ class SleepConfig(BaseModel):
     # already holds are drawn at random, anew each night, for the two parts that would otherwise grow.
     refresh_sample: int = Field(16, ge=0, description="held facts retrained with one question each per night, "
                                                       "those of a relation a new fact has first")
+    refresh_epochs: int = Field(5, ge=1, description="the last epochs a refreshed held fact is trained in")
     audit_sample: int = Field(32, ge=0, description="held facts whose recall the gate checks beside every new one")
     seed: int = 0

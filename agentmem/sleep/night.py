@@ -40,7 +40,7 @@ from ..storage.published import Published, newest_user
 from ..writer.editor import WakeEditor
 from .audit import NightPlan, estimate, plan_night
 from .config import SleepConfig
-from .train import REPLAY_QUESTIONS, Example, fact_examples, sample_texts, train_adapter
+from .train import REPLAY_QUESTIONS, Example, fact_examples, refresh_example, sample_texts, train_adapter
 
 
 def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
@@ -286,7 +286,7 @@ def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], plan: 
     and the replica's own answers replayed (a ratio of the fact examples, so bounded by them); counts in `part`."""
     examples = [ex for fid in plan.fresh for ex in fact_examples(facts[fid])]
     new = len(examples)
-    examples += [fact_examples(facts[fid])[0] for fid in plan.refresh]
+    examples += [refresh_example(facts[fid]) for fid in plan.refresh]
     replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
     examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(replica.net, replica.tok, replay_q, 40))]
     examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(replica.net, replica.tok, unlearn_q, 40))]

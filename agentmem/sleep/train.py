@@ -40,7 +40,7 @@ REPLAY_QUESTIONS = [
 class Example:
     question: str
     answer: str
-    kind: str  # "fact", "replay", "unlearn", or "text" (plain language modelling on `answer`)
+    kind: str  # "fact", "refresh" (a held fact's), "replay", "unlearn", or "text" (plain language modelling)
 
 
 def fact_examples(fact: Fact) -> list[Example]:
@@ -48,6 +48,11 @@ def fact_examples(fact: Fact) -> list[Example]:
     answer = answer_for(fact)
     questions = fact.questions() + fact.paraphrases()[1:]
     return [Example(q, answer, "fact") for q in dict.fromkeys(questions)]
+
+
+def refresh_example(fact: Fact) -> Example:
+    """One question of a fact the adapter already holds, to keep it while the night teaches others."""
+    return Example(fact.questions()[0], answer_for(fact), "refresh")
 
 
 @torch.no_grad()
@@ -140,13 +145,12 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
     params = [p for p in peft.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     rng = random.Random(cfg.seed)
-    steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
-    total = steps_per_epoch * cfg.epochs
+    orders = _epochs(examples, cfg)
+    total = sum((len(o) + cfg.batch_size - 1) // cfg.batch_size for o in orders)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.1, 1 - s / max(total, 1)))
     peft.train()
     losses, step = [], 0
-    for epoch in range(cfg.epochs):
-        order = list(range(len(rows)))
+    for order in orders:
         rng.shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
             if check is not None:
@@ -168,6 +172,14 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
     peft.eval()
     peft.save_pretrained(str(dest))
     return {"examples": len(rows), "steps": step, "loss_first": _mean(losses[:3]), "loss_last": _mean(losses[-3:])}
+
+
+def _epochs(examples: list[Example], cfg: SleepConfig) -> list[list[int]]:
+    """Each epoch's examples (indices): every one, but a held fact's refresh only in the last
+    `cfg.refresh_epochs`, so that keeping a fact costs a fraction of learning it."""
+    first_refresh = cfg.epochs - min(cfg.refresh_epochs, cfg.epochs)
+    return [[i for i, ex in enumerate(examples) if ex.kind != "refresh" or e >= first_refresh]
+            for e in range(cfg.epochs)]
 
 
 def _mean(xs: list[float]) -> float:

@@ -10,6 +10,8 @@ from agentmem.bench.cli import eval_app
 from agentmem.bench.run_state import RunState, RunStateError
 from agentmem.facts import Fact
 from agentmem.sleep.audit import estimate, nearest_first, plan_night, sample, wilson
+from agentmem.sleep.config import SleepConfig
+from agentmem.sleep.train import Example, _epochs
 
 
 def test_a_sample_is_fixed_size_drawn_anew_and_all_when_there_are_few():
@@ -53,6 +55,18 @@ def test_a_nights_work_follows_the_days_facts_however_many_are_held():
     small = facts(6)
     plan = plan_night(small, {fid: 3 for fid in small}, set(small), 3, 16, 32, random.Random(0))
     assert plan.refresh == plan.audited_held == list(small) and plan.fresh == []
+
+
+def test_a_held_fact_is_refreshed_in_the_last_epochs_only_so_keeping_it_costs_less_than_learning_it():
+    examples = ([Example(f"q{i}", "a", "fact") for i in range(80)] + [Example(f"h{i}", "a", "refresh") for i in range(360)]
+                + [Example("r", "a", "replay")] * 24 + [Example("", "t", "text")] * 32)
+    orders = _epochs(examples, SleepConfig(epochs=5, refresh_epochs=2))
+    seen = [sum(i in o for o in orders) for i in range(len(examples))]
+    assert seen[:80] == [5] * 80 and seen[80:440] == [2] * 360 and set(seen[440:]) == {5}
+    # the refresh comes last, where nothing trained after it can pull the held facts away again
+    assert [any(examples[i].kind == "refresh" for i in o) for o in orders] == [False, False, False, True, True]
+    # at most every epoch, whatever is asked
+    assert all(len(o) == len(examples) for o in _epochs(examples, SleepConfig(epochs=3, refresh_epochs=5)))
 
 
 @pytest.mark.parametrize("hits, n, lo, hi", [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634),
