@@ -97,77 +97,24 @@ def base_logprobs(model, rows: list[tuple[torch.Tensor, int]], pad: int, batch: 
     return out
 
 
-def common_prefix(rows: list[tuple[torch.Tensor, int]]) -> int:
-    """Tokens every chat row (start > 0) begins with, short of its answer: the chat template's system turn,
-    which a training step then runs once for the whole batch instead of once a row."""
-    chat = [(ids, start) for ids, start in rows if start > 0]
-    if not chat:
-        return 0
-    first = chat[0][0]
-    n = min(start for _, start in chat) - 1  # the token before the answer stays in every row's own part
-    for ids, _ in chat[1:]:
-        same = (ids[:n] == first[:n]).long()
-        n = int(same.cumprod(0).sum())
-    return n
-
-
-def _hidden(decoder, ids: torch.Tensor, mask: torch.Tensor, past=None) -> torch.Tensor:
-    out = decoder(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=past is not None)
-    return out.last_hidden_state
-
-
-def _loss(peft, rows: list[tuple[torch.Tensor, int]], anchor: list[bool], teacher: list[torch.Tensor],
-          kl_weight: float, prefix: int, pad: int) -> torch.Tensor:
+def _loss(peft, ids, mask, labels, anchor: torch.Tensor, teacher: list[torch.Tensor], kl_weight: float) -> torch.Tensor:
     """Cross-entropy on the taught answers plus KL to `teacher` (one per anchor row, in order) on the anchors.
 
-    Exactly the loss of one padded forward over the rows, computed cheaper: the LM head runs only where a loss
-    is taken (a fact's chat prompt needs no logits), chat rows run their first `prefix` tokens (the shared
-    system turn, `common_prefix`) once for the batch, and plain text rows are padded among themselves.
+    The LM head runs only where a loss is taken: a fact's chat prompt (most of its tokens) needs no logits.
     """
     base = peft.get_base_model()
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
-    device = next(peft.parameters()).device
-    ref = dict(zip([i for i, a in enumerate(anchor) if a], teacher))  # empty when kl_weight is 0
-    chat = [i for i, (_, start) in enumerate(rows) if start > 0]
-    text = [i for i, (_, start) in enumerate(rows) if start == 0]
-    groups = []  # (row indices, hidden states, mask, labels, positions already given by the shared prefix)
-    learn_h, learn_t, hold_h, hold_ref, hold_w = [], [], [], [], []
-    if prefix > 0 and chat:
-        out = decoder(input_ids=rows[chat[0]][0][:prefix][None].to(device), use_cache=True)
-        past = out.past_key_values
-        past.batch_repeat_interleave(len(chat))
-        ids, mask, labels = pad_rows([(rows[i][0][prefix:], rows[i][1] - prefix) for i in chat], pad, device)
-        groups.append((chat, _hidden(decoder, ids, torch.cat([mask.new_ones(len(chat), prefix), mask], 1), past),
-                       mask, labels, prefix))
-        held = [i for i in chat if i in ref]
-        if held:  # the prefix's positions, identical in every anchor chat row: computed once, counted per row
-            hold_h.append(out.last_hidden_state[0])
-            hold_ref.append(ref[held[0]][:prefix])
-            hold_w.append(torch.full((prefix,), float(len(held)), device=device))
-    else:
-        text = chat + text
-    if text:
-        ids, mask, labels = pad_rows([rows[i] for i in text], pad, device)
-        groups.append((text, _hidden(decoder, ids, mask), mask, labels, 0))
-    for idx, hidden, mask, labels, offset in groups:
-        hidden, target = hidden[:, :-1], labels[:, 1:]
-        kind = torch.tensor([[anchor[i], i in ref] for i in idx], device=device)
-        learn = (target != -100) & ~kind[:, :1]
-        hold = (mask[:, 1:] > 0) & kind[:, 1:]
-        learn_h.append(hidden[learn])
-        learn_t.append(target[learn])
-        hold_h.append(hidden[hold])
-        hold_ref += [ref[i][offset:] for i in idx if i in ref]
-        hold_w.append(torch.ones(int(hold.sum()), device=device))
-    total = head.weight.new_zeros(())
-    learn_t = torch.cat(learn_t)
-    if len(learn_t):
-        total = total + F.cross_entropy(head(torch.cat(learn_h)), learn_t)
-    weight = torch.cat(hold_w)
-    if kl_weight > 0 and len(weight):
-        kl = F.kl_div(F.log_softmax(head(torch.cat(hold_h)), -1), torch.cat(hold_ref).float(), log_target=True,
-                      reduction="none").sum(-1)
-        total = total + kl_weight * (kl * weight).sum() / weight.sum()
+    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    head = base.get_output_embeddings()
+    target = labels[:, 1:]
+    learn = (target != -100) & ~anchor[:, None]
+    total = hidden.new_zeros(())
+    if learn.any():
+        total = total + F.cross_entropy(head(hidden[learn]), target[learn])
+    hold = (mask[:, 1:] > 0) & anchor[:, None]
+    if kl_weight > 0 and hold.any():
+        ref = torch.cat(teacher).float()
+        total = total + kl_weight * F.kl_div(F.log_softmax(head(hidden[hold]), -1), ref, log_target=True,
+                                             reduction="batchmean")
     return total
 
 
@@ -198,7 +145,6 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
     params = [p for p in peft.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     rng = random.Random(cfg.seed)
-    prefix = common_prefix(rows)
     orders = _epochs(examples, cfg)
     total = sum((len(o) + cfg.batch_size - 1) // cfg.batch_size for o in orders)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.1, 1 - s / max(total, 1)))
@@ -210,8 +156,10 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
             if check is not None:
                 check()
             chosen = order[b: b + cfg.batch_size]
-            loss = _loss(peft, [rows[i] for i in chosen], [is_anchor[i] for i in chosen],
-                         [teacher[i] for i in chosen if i in teacher], cfg.kl_weight, prefix, tok.pad_token_id)
+            ids, mask, labels = pad_rows([rows[i] for i in chosen], tok.pad_token_id, model.device)
+            anchor = torch.tensor([is_anchor[i] for i in chosen], device=model.device)
+            loss = _loss(peft, ids, mask, labels, anchor, [teacher[i] for i in chosen if i in teacher],
+                         cfg.kl_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
