@@ -15,6 +15,7 @@ from ..facts import Fact
 from ..measure import drift, probe_answers, recall, recalled, specificity, text_nll
 from ..memory import Memory
 from .data import fictional_facts
+from .machine import machine
 
 
 def counterfact_facts(records: list[dict]) -> list[Fact]:
@@ -181,7 +182,7 @@ def edit_benchmark(home=None, model=None, counterfact=None, records: int = 200, 
                    wake: bool = True, seeds: int = 0, day_facts: int = 50, night: bool = False) -> dict:
     """Everything the wake-editor issue asks to be measured, as one JSON-serialisable dict."""
     say = progress or (lambda m: None)
-    out: dict = {"machine": {"threads": torch.get_num_threads()}, "quick": quick}
+    out: dict = {"machine": machine(), "quick": quick}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(home) if home else Path(tmp)
         if wake:

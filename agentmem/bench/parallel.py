@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..writer.shards import shard_of
 from .data import fictional_facts
-from .suites.common import machine, postgres_database
+from .machine import machine
+from .suites.common import postgres_database
 
 
 def users_on_shards(shards: int) -> list[str]:

@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from ..extract import RuleExtractor
 from .extraction import EXTRACTION_SET, score_dataset
+from .machine import machine
 
 # (statement pattern, first-person question, objects): what people say about themselves
 STATEMENTS = [
@@ -118,7 +117,7 @@ def pipeline_benchmark(dataset: Path = EXTRACTION_SET, home: Path | None = None,
 
     say = progress or (lambda m: None)
     n = 4 if quick else facts
-    out: dict = {"machine": {"threads": torch.get_num_threads(), "cpus": os.cpu_count()},
+    out: dict = {"machine": machine(),
                  "mode": "redis+celery" if redis_url else "embedded", "extraction": extraction_scores(dataset)}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(home) if home else Path(tmp)

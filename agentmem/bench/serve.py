@@ -20,7 +20,8 @@ from ..serving.model_store import load
 from ..serving.process import ServeProcess
 from .data import fictional_facts
 from .pipeline import percentile
-from .suites.common import machine, postgres_database
+from .machine import machine
+from .suites.common import postgres_database
 
 CHAT_PROMPTS = [
     "Write a short paragraph about the history of sailing.",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..facts import Fact
 from .data import fictional_facts
-from .suites.common import machine
+from .machine import machine
 
 
 def _size(path: Path) -> int:

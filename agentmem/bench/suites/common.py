@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import shlex
-import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
 from ...measure import recall
+from ..machine import machine
 
 
 @contextmanager
@@ -33,39 +29,6 @@ def postgres_database(server: str | None, name: str):
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.dispose()
-
-
-def machine() -> dict:
-    """The hardware and thread settings a number was measured with (timings depend on all of them)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cores_allowed": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "nice": os.nice(0) if hasattr(os, "nice") else None,
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "git": revision(),
-    }
-
-
-def revision() -> str | None:
-    """The commit the code ran at ("-dirty" when the checkout had uncommitted changes)."""
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def command(suite: str, **opts) -> str:

@@ -18,7 +18,8 @@ from ...serving import generate
 from ...serving.model_store import load
 from ...storage.atomic import write_json
 from ..edit import run_counterfact
-from .common import revision, envelope, workdir
+from ..machine import revision
+from .common import envelope, workdir
 
 DEFAULT_DATA = Path("../shared/data/counterfact-2k.json")
 

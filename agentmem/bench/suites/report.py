@@ -230,7 +230,8 @@ def plot(r: dict, png: Path) -> None:
 # -- the page ---------------------------------------------------------------
 
 def _machine(m: dict) -> str:
-    return (f"{m['cpu']}; {m['cores_allowed']} of {m['cores']} cores allowed, {m['torch_threads']} torch threads "
+    flags = f" ({', '.join(m['cpu_flags'])})" if m.get("cpu_flags") else ""
+    return (f"{m['cpu']}{flags}; {m['cores_allowed']} of {m['cores']} cores allowed, {m['torch_threads']} torch threads "
             f"(OMP_NUM_THREADS={m['omp_num_threads']}), nice {m['nice']}; torch {m['torch']}; code {m.get('git')}; "
             f"finished {m['finished']}")
 
