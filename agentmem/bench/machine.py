@@ -1,4 +1,4 @@
-"""The machine a benchmark's numbers were measured on, recorded beside them (timings depend on all of it)."""
+"""The machine a benchmark's numbers were measured on, recorded beside them in every benchmark's JSON."""
 
 from __future__ import annotations
 
