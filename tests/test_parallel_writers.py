@@ -43,7 +43,8 @@ def sharded(monkeypatch, observer, workers, empty_postgres, cache_dir, tmp_path)
         cache = tmp_path / f"host-{i}-cache"
         if not cache.exists():  # a folder no other worker uses
             shutil.copytree(cache_dir, cache, copy_function=_link_or_copy)
-        return {"AGENTMEM_CACHE": str(cache)}
+        # the "hosts" share this machine's cores: one torch thread each, or their threads fight over them
+        return {"AGENTMEM_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
 
     observer.host = host
     return observer

@@ -78,9 +78,10 @@ def test_a_bad_night_is_rolled_back_and_nothing_served_changes(night):
     version, before = mem.version, _recalled(mem, facts[:6])
     rows = {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()}
     good = mem.settings.sleep
-    # an absurd rate, trained on the facts alone (replay would not save it, and costs a minute)
+    # an absurd rate, trained on the facts alone (replay would not save it, and costs a minute), in bfloat16
+    # where the CPU has it: that path end to end, its adapter served and gated in float32
     mem.settings.sleep = good.model_copy(update={"learning_rate": 5.0, "epochs": 1, "replay_ratio": 0.0,
-                                                 "text_replay": 0})
+                                                 "text_replay": 0, "train_dtype": "auto"})
     try:
         report = mem.sleep()
     finally:

@@ -97,6 +97,17 @@ def base_logprobs(model, rows: list[tuple[torch.Tensor, int]], pad: int, batch: 
     return out
 
 
+def training_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype named in SleepConfig.train_dtype; "auto" is bfloat16 where `device` has bfloat16 products."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return torch.bfloat16 if native else torch.float32
+
+
 def _loss(peft, ids, mask, labels, anchor: torch.Tensor, teacher: list[torch.Tensor], kl_weight: float) -> torch.Tensor:
     """Cross-entropy on the taught answers plus KL to `teacher` (one per anchor row, in order) on the anchors.
 
@@ -109,11 +120,11 @@ def _loss(peft, ids, mask, labels, anchor: torch.Tensor, teacher: list[torch.Ten
     learn = (target != -100) & ~anchor[:, None]
     total = hidden.new_zeros(())
     if learn.any():
-        total = total + F.cross_entropy(head(hidden[learn]), target[learn])
+        total = total + F.cross_entropy(head(hidden[learn]).float(), target[learn])
     hold = (mask[:, 1:] > 0) & anchor[:, None]
     if kl_weight > 0 and hold.any():
         ref = torch.cat(teacher).float()
-        total = total + kl_weight * F.kl_div(F.log_softmax(head(hidden[hold]), -1), ref, log_target=True,
+        total = total + kl_weight * F.kl_div(F.log_softmax(head(hidden[hold]).float(), -1), ref, log_target=True,
                                              reduction="batchmean")
     return total
 
@@ -122,9 +133,9 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
                   start_from: Path | None = None, progress=None, check=None) -> dict:
     """Train a LoRA adapter on `examples` (from `start_from`'s weights when given) and save it to `dest`.
 
-    `model` is modified (peft injects its layers): pass a copy nobody serves from. `check()`, if given, runs
-    before every step and stops the training by raising. Returns its size (examples, steps) and the mean
-    loss of its first and last three steps.
+    `model` is modified (cast to the training dtype, peft injects its layers): pass a copy nobody serves
+    from. `check()`, if given, runs before every step and stops the training by raising. Returns its size
+    (examples, steps) and the mean loss of its first and last three steps.
     """
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -135,6 +146,12 @@ def train_adapter(model, tok, examples: list[Example], cfg: SleepConfig, dest: P
     anchored = [i for i, a in enumerate(is_anchor) if a]
     teacher = dict(zip(anchored, base_logprobs(model, [rows[i] for i in anchored], tok.pad_token_id)
                        if cfg.kl_weight > 0 else []))
+    # the teacher above is the model as served; the steps below run about 1.5x faster in bfloat16 on a CPU
+    # with bfloat16 products, with eager attention (SDPA's backward is slow in bfloat16 there)
+    dtype = training_dtype(cfg.train_dtype, model.device)
+    if dtype != model.dtype:
+        model.to(dtype)
+        model.set_attn_implementation("eager")
     if start_from is not None:
         peft = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
     else:
