@@ -1,12 +1,11 @@
 """The precision a night trains in: what SleepConfig names, and for "auto" bfloat16 exactly where the CPU multiplies
 it natively (AVX-512 bf16 or AMX), as /proc/cpuinfo says."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from pydantic import ValidationError
 
+from agentmem.bench.machine import machine
 from agentmem.sleep.config import SleepConfig
 from agentmem.sleep.train import training_dtype
 
@@ -19,10 +18,8 @@ def test_a_named_dtype_is_used_as_named():
 
 
 def test_auto_is_bfloat16_only_on_a_cpu_with_bfloat16_products():
-    info = Path("/proc/cpuinfo")
-    if not info.exists():
-        pytest.skip("no /proc/cpuinfo on this system")
-    flags = set(next(l for l in info.read_text().splitlines() if l.startswith("flags")).split(":", 1)[1].split())
+    flags = set(machine()["cpu_flags"])  # what the benchmarks record, read from /proc/cpuinfo
+    assert flags, "no matrix flags read from /proc/cpuinfo: every machine we run on has at least avx2"
     native = bool(flags & {"avx512_bf16", "amx_bf16"})
     assert training_dtype("auto", CPU) is (torch.bfloat16 if native else torch.float32)
 
