@@ -5,6 +5,7 @@ The probes and the held-out texts live here, so the tests, the sleep gate and `a
 
 from __future__ import annotations
 
+import json
 import math
 from importlib.resources import files
 
@@ -38,6 +39,12 @@ PROBE_TRUTHS: list[tuple[str, ...] | None] = [
     ("Paris",), ("Paris",), ("Hawaii", "Honolulu"), ("Pacific",), ("oxygen",), ("basketball",), None, None,
     ("Japanese",), ("France",),
 ]
+
+# World knowledge for "right answers kept": 139 chat questions and 90 raw prompts, each with what a right answer
+# names (any of). The 16 probes with truths above are too few to tell 0.95 from 0.89 (one answer of 9); these were
+# written on 2026-12-06 before any edit was measured against them.
+KNOWLEDGE = [json.loads(line) for line in (files("agentmem") / "data" / "knowledge.jsonl").read_text().splitlines()]
+
 
 # Held-out text for perplexity: never used for covariance (which is model-sampled) or editing. One text a
 # line; the first 16 were the whole set until 2026-12-02. 166 texts (2,714 tokens) because a drift of a few
@@ -104,6 +111,30 @@ def specificity(before: list[str], after: list[str], truths: list[tuple[str, ...
     return {"unchanged": same / len(before), "opening_unchanged": same_open / len(before),
             "right_before": len(right), "right_kept": (len(right) - len(lost)) / max(len(right), 1),
             "n": len(before), "changed": changed, "right_lost": lost}
+
+
+def knowledge_answers(model, tok, probes: list[dict] = KNOWLEDGE) -> list[str]:
+    """Greedy answers to the knowledge probes, in their order: chat questions in 20 tokens, raw prompts in 10."""
+    chat = [i for i, p in enumerate(probes) if not p["raw"]]
+    raw = [i for i, p in enumerate(probes) if p["raw"]]
+    out = [""] * len(probes)
+    for idx, answers in ((chat, generate.chat_many(model, tok, [probes[i]["ask"] for i in chat], 20)),
+                         (raw, generate.complete_many(model, tok, [probes[i]["ask"] for i in raw], 10))):
+        for i, a in zip(idx, answers):
+            out[i] = a
+    return out
+
+
+def knowledge_kept(before: list[str], after: list[str], probes: list[dict] = KNOWLEDGE) -> dict:
+    """Of the knowledge probes answered right `before` (the unedited model), how many are still right `after`."""
+    if not len(before) == len(after) == len(probes):
+        raise ValueError(f"{len(before)} answers before, {len(after)} after and {len(probes)} probes: "
+                         "they must be the same probes in the same order")
+    right = [i for i, p in enumerate(probes) if _right(before[i], p["truth"])]
+    lost = [{"ask": probes[i]["ask"], "before": before[i], "after": after[i]}
+            for i in right if not _right(after[i], probes[i]["truth"])]
+    return {"right_before": len(right), "right_kept": (len(right) - len(lost)) / max(len(right), 1),
+            "n": len(probes), "right_lost": lost}
 
 
 @torch.no_grad()

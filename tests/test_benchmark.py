@@ -41,6 +41,8 @@ def test_the_day_window_edits_fresh_facts_and_judges_each_goal_on_the_worst_seed
     # made-up people: only the edits can name their objects
     assert run["chat"] >= 0.75 and run["first_batch_chat"] >= 0.75, run["misses"]
     assert 0 <= run["right_kept"] <= 1 and abs(run["drift"]) < 0.05
+    # kept answers are judged on the knowledge probes the unedited model gets right: well over a hundred
+    assert run["right_of"] >= 100 and run["right_kept_ci95"][0] <= run["right_kept"] <= run["right_kept_ci95"][1]
     assert out["met"]["chat"] == (run["chat"] >= 0.95)
 
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from ..edit.config import MemitConfig
 from ..facts import Fact
-from ..measure import drift, probe_answers, recall, recalled, specificity, text_nll
+from ..measure import drift, knowledge_answers, knowledge_kept, probe_answers, recall, recalled, specificity, text_nll
+from ..sleep.audit import wilson
 from ..memory import Memory
 from .data import fictional_facts
 from .machine import machine
@@ -125,7 +126,7 @@ def day_window(mem, facts: list[Fact], batch: int, night: bool, say) -> dict:
     """One day's facts edited in batches into a fresh memory, measured at the end of the day (and after a
     night): recall of them all, of the first batch, probes kept right, perplexity drift, seconds per fact."""
     m, tok = mem.model, mem.tokenizer
-    nll0, probes0 = text_nll(m, tok), probe_answers(m, tok)
+    nll0, known0 = text_nll(m, tok), knowledge_answers(m, tok)
     t0 = time.perf_counter()
     for i in range(0, len(facts), batch):
         mem.remember(facts[i: i + batch])
@@ -136,7 +137,7 @@ def day_window(mem, facts: list[Fact], batch: int, night: bool, say) -> dict:
     out = {"facts": len(facts), "batch": batch, "seconds_per_fact": round(seconds, 3),
            "chat": round(day["chat"], 3), "paraphrase": round(day["paraphrase"], 3), "raw": round(day["raw"], 3),
            "first_batch_chat": round(sum(first) / len(first), 3),
-           "right_kept": round(specificity(probes0, probe_answers(m, tok))["right_kept"], 3),
+           **_kept(known0, knowledge_answers(m, tok)),
            "drift": drift(nll0, text_nll(m, tok))["drift"], "misses": day["misses"][:5]}
     if night:
         out["night"] = mem.sleep()["outcome"]
@@ -145,6 +146,15 @@ def day_window(mem, facts: list[Fact], batch: int, night: bool, say) -> dict:
             out.update(chat_after_night=round(after["chat"], 3), paraphrase_after_night=round(after["paraphrase"], 3),
                        drift_after_night=drift(nll0, text_nll(reader, tok))["drift"])
     return out
+
+
+def _kept(before: list[str], after: list[str]) -> dict:
+    """Right answers kept on the knowledge probes, with how many the figure rests on and its 95 % interval."""
+    k = knowledge_kept(before, after)
+    kept = k["right_before"] - len(k["right_lost"])
+    return {"right_kept": round(k["right_kept"], 3), "right_of": k["right_before"],
+            "right_kept_ci95": [round(x, 3) for x in wilson(kept, k["right_before"])],
+            "right_lost": [x["ask"] for x in k["right_lost"]]}
 
 
 def _spread(runs: list[dict]) -> dict:

@@ -14,13 +14,13 @@ def _greedy(model, tokenizer, ids: torch.Tensor, max_new_tokens: int) -> str:
 
 
 @torch.no_grad()
-def greedy_many(model, tokenizer, prompts: list[torch.Tensor], max_new_tokens: int, batch_size: int = 16,
+def greedy_many(model, tokenizer, prompts: list[torch.Tensor], max_new_tokens: int, batch_size: int = 64,
                 processor=None) -> list[str]:
     """Greedy answers to many prompts (1-D id tensors), generated in left-padded batches; `processor()`, if
     given, makes each batch's logits processor (e.g. a grammar's, which keeps state per row).
 
-    On CPU a batch of 16 costs little more than one prompt, so recall over
-    hundreds of facts takes seconds instead of minutes.
+    A decoding step reads every weight whatever the batch, so recall over hundreds of facts takes seconds
+    instead of minutes: on 2 cores 64 rows answered 1.5-1.7x faster than 16, with the same answers.
     """
     answers: list[str] = []
     for b in range(0, len(prompts), batch_size):
