@@ -59,7 +59,7 @@ def parallel_writers_benchmark(redis_url: str, facts_per_user: int = 8, quick: b
     told = [Fact.parse({**f.to_json(), "user_id": users[i % len(users)]}) for i, f in enumerate(pool)]
     # one thread per worker: what is measured is processes in parallel, not threads inside one
     env = {**os.environ, "AGENTMEM_WRITER_SHARDS": str(shards), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out: dict = {"machine": machine(), "facts": len(told), "users": len(users), "shards": shards,
+    out: dict = {"facts": len(told), "users": len(users), "shards": shards,
                  "ledger": "postgresql" if postgres else "sqlite"}
     for n in workers:
         with tempfile.TemporaryDirectory(prefix="agentmem-parallel-") as tmp, \
@@ -90,4 +90,4 @@ def parallel_writers_benchmark(redis_url: str, facts_per_user: int = 8, quick: b
     first = out[f"workers_{workers[0]}"]["facts_per_s"]
     out["speedup"] = {n: round(out[f"workers_{n}"]["facts_per_s"] / first, 2) for n in workers}
     out["goal"] = {"speedup_2_workers": 1.7}
-    return out
+    return {**out, "machine": machine()}  # taken at the end: its "finished" is when the run ended
