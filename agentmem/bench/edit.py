@@ -143,8 +143,10 @@ def day_window(mem, facts: list[Fact], batch: int, night: bool, say) -> dict:
         out["night"] = mem.sleep()["outcome"]
         with mem.reading() as reader:
             after = recall(reader, tok, facts)
+            kept = _kept(known0, knowledge_answers(reader, tok))
             out.update(chat_after_night=round(after["chat"], 3), paraphrase_after_night=round(after["paraphrase"], 3),
-                       drift_after_night=drift(nll0, text_nll(reader, tok))["drift"])
+                       drift_after_night=drift(nll0, text_nll(reader, tok))["drift"],
+                       right_kept_after_night=kept["right_kept"], right_kept_ci95_after_night=kept["right_kept_ci95"])
     return out
 
 
