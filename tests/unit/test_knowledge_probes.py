@@ -3,6 +3,7 @@
 import pytest
 
 from agentmem.measure import KNOWLEDGE, knowledge_kept
+from agentmem.sleep.train import REPLAY_QUESTIONS
 
 
 def test_the_probes_are_many_distinct_and_name_answers_a_substring_cannot_fake():
@@ -13,6 +14,8 @@ def test_the_probes_are_many_distinct_and_name_answers_a_substring_cannot_fake()
         assert p["truth"] and all(isinstance(t, str) for t in p["truth"]), p
         # "Au" or "ice" would be found inside unrelated words of a wrong answer
         assert all(len(t) >= 3 or t.isdigit() for t in p["truth"]), p
+    # a night trains its replayed questions to keep their answers: a probe among them would flatter the night
+    assert not {p["ask"] for p in KNOWLEDGE} & set(REPLAY_QUESTIONS)
 
 
 def test_a_right_answer_turned_wrong_is_lost_and_a_reworded_one_kept():
