@@ -100,17 +100,24 @@ def specificity(before: list[str], after: list[str], truths: list[tuple[str, ...
     answer; the opening (first 8 words) is what carries the answer a user reads,
     and a right answer turned wrong is the damage a user notices.
     """
-    if len(before) != len(after) or len(before) != len(truths):
-        raise ValueError(f"{len(before)} answers before, {len(after)} after and {len(truths)} truths: "
-                         "they must be the same probes in the same order")
+    right, lost = _right_lost(before, after, truths)
     same = sum(a == b for a, b in zip(before, after))
     same_open = sum(_opening(a) == _opening(b) for a, b in zip(before, after))
     changed = [{"before": a, "after": b} for a, b in zip(before, after) if a != b]
-    right = [i for i, t in enumerate(truths) if t and _right(before[i], t)]
-    lost = [{"before": before[i], "after": after[i]} for i in right if not _right(after[i], truths[i])]
     return {"unchanged": same / len(before), "opening_unchanged": same_open / len(before),
             "right_before": len(right), "right_kept": (len(right) - len(lost)) / max(len(right), 1),
-            "n": len(before), "changed": changed, "right_lost": lost}
+            "n": len(before), "changed": changed,
+            "right_lost": [{"before": before[i], "after": after[i]} for i in lost]}
+
+
+def _right_lost(before: list[str], after: list[str], truths: list) -> tuple[list[int], list[int]]:
+    """The probes answered right `before` (a truth of None: no right answer is known), and those of them
+    no longer right `after`."""
+    if len(before) != len(after) or len(before) != len(truths):
+        raise ValueError(f"{len(before)} answers before, {len(after)} after and {len(truths)} truths: "
+                         "they must be the same probes in the same order")
+    right = [i for i, t in enumerate(truths) if t and _right(before[i], t)]
+    return right, [i for i in right if not _right(after[i], truths[i])]
 
 
 def knowledge_answers(model, tok, probes: list[dict] = KNOWLEDGE) -> list[str]:
@@ -127,14 +134,10 @@ def knowledge_answers(model, tok, probes: list[dict] = KNOWLEDGE) -> list[str]:
 
 def knowledge_kept(before: list[str], after: list[str], probes: list[dict] = KNOWLEDGE) -> dict:
     """Of the knowledge probes answered right `before` (the unedited model), how many are still right `after`."""
-    if not len(before) == len(after) == len(probes):
-        raise ValueError(f"{len(before)} answers before, {len(after)} after and {len(probes)} probes: "
-                         "they must be the same probes in the same order")
-    right = [i for i, p in enumerate(probes) if _right(before[i], p["truth"])]
-    lost = [{"ask": probes[i]["ask"], "before": before[i], "after": after[i]}
-            for i in right if not _right(after[i], probes[i]["truth"])]
+    right, lost = _right_lost(before, after, [p["truth"] for p in probes])
     return {"right_before": len(right), "right_kept": (len(right) - len(lost)) / max(len(right), 1),
-            "n": len(probes), "right_lost": lost}
+            "n": len(probes),
+            "right_lost": [{"ask": probes[i]["ask"], "before": before[i], "after": after[i]} for i in lost]}
 
 
 @torch.no_grad()
