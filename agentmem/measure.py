@@ -44,6 +44,8 @@ PROBE_TRUTHS: list[tuple[str, ...] | None] = [
 # names (any of). The 16 probes with truths above are too few to tell 0.95 from 0.89 (one answer of 9); these were
 # written on 2026-12-06 before any edit was measured against them, and share no question with a night's replay.
 KNOWLEDGE = [json.loads(line) for line in (files("agentmem") / "data" / "knowledge.jsonl").read_text().splitlines()]
+# The night gate asks (and its settings were tuned on) the development half; the held-out half is only scored.
+KNOWLEDGE_DEV, KNOWLEDGE_HELDOUT = KNOWLEDGE[0::2], KNOWLEDGE[1::2]
 
 
 # Held-out text for perplexity: never used for covariance (which is model-sampled) or editing. One text a

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from agentmem import Memory
 from agentmem.bench.data import fictional_facts
-from agentmem.measure import contains, perplexity
+from agentmem.measure import KNOWLEDGE_DEV, contains, knowledge_answers, perplexity
 from agentmem.serving import generate
 from agentmem.serving.replica import Replica
 from agentmem.sleep.night import run_night
@@ -91,6 +91,32 @@ def test_a_bad_night_is_rolled_back_and_nothing_served_changes(night):
     assert mem.version == version
     assert {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()} == rows
     assert _recalled(mem, facts[:6]) == before
+
+
+def test_a_night_that_costs_general_knowledge_is_rolled_back_though_recall_and_perplexity_pass(night):
+    mem = night["mem"]
+    version, rows = mem.version, {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()}
+    with mem.reading(None) as net:
+        served = knowledge_answers(net, mem.tokenizer, KNOWLEDGE_DEV)
+    good = mem.settings.sleep
+    # a rate 10x the default with nothing replayed; recall and perplexity may move as they like, and the share
+    # of right answers to the knowledge probes may not fall at all: the knowledge gate alone judges this night
+    mem.settings.sleep = good.model_copy(update={
+        "learning_rate": 1e-2, "epochs": 1, "replay_ratio": 0.0, "text_replay": 0,
+        "max_recall_drop": 1.0, "max_perplexity_rise": 100.0, "max_knowledge_drop": 0.0})
+    try:
+        report = mem.sleep()
+    finally:
+        mem.settings.sleep = good
+    known = report["knowledge"]
+    assert report["outcome"] == (f"rolled back: right answers kept on the knowledge probes fell from "
+                                 f"{known['kept_before']} to {known['kept_after']} (of {known['right_of']}), "
+                                 "more than 0.0"), report["outcome"]
+    assert known["right_of"] >= 50 and known["lost"]
+    assert mem.version == version and {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()} == rows
+    # the answers served are those of before the night, the right ones the candidate lost among them
+    with mem.reading(None) as net:
+        assert knowledge_answers(net, mem.tokenizer, KNOWLEDGE_DEV) == served
 
 
 def test_a_forgotten_consolidated_fact_is_gone_after_the_next_night(night):

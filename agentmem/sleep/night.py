@@ -8,9 +8,11 @@ edit at scale 0; a pass moves it one stage on, a fail back to 0. Each part is
 bounded by the day's new facts and fixed sizes, not by every fact ever learned:
 facts the adapter the night starts from already holds are refreshed and audited
 through random samples (audit.plan_night). The night is published (new
-adapter, new scales, one version) only if recall of the audited facts and
-perplexity pass the gate; otherwise nothing served changes and the report says
-why. The report's `parts` say where the night's time went.
+adapter, new scales, one version) only if recall of the audited facts,
+perplexity and right answers to knowledge probes pass the gate; otherwise
+nothing served changes and the report says why. A fact the new adapter answers
+alone but loses beside its edit at the lower scale keeps its stage instead.
+The report's `parts` say where the night's time went.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..facts import SHARED, Fact
-from ..measure import contains, perplexity
+from ..measure import KNOWLEDGE_DEV, contains, knowledge_answers, knowledge_kept, perplexity
 from ..serving import generate, model_store
 from ..serving.adapter_slot import param_of
 from ..serving.replica import Replica
@@ -86,6 +88,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         plan = _plan(cfg, facts, stage, trained if start_from else [], current.version if current else 0)
         # what the base model says, for replay and for unlearning facts that were forgotten or replaced
         examples = _examples(replica, cfg, facts, plan, unlearn_q, part)
+    known_base = _knowledge(report, replica, cfg)  # the base model's answers: what knowledge kept is judged on
     say(f"sleep: {len(facts)} facts ({len(plan.fresh)} fresh, {len(plan.refresh)} of {len(plan.held)} held "
         f"refreshed), {len(unlearn_q)} questions to unlearn")
     audited, due = _subset(facts, plan.audited), _subset(facts, plan.due)
@@ -102,6 +105,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         if current is not None:
             replica.apply(current)
         before, ppl_before = _audit(report, replica, audited)
+        known_before = _knowledge(report, replica, cfg)
 
         # graduation: every edit at 0 together, recall of the due facts asked of the new adapter alone
         editor.ensure_held()
@@ -113,14 +117,17 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         new_stage, scales = _graduate(cfg, stage, scale, alone)
 
         # after: the new adapter with the new scales, as it would be served
-        editor.ensure_held()
+        def serve(tag: str, active: list[tuple[str, float]]) -> None:
+            editor.ensure_held()
+            replica.set_tensors(store.named(store.materialise(active)))
+
+        after = _after(report, replica, cfg, audited, stage, new_stage, scales, serve)
         after_active = [(fid, scales[fid]) for fid in facts]
-        replica.set_tensors(store.named(store.materialise(after_active)))
-        after, ppl_after = _audit(report, replica, audited)
+        ppl_after, known = _checks_after(report, replica, cfg, known_base, known_before)
         _recall_report(report, plan, before, alone, after, ppl_before, ppl_after, new_stage, stage, scales,
                        lambda fid: {"fact": facts[fid].statement})
 
-        why = _gate(cfg, before, after, ppl_before, ppl_after)
+        why = _gate(cfg, before, after, ppl_before, ppl_after, known)
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
         commit = _committer(ledger, report, t_start, night, new_stage, scales, gone)
@@ -159,6 +166,7 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
         if shared is not None:
             replica.apply(shared)  # what the user's adapter is added to when served
         examples = _examples(replica, cfg, facts, plan, unlearn_q, part)
+    known_base = _knowledge(report, replica, cfg)  # the shared model's answers: the user's memory is judged on them
     say(f"sleep: one user's {len(facts)} facts ({len(plan.fresh)} fresh), {len(unlearn_q)} questions to unlearn")
     audited, due = _subset(facts, plan.audited), _subset(facts, plan.due)
     work = Path(tempfile.mkdtemp(prefix=".night-", dir=store.layout.store))
@@ -183,6 +191,7 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
         editor.ensure_held()
         serve("before", current and current.path)
         before, ppl_before = _audit(report, replica, audited)
+        known_before = _knowledge(report, replica, cfg)
 
         editor.ensure_held()
         serve("alone", user_adapter("alone-user", []))
@@ -191,25 +200,16 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
             part["asks"] = len(due)
         new_stage, scales = _graduate(cfg, stage, scale, alone)
 
-        editor.ensure_held()
+        def serve_user(tag: str, active: list[tuple[str, float]]) -> None:
+            editor.ensure_held()
+            serve(tag, user_adapter(f"{tag}-user", active))
+
+        after = _after(report, replica, cfg, audited, stage, new_stage, scales, serve_user)
         after_active = [(fid, scales[fid]) for fid in facts]
-        serve("after", user_adapter("after-user", after_active))
-        after, ppl_after = _audit(report, replica, audited, perplexity_too=False)
-        # the adapter was trained without the user's edits: a fact it answers alone can be lost beside its
-        # edit at a lower scale; such a fact keeps its stage this night, and recall is asked again
-        kept = [fid for fid in after if not after[fid] and new_stage[fid] > stage[fid]]
-        if kept:
-            for fid in kept:
-                new_stage[fid], scales[fid] = stage[fid], cfg.schedule[stage[fid]]
-            after_active = [(fid, scales[fid]) for fid in facts]
-            serve("kept", user_adapter("kept-user", after_active))
-            after, _ = _audit(report, replica, audited, perplexity_too=False)
-        with _clock(report, "perplexity"):
-            ppl_after = perplexity(replica.net, replica.tok)
-        report["kept_stage"] = len(kept)
+        ppl_after, known = _checks_after(report, replica, cfg, known_base, known_before)
         _recall_report(report, plan, before, alone, after, ppl_before, ppl_after, new_stage, stage, scales,
                        lambda fid: {})
-        why = _gate(cfg, before, after, ppl_before, ppl_after)
+        why = _gate(cfg, before, after, ppl_before, ppl_after, known)
         if why:
             return _roll_back(editor, report, reports_dir, t_start, why, night)
         commit = _committer(ledger, report, t_start, night, new_stage, scales, gone, user_version=True)
@@ -310,6 +310,57 @@ def _audit(report: dict, replica: Replica, audited: dict[str, Fact],
         return hits, perplexity(replica.net, replica.tok)
 
 
+def _knowledge(report: dict, replica: Replica, cfg: SleepConfig) -> list[str]:
+    """The replica's answers to the gate's knowledge probes (spread over the development half), timed."""
+    probes = _gate_probes(cfg)
+    with _clock(report, "knowledge") as part:
+        part["asks"] = part.get("asks", 0) + len(probes)
+        return knowledge_answers(replica.net, replica.tok, probes) if probes else []
+
+
+def _gate_probes(cfg: SleepConfig) -> list[dict]:
+    n = min(cfg.knowledge_probes, len(KNOWLEDGE_DEV))
+    return [KNOWLEDGE_DEV[i * len(KNOWLEDGE_DEV) // n] for i in range(n)]
+
+
+def _after(report: dict, replica: Replica, cfg: SleepConfig, audited: dict[str, Fact], stage: dict,
+           new_stage: dict, scales: dict, serve) -> dict[str, bool]:
+    """Serve the night's stages (`serve(tag, active)`) and ask the audited facts. A fact lost there whose stage
+    moved on keeps its stage (its edit at the scale it had) this night, and recall is asked again: the adapter
+    can answer a fact alone that its edit at a lower scale then pulls off (`new_stage`, `scales` are updated)."""
+    serve("after", [(fid, scales[fid]) for fid in scales])
+    after, _ = _audit(report, replica, audited, perplexity_too=False)
+    kept = [fid for fid in after if not after[fid] and new_stage[fid] > stage[fid]]
+    if kept:
+        for fid in kept:
+            new_stage[fid], scales[fid] = stage[fid], cfg.schedule[stage[fid]]
+        serve("kept", [(fid, scales[fid]) for fid in scales])
+        after, _ = _audit(report, replica, audited, perplexity_too=False)
+    report["kept_stage"] = len(kept)
+    return after
+
+
+def _checks_after(report: dict, replica: Replica, cfg: SleepConfig, known_base: list[str],
+                  known_before: list[str]) -> tuple[float, dict]:
+    """Perplexity and right answers kept on the knowledge probes as the replica serves the night's result.
+
+    Kept is judged against the model without this scope's memory, before and after: the day's edits already
+    cost some answers that a night may give back, and a net figure does not charge the night for the day.
+    """
+    with _clock(report, "perplexity"):
+        ppl = perplexity(replica.net, replica.tok)
+    probes = _gate_probes(cfg)
+    after = _knowledge(report, replica, cfg)
+    was, now = knowledge_kept(known_base, known_before, probes), knowledge_kept(known_base, after, probes)
+    lost_before = {x["ask"] for x in was["right_lost"]}
+    report["knowledge"] = {
+        "probes": len(probes), "right_of": now["right_before"], "kept_before": round(was["right_kept"], 4),
+        "kept_after": round(now["right_kept"], 4),
+        "lost": [x["ask"] for x in now["right_lost"] if x["ask"] not in lost_before],
+        "regained": sorted(lost_before - {x["ask"] for x in now["right_lost"]})}
+    return ppl, report["knowledge"]
+
+
 def _graduate(cfg: SleepConfig, stage: dict[str, int], scale: dict[str, float],
               alone: dict[str, bool]) -> tuple[dict[str, int], dict[str, float]]:
     """The due facts' new stages (one on if the adapter alone recalls them, else back to 0), and every fact's
@@ -392,7 +443,8 @@ def _frac(hits: dict[str, bool]) -> float:
     return round(sum(hits.values()) / max(len(hits), 1), 4)
 
 
-def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_after: float) -> str | None:
+def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_after: float,
+          known: dict) -> str | None:
     if _frac(after) < _frac(before) - cfg.max_recall_drop:
         lost = [fid for fid in before if before[fid] and not after[fid]]
         return (f"chat recall of the {len(before)} audited facts fell from {_frac(before)} to {_frac(after)} "
@@ -400,6 +452,9 @@ def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_af
     if ppl_after > ppl_before * (1 + cfg.max_perplexity_rise):
         return (f"perplexity rose from {ppl_before:.2f} to {ppl_after:.2f}, "
                 f"more than {cfg.max_perplexity_rise:.0%}")
+    if known["kept_after"] < known["kept_before"] - cfg.max_knowledge_drop - 1e-9:  # at the limit passes
+        return (f"right answers kept on the knowledge probes fell from {known['kept_before']} to "
+                f"{known['kept_after']} (of {known['right_of']}), more than {cfg.max_knowledge_drop}")
     return None
 
 

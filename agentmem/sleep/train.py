@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -19,21 +20,11 @@ from ..serving import generate
 from ..serving.generate import pad_rows
 from .config import SleepConfig
 
-# General questions whose answers the base model gives are replayed during training,
-# so the adapter learns the facts and not a new way of talking. None of them is a
-# probe or held-out text used to measure specificity or perplexity (measure.py).
-REPLAY_QUESTIONS = [
-    "What is the boiling point of water at sea level?", "Who painted the Mona Lisa?",
-    "How many continents are there?", "What is photosynthesis?", "Name three primary colours.",
-    "What is the largest planet in the solar system?", "How do I make a cup of tea?",
-    "What does a thermometer measure?", "Why is the sky blue?", "What is the capital of Japan?",
-    "Give me a tip for sleeping better.", "What language is spoken in Brazil?",
-    "How many legs does a spider have?", "What is the opposite of cold?", "Write a haiku about rain.",
-    "What is 12 times 12?", "Who wrote Pride and Prejudice?", "What is the chemical symbol for gold?",
-    "Suggest a name for a bakery.", "What are the seasons of the year?", "What is a noun?",
-    "How far is the Moon from the Earth?", "Tell me a fun fact about octopuses.",
-    "What is the tallest mountain on Earth?",
-]
+# General questions whose answers the served model gives are replayed during training (with a KL to its
+# whole distribution), so the adapter learns the facts and not a new way of talking nor new answers to what
+# the model already knew. None of them is a probe or held-out text used to measure specificity, knowledge kept
+# or perplexity (measure.py); a night takes the first replay_ratio x its examples.
+REPLAY_QUESTIONS = (files("agentmem") / "data" / "replay.txt").read_text().splitlines()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ def test_the_probes_are_many_distinct_and_name_answers_a_substring_cannot_fake()
         # "Au" or "ice" would be found inside unrelated words of a wrong answer
         assert all(len(t) >= 3 or t.isdigit() for t in p["truth"]), p
     # a night trains its replayed questions to keep their answers: a probe among them would flatter the night
-    assert not {p["ask"] for p in KNOWLEDGE} & set(REPLAY_QUESTIONS)
+    assert not {p["ask"].lower() for p in KNOWLEDGE} & {q.lower() for q in REPLAY_QUESTIONS}
+
+
+def test_a_night_has_many_distinct_replay_questions():
+    # a night of 50 facts asks for about 150 replays (replay_ratio 0.5); the first 24 were the list until
+    # 2026-12-06, so small nights replay what they did
+    assert len(REPLAY_QUESTIONS) >= 150 and len(set(REPLAY_QUESTIONS)) == len(REPLAY_QUESTIONS)
+    assert all(q.strip() == q and q for q in REPLAY_QUESTIONS)
+    assert REPLAY_QUESTIONS[:2] == ["What is the boiling point of water at sea level?", "Who painted the Mona Lisa?"]
 
 
 def test_a_right_answer_turned_wrong_is_lost_and_a_reworded_one_kept():
