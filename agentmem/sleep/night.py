@@ -42,7 +42,7 @@ from ..storage.published import Published, newest_user
 from ..writer.editor import WakeEditor
 from .audit import NightPlan, estimate, plan_night
 from .config import SleepConfig
-from .train import REPLAY_QUESTIONS, Example, fact_examples, refresh_example, sample_texts, train_adapter
+from .train import Example, fact_examples, refresh_example, replay_questions, sample_texts, train_adapter
 
 
 def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
@@ -88,7 +88,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         plan = _plan(cfg, facts, stage, trained if start_from else [], current.version if current else 0)
         # what the base model says, for replay and for unlearning facts that were forgotten or replaced
         examples = _examples(replica, cfg, facts, plan, unlearn_q, part)
-    known_base = _knowledge(report, replica, cfg)  # the base model's answers: what knowledge kept is judged on
+    known_base = _base_knowledge(report, replica, cfg, store.base_dir)  # what knowledge kept is judged on
     say(f"sleep: {len(facts)} facts ({len(plan.fresh)} fresh, {len(plan.refresh)} of {len(plan.held)} held "
         f"refreshed), {len(unlearn_q)} questions to unlearn")
     audited, due = _subset(facts, plan.audited), _subset(facts, plan.due)
@@ -287,7 +287,7 @@ def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], plan: 
     examples = [ex for fid in plan.fresh for ex in fact_examples(facts[fid])]
     new = len(examples)
     examples += [refresh_example(facts[fid]) for fid in plan.refresh]
-    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
+    replay_q = replay_questions([ex.question for ex in examples], max(1, round(cfg.replay_ratio * len(examples))))
     examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(replica.net, replica.tok, replay_q, 40))]
     examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(replica.net, replica.tok, unlearn_q, 40))]
     texts = sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)
@@ -316,6 +316,19 @@ def _knowledge(report: dict, replica: Replica, cfg: SleepConfig) -> list[str]:
     with _clock(report, "knowledge") as part:
         part["asks"] = part.get("asks", 0) + len(probes)
         return knowledge_answers(replica.net, replica.tok, probes) if probes else []
+
+
+# the base model's answers to the gate's probes, by (model folder, probes): they never change, and a worker
+# process runs a night after night
+_BASE_ANSWERS: dict[tuple[str, int], list[str]] = {}
+
+
+def _base_knowledge(report: dict, replica: Replica, cfg: SleepConfig, base_dir: Path) -> list[str]:
+    """`_knowledge` of the replica while it holds the base model alone, once per process."""
+    key = (str(base_dir), cfg.knowledge_probes)
+    if key not in _BASE_ANSWERS:
+        _BASE_ANSWERS[key] = _knowledge(report, replica, cfg)
+    return _BASE_ANSWERS[key]
 
 
 def _gate_probes(cfg: SleepConfig) -> list[dict]:
