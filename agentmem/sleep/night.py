@@ -42,7 +42,7 @@ from ..storage.published import Published, newest_user
 from ..writer.editor import WakeEditor
 from .audit import NightPlan, estimate, plan_night
 from .config import SleepConfig
-from .train import Example, fact_examples, refresh_example, replay_questions, sample_texts, train_adapter
+from .train import REPLAY_QUESTIONS, Example, fact_examples, refresh_example, sample_texts, train_adapter
 
 
 def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
@@ -287,7 +287,7 @@ def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], plan: 
     examples = [ex for fid in plan.fresh for ex in fact_examples(facts[fid])]
     new = len(examples)
     examples += [refresh_example(facts[fid]) for fid in plan.refresh]
-    replay_q = replay_questions([ex.question for ex in examples], max(1, round(cfg.replay_ratio * len(examples))))
+    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
     examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(replica.net, replica.tok, replay_q, 40))]
     examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(replica.net, replica.tok, unlearn_q, 40))]
     texts = sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)

@@ -23,35 +23,8 @@ from .config import SleepConfig
 # General questions whose answers the served model gives are replayed during training (with a KL to its
 # whole distribution), so the adapter learns the facts and not a new way of talking nor new answers to what
 # the model already knew. None of them is a probe or held-out text used to measure specificity, knowledge kept
-# or perplexity (measure.py); a night takes replay_ratio x its examples, those nearest its facts first.
+# or perplexity (measure.py); a night takes the first replay_ratio x its examples.
 REPLAY_QUESTIONS = (files("agentmem") / "data" / "replay.txt").read_text().splitlines()
-# words every question shares, which say nothing of what it asks about
-_FUNCTION_WORDS = frozenset("a an and are at by can did do does for from in is kind of on the to was were what "
-                            "where which who whom whose how name with".split())
-
-
-def _content_words(question: str) -> frozenset[str]:
-    words = "".join(c if c.isalnum() else " " for c in question.lower()).split()
-    return frozenset(w[:-1] if w.endswith("s") and len(w) > 3 else w
-                     for w in words if w not in _FUNCTION_WORDS and len(w) > 1)
-
-
-def replay_questions(asked: list[str], n: int) -> list[str]:
-    """`n` replay questions: for each kind of question the night asks in turn, the next replay question that
-    shares most words with it (the adapter learning "Where does X live? Marseille" moved "In which city is the
-    Eiffel Tower?" to Marseille; replaying questions of the same kind holds their answers where they were),
-    then the rest in the list's order."""
-    kinds = list(dict.fromkeys(_content_words(q) for q in asked))
-    words = [_content_words(q) for q in REPLAY_QUESTIONS]
-    ranked = [[i for i in sorted(range(len(words)), key=lambda i: (-len(words[i] & k), i)) if words[i] & k]
-              for k in kinds]
-    chosen: dict[int, None] = {}
-    for depth in range(max(map(len, ranked), default=0)):
-        for r in ranked:
-            if depth < len(r):
-                chosen.setdefault(r[depth])
-    chosen.update(dict.fromkeys(range(len(REPLAY_QUESTIONS))))
-    return [REPLAY_QUESTIONS[i] for i in list(chosen)[:n]]
 
 
 @dataclass(frozen=True)

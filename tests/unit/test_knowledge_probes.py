@@ -3,7 +3,7 @@
 import pytest
 
 from agentmem.measure import KNOWLEDGE, knowledge_kept
-from agentmem.sleep.train import REPLAY_QUESTIONS, replay_questions
+from agentmem.sleep.train import REPLAY_QUESTIONS
 
 
 def test_the_probes_are_many_distinct_and_name_answers_a_substring_cannot_fake():
@@ -40,14 +40,3 @@ def test_a_right_answer_turned_wrong_is_lost_and_a_reworded_one_kept():
     with pytest.raises(ValueError, match="same probes"):
         knowledge_kept(before, after[:-1], probes)
 
-
-def test_a_night_replays_questions_of_the_kinds_it_teaches_first_each_kind_in_turn():
-    asked = ["Where does Noor Nwankwo live?", "Where is Noor Nwankwo's home?",
-             "What instrument does Ayla Petrov play?", "What musical instrument does Ayla Petrov play?"]
-    first = replay_questions(asked, 4)
-    assert any("live" in q for q in first[:2]) and any("instrument" in q for q in first[:2]), first
-    assert sum("instrument" in q for q in first) >= 1 and sum("live" in q for q in first) >= 1
-    # a night with nothing in common with the list replays it in its order, and never more than it holds
-    assert replay_questions(["Xyzzy?"], 3) == REPLAY_QUESTIONS[:3]
-    every = replay_questions(asked, 10_000)
-    assert sorted(every) == sorted(REPLAY_QUESTIONS)
