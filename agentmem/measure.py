@@ -45,7 +45,8 @@ PROBE_TRUTHS: list[tuple[str, ...] | None] = [
 # written on 2026-12-06 before any edit was measured against them, and share no question with a night's replay.
 KNOWLEDGE = [json.loads(line) for line in (files("agentmem") / "data" / "knowledge.jsonl").read_text().splitlines()]
 # The night gate asks (and its settings were tuned on) the development half; the held-out half is only scored.
-KNOWLEDGE_DEV, KNOWLEDGE_HELDOUT = KNOWLEDGE[0::2], KNOWLEDGE[1::2]
+DEV_HALF, HELDOUT_HALF = slice(0, None, 2), slice(1, None, 2)
+KNOWLEDGE_DEV, KNOWLEDGE_HELDOUT = KNOWLEDGE[DEV_HALF], KNOWLEDGE[HELDOUT_HALF]
 
 
 # Held-out text for perplexity: never used for covariance (which is model-sampled) or editing. One text a

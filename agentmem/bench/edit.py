@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from ..edit.config import MemitConfig
 from ..facts import Fact
-from ..measure import KNOWLEDGE_HELDOUT, drift, knowledge_answers, knowledge_kept, probe_answers, recall, recalled, specificity, text_nll
+from ..measure import (HELDOUT_HALF, KNOWLEDGE_HELDOUT, drift, knowledge_answers, knowledge_kept, probe_answers, recall,
+                       recalled, specificity, text_nll)
 from ..sleep.audit import wilson
 from ..memory import Memory
 from .data import fictional_facts
@@ -156,7 +157,7 @@ def _kept(before: list[str], after: list[str]) -> dict:
     and on the held-out half alone (the night gate asks, and was tuned on, the other)."""
     k = knowledge_kept(before, after)
     kept = k["right_before"] - len(k["right_lost"])
-    held = knowledge_kept(before[1::2], after[1::2], KNOWLEDGE_HELDOUT)
+    held = knowledge_kept(before[HELDOUT_HALF], after[HELDOUT_HALF], KNOWLEDGE_HELDOUT)
     return {"right_kept": round(k["right_kept"], 3), "right_of": k["right_before"],
             "right_kept_ci95": [round(x, 3) for x in wilson(kept, k["right_before"])],
             "right_kept_heldout": round(held["right_kept"], 3), "right_lost": [x["ask"] for x in k["right_lost"]]}

@@ -10,8 +10,9 @@ facts the adapter the night starts from already holds are refreshed and audited
 through random samples (audit.plan_night). The night is published (new
 adapter, new scales, one version) only if recall of the audited facts,
 perplexity and (where `max_knowledge_drop` is set) right answers to knowledge
-probes pass the gate; otherwise nothing served changes and the report says why. A fact the new adapter answers
-alone but loses beside its edit at the lower scale keeps its stage instead.
+probes pass the gate; otherwise nothing served changes and the report says
+why. A fact the new adapter answers alone but loses beside its edit at the
+lower scale keeps its stage instead.
 The report's `parts` say where the night's time went.
 """
 

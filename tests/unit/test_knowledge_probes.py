@@ -39,4 +39,3 @@ def test_a_right_answer_turned_wrong_is_lost_and_a_reworded_one_kept():
     assert k["right_lost"] == [{"ask": "Who wrote Hamlet?", "before": before[1], "after": after[1]}]
     with pytest.raises(ValueError, match="same probes"):
         knowledge_kept(before, after[:-1], probes)
-
