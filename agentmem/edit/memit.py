@@ -47,6 +47,12 @@ class Edit:
             out[f"{l}.K"] = self.keys[l].float().contiguous()
         return out
 
+    def over(self, old: "Edit", scale: float) -> "Edit":
+        """One edit that adds this one and `old` at `scale`: this one was computed with `old` in the weights."""
+        return Edit({l: (torch.cat([scale * old.factors[l][0].to(B), B], 1), torch.cat([old.factors[l][1].to(A), A]))
+                     for l, (B, A) in self.factors.items()},
+                    {l: torch.cat([old.keys[l].to(K), K], 1) for l, K in self.keys.items()})
+
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "Edit":
         layers = sorted({int(k.split(".")[0]) for k in t})

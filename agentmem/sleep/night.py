@@ -12,7 +12,8 @@ adapter, new scales, one version) only if recall of the audited facts,
 perplexity and (where `max_knowledge_drop` is set) right answers to knowledge
 probes pass the gate; otherwise nothing served changes and the report says
 why. A fact the new adapter answers alone but loses beside its edit at the
-lower scale keeps its stage instead.
+lower scale keeps its stage instead; an audited fact still not answered is edited
+again through the new adapter (`repair`) before the gate judges.
 The report's `parts` say where the night's time went.
 """
 
@@ -37,7 +38,7 @@ from ..serving.replica import Replica
 from ..storage import published
 from ..storage.atomic import write_json
 from ..storage.layout import TRAINED_ON_FILE, Layout
-from ..storage.ledger import ACTIVE, FORGOTTEN, SLEEP_ROLLED_BACK, SUPERSEDED, UNLEARNED, Ledger
+from ..storage.ledger import ACTIVE, FORGOTTEN, RE_EDITED, SLEEP_ROLLED_BACK, SUPERSEDED, UNLEARNED, Ledger
 from ..storage.lora_adapter import lora_deltas, merge_adapters, write_user_lora
 from ..storage.published import Published, newest_user
 from ..writer.editor import WakeEditor
@@ -123,6 +124,8 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
             replica.set_tensors(store.named(store.materialise(active)))
 
         after = _after(report, replica, cfg, audited, stage, new_stage, scales, serve)
+        after = _repair(report, editor, replica, cfg, SHARED, audited, before, after, new_stage, scales,
+                        work / "adapter", serve)
         after_active = [(fid, scales[fid]) for fid in facts]
         ppl_after, known = _checks_after(report, replica, cfg, known_base, known_before)
         _recall_report(report, plan, before, alone, after, ppl_before, ppl_after, new_stage, stage, scales,
@@ -135,7 +138,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         editor.publish_night(work / "adapter", [TRAINED_ON_FILE], sorted(facts), after_active, commit)
         return _finish(report, reports_dir)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _tidy(editor, work)
 
 
 def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir: Path, progress=None,
@@ -206,6 +209,8 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
             serve(tag, user_adapter(f"{tag}-user", active))
 
         after = _after(report, replica, cfg, audited, stage, new_stage, scales, serve_user)
+        after = _repair(report, editor, replica, cfg, scope, audited, before, after, new_stage, scales,
+                        work / "sleep", serve_user)
         after_active = [(fid, scales[fid]) for fid in facts]
         ppl_after, known = _checks_after(report, replica, cfg, known_base, known_before)
         _recall_report(report, plan, before, alone, after, ppl_before, ppl_after, new_stage, stage, scales,
@@ -217,7 +222,7 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
         editor.publish_user_night(scope, work / "sleep", sorted(facts), after_active, commit)
         return _finish(report, reports_dir)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _tidy(editor, work)
 
 
 def users_due(ledger: Ledger, layout: Layout, cfg: SleepConfig) -> list[str]:
@@ -354,6 +359,28 @@ def _after(report: dict, replica: Replica, cfg: SleepConfig, audited: dict[str, 
     return after
 
 
+def _repair(report: dict, editor: WakeEditor, replica: Replica, cfg: SleepConfig, scope: str,
+            audited: dict[str, Fact], before: dict, after: dict, new_stage: dict, scales: dict, night: Path,
+            serve) -> dict[str, bool]:
+    """Edit the audited facts not recalled as served after the night (at most `cfg.repair`, those recalled
+    before it first) again, through the night's adapter in folder `night`, and ask again: their edits were
+    computed without that adapter. A repaired fact starts over at stage 0, its new edit at full scale."""
+    lost = sorted((fid for fid in audited if not after[fid]), key=lambda fid: not before[fid])[: cfg.repair]
+    report["repaired"] = {"facts": lost}
+    if not lost:
+        return after
+    with _clock(report, "repair") as part:
+        editor.ensure_held()
+        stats = editor.repair(scope, _subset(audited, lost), [(fid, scales[fid]) for fid in scales], night)
+        part.update(facts=len(lost), rounds=stats["rounds"])
+    for fid in lost:
+        new_stage[fid], scales[fid] = 0, cfg.schedule[0]
+    serve("repaired", [(fid, scales[fid]) for fid in scales])
+    after, _ = _audit(report, replica, audited, perplexity_too=False)
+    report["repaired"]["recalled"] = sum(after[fid] for fid in lost)
+    return after
+
+
 def _checks_after(report: dict, replica: Replica, cfg: SleepConfig, known_base: list[str],
                   known_before: list[str]) -> tuple[float, dict]:
     """Perplexity and right answers kept on the knowledge probes as the replica serves the night's result.
@@ -393,7 +420,7 @@ def _recall_report(report: dict, plan: NightPlan, before: dict, alone: dict, aft
     report["parts"]["audit"]["held"] = estimate(sum(after[fid] for fid in plan.audited_held), len(plan.audited_held),
                                                 len(plan.held))
     report["stages"] = {fid: {**describe(fid), "stage": [stage[fid], new_stage[fid]], "scale": scales[fid],
-                              "recalled_alone": alone[fid], "recalled": after.get(fid)} for fid in new_stage}
+                              "recalled_alone": alone.get(fid), "recalled": after.get(fid)} for fid in new_stage}
     report["dissolved"] = round(sum(1 for sc in scales.values() if sc == 0) / len(scales), 3)
 
 
@@ -433,8 +460,11 @@ def _committer(ledger: Ledger, report: dict, t_start: float, night: str | None, 
     def commit(n: int) -> None:
         for fid in new_stage:
             ledger.restage(fid, new_stage[fid], scales[fid])
+        at = {"user_version": n} if user_version else {"version": n}
         for fid in gone:
-            ledger.event(fid, UNLEARNED, **({"user_version": n} if user_version else {"version": n}))
+            ledger.event(fid, UNLEARNED, **at)
+        for fid in report.get("repaired", {}).get("facts", []):
+            ledger.event(fid, RE_EDITED, reason="edited again through the night's adapter", **at)
         report["parts"]["publish"] = {"seconds": round(time.perf_counter() - t_publish, 2)}
         _settle(report, "published", t_start, n)
         if night is not None:
@@ -451,6 +481,13 @@ def _roll_back(editor: WakeEditor, report: dict, reports_dir: Path, t_start: flo
         if night is not None:
             editor.ledger.end_night(night, report)
     return _finish(report, reports_dir)
+
+
+def _tidy(editor: WakeEditor, work: Path) -> None:
+    """A night that did not publish leaves nothing staged (its repairs) and no work folder."""
+    if editor.store.staged:
+        editor.drop_staged()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _frac(hits: dict[str, bool]) -> float:

@@ -101,6 +101,11 @@ class WeightStore:
         self._undo.clear()
         self.settle()
 
+    @property
+    def staged(self) -> bool:
+        """Whether anything is staged and not yet committed."""
+        return bool(self._staged)
+
     def discard(self) -> None:
         """Drop everything staged since the last commit; cached edits fall back to the committed files."""
         for dest, staged in self._staged.items():

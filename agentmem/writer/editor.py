@@ -262,22 +262,54 @@ class WakeEditor:
         """Publish a user's night: their night adapter in folder `src` and their facts' new scales."""
         return self._publish_user(scope, "sleep", fids, active, commit, sleep=src)
 
-    @contextmanager
     def _through_user_night(self, scope: str):
         """Edit through what a user is served: a new edit found without their night adapter can miss once it
         sits on top of the edit, as for the shared one (see follow_adapter)."""
         current = newest_user(self.store.layout, self.ledger, scope)
         if current is None or current.sleep is None:
-            yield
-            return
-        shared = self.adapter.name and self.store.layout.adapter_dir(self.adapter.name)
+            return nullcontext()
+        return self._through(f"{current.name}-night", current.sleep, with_shared=True)
+
+    @contextmanager
+    def _through(self, name: str, night: Path, with_shared: bool):
+        """Edit through the night adapter in folder `night` (`with_shared`: added to the shared one served now)."""
+        shared = with_shared and self.adapter.name and self.store.layout.adapter_dir(self.adapter.name)
         with tempfile.TemporaryDirectory(prefix=".through-", dir=self.store.layout.store) as tmp:
-            merge_adapters([d for d in (current.sleep, shared) if d], Path(tmp), self.store.base_dir)
-            self.adapter.set(f"{current.name}-night", Path(tmp))  # peft has read the files: the folder may go
+            merge_adapters([d for d in (night, shared) if d], Path(tmp), self.store.base_dir)
+            self.adapter.set(name, Path(tmp))  # peft has read the files: the folder may go
         try:
             yield
         finally:
             self.follow_adapter()
+
+    def repair(self, scope: str, facts: dict[str, Fact], active: list[tuple[str, float]], night: Path) -> dict:
+        """Edit `facts` (by id) of `scope` again, through the night adapter in folder `night` and beside the other
+        `active` edits at their scales: an edit found before the night was computed without that adapter, and
+        can stop working beside it. Each fact's new edit is saved with its old one (at full scale together),
+        staged: the night's publish commits them, and `drop_staged` drops them. Returns the solve's statistics."""
+        if not self.owns(scope):
+            raise ValueError(f"writer shard {self.shard} was asked to repair facts of another shard's scope")
+        keep = [(fid, sc) for fid, sc in active if fid not in facts]
+        self.shared_weights()  # cached as published, before the new edits are: the model goes back to them
+        try:
+            # on top of the old edits, not instead: every later edit was fitted with them in the weights
+            self._load_weights(self.store.materialise(active, onto=None if scope == SHARED else self.shared_weights()))
+            with self._through(f"repair-{time.time_ns()}", night, with_shared=scope != SHARED):
+                parts = self._write(scope, {fid: to_request(f, self.cfg) for fid, f in facts.items()}, keep,
+                                    over={fid: sc for fid, sc in active if fid in facts})
+        except BaseException:
+            self.drop_staged()
+            raise
+        self._load_shared()
+        return {"rounds": len(parts), **memit.merged_stats(parts)}
+
+    def drop_staged(self) -> None:
+        """Drop what is staged and not published (a night's repairs when it is rolled back); the model holds the
+        shared weights as last published again."""
+        if self.store.staged:
+            self.store.discard()
+            self._shared = None
+        self._load_shared()
 
     def follow_adapter(self) -> None:
         """Carry the adapter the newest version serves (another process may have published it)."""
@@ -413,9 +445,11 @@ class WakeEditor:
         log.info("wake edit: %s", stats)
         return ids, stats
 
-    def _write(self, scope: str, reqs: dict[str, Request], keep: list[tuple[str, float]]) -> list[dict]:
+    def _write(self, scope: str, reqs: dict[str, Request], keep: list[tuple[str, float]],
+               over: dict[str, float] | None = None) -> list[dict]:
         """Compute and save the edits of `reqs` (by fact id) on the loaded weights, which hold `keep` (of
-        `scope`); returns each round's statistics."""
+        `scope`), and the edits of the facts in `over` at those scales: each is saved with its new one over it.
+        Returns each round's statistics."""
         order = list(reqs)
         done: list[str] = []  # facts of `reqs` whose edits are applied and saved
         parts = []
@@ -428,6 +462,8 @@ class WakeEditor:
             every = [reqs[f] for f in new] + list(again.values())
             result = memit.execute(self.model, self.tok, every, self.cfg, self.layers, self.solver.for_batch(prev))
             for fid, edit in zip(new, memit.split(result, every, memit.owners(every, len(new)))):
+                if over and fid in over:
+                    edit = edit.over(self.store.load_edit(fid), over[fid])
                 self.store.save_edit(fid, edit)
                 done.append(fid)
             parts.append(result.stats)

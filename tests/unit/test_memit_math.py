@@ -92,6 +92,21 @@ def test_split_parts_sum_to_batch_update_over_solve_rounds():
     assert isinstance(parts[0], Edit)
 
 
+def test_an_edit_over_an_old_one_adds_the_old_at_its_scale_and_keeps_both_keys():
+    # a night's repair is computed with the fact's old edit in the weights at the scale it is served at
+    old = Edit({3: (torch.randn(D, 2, dtype=torch.float64), torch.randn(2, DFF, dtype=torch.float64))},
+               {3: torch.randn(DFF, 2, dtype=torch.float64)})
+    new = Edit({3: (torch.randn(D, 4, dtype=torch.float64), torch.randn(4, DFF, dtype=torch.float64))},
+               {3: torch.randn(DFF, 1, dtype=torch.float64)})
+    both = new.over(old, 0.5)
+    B, A = both.factors[3]
+    expected = 0.5 * old.factors[3][0] @ old.factors[3][1] + new.factors[3][0] @ new.factors[3][1]
+    assert torch.allclose(B @ A, expected, atol=1e-10)
+    assert torch.equal(both.keys[3], torch.cat([old.keys[3], new.keys[3]], 1))
+    # saved and read back as one edit
+    assert torch.allclose(Edit.from_tensors(both.tensors()).factors[3][0].double(), B, atol=1e-6)
+
+
 def test_an_active_fact_edited_again_goes_into_the_edit_of_the_new_fact_sharing_its_key():
     # new: a (about Ann) and b (about Bo); edited again: c, an earlier fact about Ann
     reqs = [Request("Ann", "Ann lives in", " Oslo", [("q1?", "Oslo.")]),
