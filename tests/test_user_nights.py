@@ -7,6 +7,7 @@ import json
 from agentmem import Fact
 from agentmem.sleep import night as nights
 from agentmem.sleep.config import SleepConfig
+from agentmem.sleep.train import Example
 from agentmem.storage.published import newest_user, trained_on
 
 CITY = {"u1": "Lisbon", "u2": "Nairobi"}
@@ -81,3 +82,28 @@ def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_th
     assert city_id not in trained_on(again.sleep)
     city, job = answers(mem, "u2")
     assert "nairobi" not in city and "pilot" in job, (city, job)
+
+
+def test_a_users_fact_their_night_adapter_breaks_is_edited_again_through_it(open_memory, monkeypatch):
+    mem = open_memory(sleep=SleepConfig(text_replay=8))
+    mem.observe(said(f"I live in {CITY['u1']}. I work as a {JOB['u1']}."), user_id="u1")
+    assert mem.wait(timeout=1200)
+    train = nights.train_adapter
+
+    def teaches_another_city(model, tok, examples, cfg, *args, **kwargs):
+        """The night adapter learns the wrong city, as if its training pulled the answer elsewhere."""
+        examples = [ex if ex.kind != "fact" or CITY["u1"] not in ex.answer else
+                    Example(ex.question, ex.answer.replace(CITY["u1"], "Oslo"), ex.kind) for ex in examples]
+        return train(model, tok, examples, cfg.model_copy(update={"learning_rate": 3e-3}), *args, **kwargs)
+
+    monkeypatch.setattr(nights, "train_adapter", teaches_another_city)
+    report = mem.sleep("u1")
+    city_id = next(r["id"] for r in mem.facts(user_id="u1") if Fact.parse(r["fact"]).object == CITY["u1"])
+    assert report["outcome"] == "published", report["outcome"]
+    assert report["stages"][city_id]["recalled_alone"] is False
+    repaired = report["repaired"]
+    assert city_id in repaired["facts"] and repaired["recalled"] == len(repaired["facts"]), repaired
+    city, job = answers(mem, "u1")
+    assert CITY["u1"].lower() in city and "oslo" not in city and JOB["u1"] in job, (city, job)
+    assert "re-edited" in [e["kind"] for e in mem.history(city_id)]
+    assert CITY["u1"].lower() not in mem.ask("Where does User u1 live?", max_new_tokens=16).lower()

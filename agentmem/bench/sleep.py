@@ -95,6 +95,7 @@ def _measure(mem: Memory, tok, day: int, so_far: list, done: dict, ppl_base: flo
         "night_steps": parts.get("training", {}).get("steps", 0),
         "night_asks": parts.get("audit", {}).get("asks", 0) + parts.get("graduation", {}).get("asks", 0),
         "night_parts": parts, "night_kept_stage": night.get("kept_stage", 0),
+        "night_repaired": len(night.get("repaired", {}).get("facts", [])),
         "night_knowledge_kept": night.get("knowledge", {}).get("kept_after"),
         "chat_recall": round(r["chat"], 3), "paraphrase_recall": round(r["paraphrase"], 3),
         "raw_recall": round(r["raw"], 3),
