@@ -36,12 +36,12 @@ class SleepConfig(BaseModel):
     max_knowledge_drop: float = Field(1.0, ge=0, le=1)
     # 96: one batch of chat questions and one of raw prompts (5.5 s on 2 AMX cores; all 112 took 8.1 s)
     knowledge_probes: int = Field(96, ge=0, description="probes of the development half the gate asks (0: none)")
-    # A night's cost follows the day's new facts, not every fact ever learned: facts the adapter it starts from
-    # already holds are drawn at random, anew each night, for the two parts that would otherwise grow.
     # an edit computed before the night can stop working beside the night's adapter; one such fact would roll
     # the whole night back (docs/results/notes.md)
     repair: int = Field(10, ge=0, description="audited facts not recalled after the night that are edited again "
                                               "through its adapter before the gate judges (0: none)")
+    # A night's cost follows the day's new facts, not every fact ever learned: facts the adapter it starts from
+    # already holds are drawn at random, anew each night, for the two parts that would otherwise grow.
     refresh_sample: int = Field(16, ge=0, description="held facts retrained with one question each per night, "
                                                       "those of a relation a new fact has first")
     refresh_epochs: int = Field(5, ge=1, description="the last epochs a refreshed held fact is trained in")
