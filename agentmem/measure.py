@@ -40,9 +40,10 @@ PROBE_TRUTHS: list[tuple[str, ...] | None] = [
     ("Japanese",), ("France",),
 ]
 
-# World knowledge for "right answers kept": 133 chat questions and 90 raw prompts, each with what a right answer
+# World knowledge for "right answers kept": 293 chat questions and 210 raw prompts, each with what a right answer
 # names (any of). The 16 probes with truths above are too few to tell 0.95 from 0.89 (one answer of 9); these were
-# written on 2026-12-06 before any edit was measured against them, and share no question with a night's replay.
+# written on 2026-12-06 before any edit was measured against them (the first 223; the other 280 later that day,
+# when one probe of a half was too coarse to compare small nights), and share no question with a night's replay.
 KNOWLEDGE = [json.loads(line) for line in (files("agentmem") / "data" / "knowledge.jsonl").read_text().splitlines()]
 # The night gate asks (and its settings were tuned on) the development half; the held-out half is only scored.
 DEV_HALF, HELDOUT_HALF = slice(0, None, 2), slice(1, None, 2)

@@ -80,7 +80,7 @@ MONTH_SLEEP = {"refresh_sample": 4, "audit_sample": 4, "schedule": [1.0, 0.1, 0.
 def week(home):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AGENTMEM_SLEEP", json.dumps(MONTH_SLEEP))
-        # right answers kept on 8 knowledge probes, not all 223 (25 s a day)
+        # right answers kept on 8 knowledge probes, not all 503 (35 s a day)
         stopped = suites.week(days=2, facts_per_day=4, home=home / "week", probes=KNOWLEDGE[:8])
         month = suites.week(days=3, facts_per_day=4, home=home / "week", resume=True, probes=KNOWLEDGE[:8])
     return {**month, "stopped": stopped["days"]}

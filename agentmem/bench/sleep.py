@@ -23,8 +23,8 @@ from .run_state import RunState
 
 def sleep_benchmark(home: Path | None = None, days: int = 3, facts_per_day: int = 50, quick: bool = False,
                     progress=None, resume: bool = False, probes: list[dict] = KNOWLEDGE) -> dict:
-    """`probes`: the knowledge probes that right answers kept is judged on (all 223 take about 25 s a day
-    on 2 cores; a test passes a few)."""
+    """`probes`: the knowledge probes that right answers kept is judged on (all 503 take about 35 s a day
+    on 2 AMX cores; a test passes a few)."""
     say = progress or (lambda m: None)
     if quick:
         days, facts_per_day = 2, 6
