@@ -135,7 +135,8 @@ def test_a_forgotten_consolidated_fact_is_gone_after_the_next_night(night):
     assert all(r["status"] == ACTIVE for r in mem.facts() if r["id"] != ids[victim])
 
 
-def test_facts_the_nights_adapter_breaks_are_edited_again_through_it_and_answered(tmp_path, model_dir, monkeypatch):
+def test_facts_the_nights_adapter_breaks_are_edited_again_through_it_and_answered(open_memory, tmp_path, model_dir,
+                                                                                  monkeypatch):
     """An edit computed before a night can stop working beside the night's adapter. The night edits such facts
     again through that adapter before the gate judges; a night rolled back after its repairs leaves nothing of
     them behind."""
@@ -145,46 +146,43 @@ def test_facts_the_nights_adapter_breaks_are_edited_again_through_it_and_answere
     from agentmem.sleep.config import SleepConfig
     from agentmem.sleep.train import REPLAY_QUESTIONS, Example, fact_examples, train_adapter
 
-    mem = Memory.open(tmp_path / "home")
-    try:
-        facts = fictional_facts(4, seed=9)
-        ids = mem.remember(facts)
-        # an adapter that teaches two of them other answers, served over their edits as a night's adapter is
-        wrong = [f.model_copy(update={"object": next(o for o in OBJECTS[f.relation] if o != f.object)})
-                 for f in facts[:2]]
-        trainee, tok = model_store.load(model_dir)
-        replay = REPLAY_QUESTIONS[:16]  # the base model's own answers, so that it learns these two and no habit
-        replay = [Example(q, a, "replay") for q, a in zip(replay, generate.chat_many(trainee, tok, replay, 40))]
-        train_adapter(trainee, tok, [ex for f in wrong for ex in fact_examples(f)] + replay,
-                      SleepConfig(learning_rate=3e-3), tmp_path / "wrong")
-        mem.publish_adapter(tmp_path / "wrong")
-        served = _recalled(mem, facts)
-        broken = sorted(fid for fid, hit in zip(ids, served) if not hit)
-        assert not any(served[:2]), served
-        edits = {fid: mem.layout.edit_file(fid).read_bytes() for fid in ids}
+    mem = open_memory()
+    facts = fictional_facts(4, seed=9)
+    ids = mem.remember(facts)
+    # an adapter that teaches two of them other answers, served over their edits as a night's adapter is
+    wrong = [f.model_copy(update={"object": next(o for o in OBJECTS[f.relation] if o != f.object)})
+             for f in facts[:2]]
+    trainee, tok = model_store.load(model_dir)
+    replay = REPLAY_QUESTIONS[:16]  # the base model's own answers, so that it learns these two and no habit
+    replay = [Example(q, a, "replay") for q, a in zip(replay, generate.chat_many(trainee, tok, replay, 40))]
+    train_adapter(trainee, tok, [ex for f in wrong for ex in fact_examples(f)] + replay,
+                  SleepConfig(learning_rate=3e-3), tmp_path / "wrong")
+    mem.publish_adapter(tmp_path / "wrong")
+    served = _recalled(mem, facts)
+    broken = sorted(fid for fid, hit in zip(ids, served) if not hit)
+    assert not any(served[:2]), served
+    edits = {fid: mem.layout.edit_file(fid).read_bytes() for fid in ids}
 
-        # the next night learns next to nothing (its adapter is the one above); the gate is made to refuse it
-        mem.settings.sleep = mem.settings.sleep.model_copy(update={
-            "learning_rate": 1e-7, "epochs": 1, "knowledge_probes": 0})
-        monkeypatch.setattr(night_module, "_gate", lambda *a: "refused by the test")
-        refused = mem.sleep()
-        assert refused["outcome"] == "rolled back: refused by the test"
-        assert sorted(refused["repaired"]["facts"]) == broken  # the facts not answered before the night
-        # nothing of the refused repairs reaches the weights, not even with the next wake edit's commit
-        later = fictional_facts(5, seed=9)[4:]
-        ids += mem.remember(later)
-        assert {fid: mem.layout.edit_file(fid).read_bytes() for fid in ids[:4]} == edits
-        assert _recalled(mem, facts) == served
+    # the next night learns next to nothing (its adapter is the one above); the gate is made to refuse it
+    mem.settings.sleep = mem.settings.sleep.model_copy(update={
+        "learning_rate": 1e-7, "epochs": 1, "knowledge_probes": 0})
+    monkeypatch.setattr(night_module, "_gate", lambda *a: "refused by the test")
+    refused = mem.sleep()
+    assert refused["outcome"] == "rolled back: refused by the test"
+    assert sorted(refused["repaired"]["facts"]) == broken  # the facts not answered before the night
+    # nothing of the refused repairs reaches the weights, not even with the next wake edit's commit
+    later = fictional_facts(5, seed=9)[4:]
+    ids += mem.remember(later)
+    assert {fid: mem.layout.edit_file(fid).read_bytes() for fid in ids[:4]} == edits
+    assert _recalled(mem, facts) == served
 
-        monkeypatch.undo()
-        missed = sorted(fid for fid, hit in zip(ids, _recalled(mem, facts + later)) if not hit)
-        report = mem.sleep()
-        assert report["outcome"] == "published", report["outcome"]
-        assert sorted(report["repaired"]["facts"]) == missed and report["repaired"]["recalled"] == len(missed)
-        assert all(_recalled(mem, facts + later))
-        rows = {r["id"]: r for r in mem.facts()}
-        for fid in missed:
-            assert (rows[fid]["stage"], rows[fid]["scale"]) == (0, 1.0)
-            assert "re-edited" in [e["kind"] for e in mem.history(fid)]
-    finally:
-        mem.close()
+    monkeypatch.undo()
+    missed = sorted(fid for fid, hit in zip(ids, _recalled(mem, facts + later)) if not hit)
+    report = mem.sleep()
+    assert report["outcome"] == "published", report["outcome"]
+    assert sorted(report["repaired"]["facts"]) == missed and report["repaired"]["recalled"] == len(missed)
+    assert all(_recalled(mem, facts + later))
+    rows = {r["id"]: r for r in mem.facts()}
+    for fid in missed:
+        assert (rows[fid]["stage"], rows[fid]["scale"]) == (0, 1.0)
+        assert "re-edited" in [e["kind"] for e in mem.history(fid)]

@@ -463,7 +463,7 @@ def _committer(ledger: Ledger, report: dict, t_start: float, night: str | None, 
         at = {"user_version": n} if user_version else {"version": n}
         for fid in gone:
             ledger.event(fid, UNLEARNED, **at)
-        for fid in report.get("repaired", {}).get("facts", []):
+        for fid in report["repaired"]["facts"]:
             ledger.event(fid, RE_EDITED, reason="edited again through the night's adapter", **at)
         report["parts"]["publish"] = {"seconds": round(time.perf_counter() - t_publish, 2)}
         _settle(report, "published", t_start, n)
