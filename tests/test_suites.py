@@ -10,6 +10,7 @@ facts, stopped after day 2 and resumed): its nights' work must not grow with
 the facts they keep.
 """
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -87,9 +88,14 @@ def week(home):
 
 
 @pytest.fixture(scope="module")
-def results(retrieval, capacity, retention, ablation, sweeps, counterfact, week):
+def adapter_capacity(home):
+    return suites.adapter_capacity(quick=True, home=home / "adapter-capacity")
+
+
+@pytest.fixture(scope="module")
+def results(retrieval, capacity, retention, ablation, sweeps, counterfact, week, adapter_capacity):
     found = {"retrieval": retrieval, "capacity": capacity, "retention": retention, "ablation": ablation,
-             "sweeps": sweeps, "counterfact": counterfact, "week": week}
+             "sweeps": sweeps, "counterfact": counterfact, "week": week, "adapter-capacity": adapter_capacity}
     return {name: r for name, r in found.items() if r is not None}
 
 
@@ -176,6 +182,27 @@ def test_day_one_facts_are_answered_after_the_third_night(week, home):
         answers = [mem.ask(f.questions()[0]) for f in day_one]
     assert all(contains(a, f.object) for a, f in zip(answers, day_one)), answers
     assert [stages[f.subject] for f in day_one] == [2] * 4  # answered with their edits dissolved
+
+
+def test_one_nights_adapter_alone_answers_the_facts_it_learned(adapter_capacity):
+    [point] = adapter_capacity["points"]
+    assert (point["rank"], point["facts"]) == (1, 3)
+    # asked of the base model with only the adapter merged: what it answers, the adapter holds
+    assert point["recall"]["chat"] >= 2 / 3, point
+    assert point["parameters"] > 0 and point["steps"] > 0 and point["examples"]["new"] >= 3
+
+
+def test_adapter_capacity_resumes_without_training_again_and_refuses_to_overwrite(adapter_capacity, home,
+                                                                                  monkeypatch):
+    from agentmem.bench.run_state import RunStateError
+
+    # the suite's module, not the function of that name the package exports
+    module = importlib.import_module("agentmem.bench.suites.adapter_capacity")
+    monkeypatch.setattr(module, "train_adapter", lambda *a, **k: pytest.fail("a finished point was trained again"))
+    again = suites.adapter_capacity(quick=True, home=home / "adapter-capacity", resume=True)
+    assert again["points"] == adapter_capacity["points"]
+    with pytest.raises(RunStateError, match="resume it"):
+        suites.adapter_capacity(quick=True, home=home / "adapter-capacity")
 
 
 @extra

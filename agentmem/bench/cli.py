@@ -235,6 +235,18 @@ def _suite_report(result: dict, out: Optional[Path], doc: Optional[Path]) -> Non
     typer.echo(json.dumps(result, indent=2))
 
 
+def _resumable(run, resume: bool, home: Optional[Path]) -> dict:
+    """run() of a suite that saves its state in `home`, a saved run's conflicts as one line."""
+    from .run_state import RunStateError
+
+    if resume and home is None:
+        fail("--resume needs the --home the run was saved in")
+    try:
+        return run()
+    except RunStateError as e:
+        fail(str(e))
+
+
 @eval_app.command("capacity")
 def eval_capacity(sizes: str = typer.Option("10,20,50,100,200,500", help="facts at which recall is measured"),
                   batch: int = typer.Option(10, help="facts per sequential edit"),
@@ -289,15 +301,21 @@ def eval_week(days: int = typer.Option(7), facts_per_day: int = typer.Option(20,
     """Simulated days of new facts with a night after each: recall, perplexity and the night's work per day."""
     from .suites import week
 
-    from .run_state import RunStateError
+    _suite_report(_resumable(lambda: week(days, facts_per_day, quick, home, say, resume), resume, home), out, doc)
 
-    if resume and home is None:
-        fail("--resume needs the --home the run was saved in")
-    try:
-        result = week(days, facts_per_day, quick, home, say, resume)
-    except RunStateError as e:
-        fail(str(e))
-    _suite_report(result, out, doc)
+
+@eval_app.command("adapter-capacity")
+def eval_adapter_capacity(ranks: str = typer.Option("1,8", help="LoRA ranks, comma-separated"),
+                          sizes: str = typer.Option("60,120,240", help="facts each adapter learns in one night"),
+                          quick: bool = QuickOpt, home: Optional[Path] = SuiteHome, out: Optional[Path] = SuiteOut,
+                          doc: Optional[Path] = SuiteDoc,
+                          resume: bool = typer.Option(False, "--resume", help="continue the run saved under --home "
+                                                      "after its last finished point")):
+    """How many facts one night's adapter holds, by rank: recall of the adapter alone against the facts it learned."""
+    from .suites import adapter_capacity
+
+    _suite_report(_resumable(lambda: adapter_capacity(_csv(ranks, int), _csv(sizes, int), quick, home, say, resume),
+                             resume, home), out, doc)
 
 
 @eval_app.command("counterfact")

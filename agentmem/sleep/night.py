@@ -44,7 +44,7 @@ from ..storage.published import Published, newest_user
 from ..writer.editor import WakeEditor
 from .audit import NightPlan, estimate, plan_night
 from .config import SleepConfig
-from .train import REPLAY_QUESTIONS, Example, fact_examples, refresh_example, sample_texts, train_adapter
+from .train import Example, night_examples, train_adapter
 
 
 def _chat_recall(replica: Replica, facts: dict[str, Fact]) -> dict[str, bool]:
@@ -288,19 +288,10 @@ def _subset(facts: dict[str, Fact], ids: list[str]) -> dict[str, Fact]:
 
 def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], plan: NightPlan, unlearn_q: list[str],
               part: dict) -> list[Example]:
-    """The night's training data: every phrasing of the fresh facts, one question of each refreshed held fact,
-    and the replica's own answers replayed (a ratio of the fact examples, so bounded by them); counts in `part`."""
-    examples = [ex for fid in plan.fresh for ex in fact_examples(facts[fid])]
-    new = len(examples)
-    examples += [refresh_example(facts[fid]) for fid in plan.refresh]
-    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
-    examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(replica.net, replica.tok, replay_q, 40))]
-    examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(replica.net, replica.tok, unlearn_q, 40))]
-    texts = sample_texts(replica.net, replica.tok, cfg.text_replay, seed=cfg.seed)
-    examples += [Example("", t, "text") for t in texts]
-    part.update(fresh=len(plan.fresh), held=len(plan.held), examples={
-        "new": new, "refresh": len(plan.refresh), "replay": len(replay_q), "unlearn": len(unlearn_q),
-        "text": len(texts)})
+    """The night's training data (train.night_examples) for its plan; counts in `part`."""
+    examples, counts = night_examples(replica.net, replica.tok, cfg, [facts[fid] for fid in plan.fresh],
+                                      [facts[fid] for fid in plan.refresh], unlearn_q)
+    part.update(fresh=len(plan.fresh), held=len(plan.held), examples=counts)
     return examples
 
 

@@ -46,6 +46,23 @@ def refresh_example(fact: Fact) -> Example:
     return Example(fact.questions()[0], answer_for(fact), "refresh")
 
 
+def night_examples(model, tok, cfg: SleepConfig, fresh: list[Fact], refresh: list[Fact],
+                   unlearn_q: list[str]) -> tuple[list[Example], dict]:
+    """A night's training data and its counts by kind: every phrasing of the fresh facts, one question of each
+    refreshed one, `model`'s own answers replayed (a ratio of the fact examples, so bounded by them) and to the
+    questions unlearned, and text it writes itself."""
+    examples = [ex for fact in fresh for ex in fact_examples(fact)]
+    new = len(examples)
+    examples += [refresh_example(fact) for fact in refresh]
+    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
+    examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(model, tok, replay_q, 40))]
+    examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(model, tok, unlearn_q, 40))]
+    texts = sample_texts(model, tok, cfg.text_replay, seed=cfg.seed)
+    examples += [Example("", t, "text") for t in texts]
+    return examples, {"new": new, "refresh": len(refresh), "replay": len(replay_q), "unlearn": len(unlearn_q),
+                      "text": len(texts)}
+
+
 @torch.no_grad()
 def sample_texts(model, tok, n: int, tokens: int = 64, seed: int = 0) -> list[str]:
     """Ordinary text the model writes itself, replayed as plain language modelling to hold perplexity."""

@@ -4,10 +4,12 @@
 """
 
 from .ablation import ablation
+from .adapter_capacity import adapter_capacity
 from .capacity import capacity, retention
 from .counterfact import counterfact
 from .retrieval import retrieval
 from .sweeps import sweeps
 from .week import week
 
-SUITES = {f.__name__: f for f in (capacity, retention, ablation, sweeps, week, counterfact, retrieval)}
+SUITES = {f.__name__: f for f in (capacity, retention, ablation, sweeps, week, counterfact, retrieval,
+                                        adapter_capacity)}

@@ -6,13 +6,14 @@ import json
 import os
 from pathlib import Path
 
-ORDER = ("capacity", "retention", "ablation", "sweeps", "week", "counterfact", "retrieval")
+ORDER = ("capacity", "retention", "ablation", "sweeps", "week", "adapter-capacity", "counterfact", "retrieval")
 TITLES = {
     "capacity": "Capacity: recall against the number of facts",
     "retention": "Retention: the first batch as later batches arrive",
     "ablation": "Dual-system ablation: MEMIT only, LoRA only, both",
     "sweeps": "Sweeps: lambda and covariance samples",
     "week": "A simulated week: a night after each day",
+    "adapter-capacity": "Adapter capacity: facts one night's adapter holds, by rank",
     "counterfact": "CounterFact: sequential batches, three editing modes",
     "retrieval": "Retrieval memory as the baseline",
 }
@@ -110,6 +111,13 @@ def _week_table(r: dict) -> str:
                   rows)
 
 
+def _adapter_capacity_table(r: dict) -> str:
+    rows = [[p["rank"], p["parameters"], p["facts"], p["recall"]["chat"], p["recall"]["paraphrase"], p["recall"]["raw"],
+             _pct(p["perplexity"] / r["perplexity_base"] - 1), p["steps"], p["train_seconds"]] for p in r["points"]]
+    return _table(["rank", "adapter parameters", "facts learned", "chat recall", "held-out paraphrase", "raw recall",
+                   "perplexity vs base", "training steps", "training (s)"], rows)
+
+
 def _counterfact_table(r: dict) -> str:
     rows = [["unedited model", None, None, None, r["base"]["fluency"], r["base"]["perplexity"], None]]
     rows += [[MODES.get(m, m), s["efficacy"], s["generalisation"], s["specificity"], s["fluency"], s["perplexity"],
@@ -132,7 +140,8 @@ def _retrieval_table(r: dict) -> str:
 
 TABLES = {"capacity": lambda r: _sequential_table(r, "recall"), "retention": lambda r: _sequential_table(r, "first_batch"),
           "ablation": _ablation_table, "sweeps": _sweeps_table, "week": _week_table,
-          "counterfact": _counterfact_table, "retrieval": _retrieval_table}
+          "adapter-capacity": _adapter_capacity_table, "counterfact": _counterfact_table,
+          "retrieval": _retrieval_table}
 
 
 # -- plots ------------------------------------------------------------------
@@ -212,6 +221,16 @@ def plot(r: dict, png: Path) -> None:
         axes[1].plot(days, [d["perplexity_vs_base"] for d in r["days"]], marker="o")
         axes[1].set(xlabel="day", ylabel="perplexity vs base", title="perplexity drift")
         _night_time(axes[2], r["days"])
+    elif suite == "adapter-capacity":
+        for rank in sorted({p["rank"] for p in r["points"]}):
+            points = sorted((p for p in r["points"] if p["rank"] == rank), key=lambda p: p["facts"])
+            line, = axes.plot([p["facts"] for p in points], [p["recall"]["chat"] for p in points], marker="o",
+                              label=f"rank {rank}: chat")
+            axes.plot([p["facts"] for p in points], [p["recall"]["paraphrase"] for p in points], marker="s", ls="--",
+                      color=line.get_color(), label=f"rank {rank}: held-out paraphrase")
+        axes.set(xlabel="facts learned in one night", ylabel="recall, adapter alone", ylim=(-0.05, 1.05),
+                 title="what one adapter holds")
+        axes.legend(fontsize=8)
     elif suite == "counterfact":
         modes = list(r["modes"])
         _bars(axes, [MODES.get(m, m) for m in modes],
