@@ -314,8 +314,11 @@ def eval_adapter_capacity(ranks: str = typer.Option("1,8", help="LoRA ranks, com
     """How many facts one night's adapter holds, by rank: recall of the adapter alone against the facts it learned."""
     from .suites import adapter_capacity
 
-    _suite_report(_resumable(lambda: adapter_capacity(_csv(ranks, int), _csv(sizes, int), quick, home, say, resume),
-                             resume, home), out, doc)
+    rank_list, size_list = _csv(ranks, int), _csv(sizes, int)
+    if not rank_list or not size_list or min(rank_list + size_list) < 1 or max(rank_list) > 256:
+        fail(f"--ranks {ranks!r} --sizes {sizes!r}: give ranks from 1 to 256 and sizes from 1, comma-separated")
+    _suite_report(_resumable(lambda: adapter_capacity(rank_list, size_list, quick, home, say, resume), resume, home),
+                  out, doc)
 
 
 @eval_app.command("counterfact")

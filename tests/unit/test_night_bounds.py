@@ -105,6 +105,12 @@ def test_resume_without_a_home_is_refused_before_anything_loads():
     assert r.exit_code == 1 and "--resume needs the --home" in r.output
 
 
+@pytest.mark.parametrize("args", [["--sizes", ""], ["--ranks", "0"], ["--ranks", "300"], ["--sizes", "60,-1"]])
+def test_adapter_capacity_refuses_sizes_and_ranks_it_cannot_train_before_anything_loads(args):
+    r = CliRunner().invoke(eval_app, ["adapter-capacity", *args])
+    assert r.exit_code == 1 and "give ranks from 1 to 256 and sizes from 1" in r.output
+
+
 def test_recall_with_the_edit_dissolved_counts_only_those_facts_and_reads_their_misses():
     from agentmem.bench.sleep import _consolidated
 
