@@ -11,5 +11,3 @@ from .retrieval import retrieval
 from .sweeps import sweeps
 from .week import week
 
-SUITES = {f.__name__: f for f in (capacity, retention, ablation, sweeps, week, counterfact, retrieval,
-                                        adapter_capacity)}

@@ -146,11 +146,13 @@ TABLES = {"capacity": lambda r: _sequential_table(r, "recall"), "retention": lam
 
 # -- plots ------------------------------------------------------------------
 
-def _lines(ax, r: dict, key: str, xlabel: str, title: str) -> None:
-    for m, rows in r["runs"].items():
+def _lines(ax, runs: dict[str, list[dict]], key: str, xlabel: str, title: str, second: str = "raw") -> None:
+    """Chat recall (solid) and `second` recall (dashed, same colour) against facts, one pair of lines per run."""
+    for m, rows in runs.items():
         xs = [x["facts"] for x in rows]
         line, = ax.plot(xs, [x[key]["chat"] for x in rows], marker="o", label=f"{MODES.get(m, m)}: chat")
-        ax.plot(xs, [x[key]["raw"] for x in rows], marker="s", ls="--", color=line.get_color(), label=f"{MODES.get(m, m)}: raw")
+        ax.plot(xs, [x[key][second] for x in rows], marker="s", ls="--", color=line.get_color(),
+                label=f"{MODES.get(m, m)}: {second}")
     ax.set(xlabel=xlabel, ylabel="recall", ylim=(-0.05, 1.05), title=title)
     ax.legend(fontsize=8)
 
@@ -189,9 +191,9 @@ def plot(r: dict, png: Path) -> None:
     panels = {"sweeps": 2, "week": 3}.get(suite, 1)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels if panels > 1 else 6, 4))
     if suite == "capacity":
-        _lines(axes, r, "recall", "facts edited (sequential batches)", "recall of every fact so far")
+        _lines(axes, r["runs"], "recall", "facts edited (sequential batches)", "recall of every fact so far")
     elif suite == "retention":
-        _lines(axes, r, "first_batch", "facts edited (sequential batches)", "recall of the first batch")
+        _lines(axes, r["runs"], "first_batch", "facts edited (sequential batches)", "recall of the first batch")
     elif suite == "ablation":
         names = list(r["systems"])
         _bars(axes, names, {"chat right away": [s["recall_right_away"]["chat"] for s in r["systems"].values()],
@@ -222,15 +224,10 @@ def plot(r: dict, png: Path) -> None:
         axes[1].set(xlabel="day", ylabel="perplexity vs base", title="perplexity drift")
         _night_time(axes[2], r["days"])
     elif suite == "adapter-capacity":
-        for rank in sorted({p["rank"] for p in r["points"]}):
-            points = sorted((p for p in r["points"] if p["rank"] == rank), key=lambda p: p["facts"])
-            line, = axes.plot([p["facts"] for p in points], [p["recall"]["chat"] for p in points], marker="o",
-                              label=f"rank {rank}: chat")
-            axes.plot([p["facts"] for p in points], [p["recall"]["paraphrase"] for p in points], marker="s", ls="--",
-                      color=line.get_color(), label=f"rank {rank}: held-out paraphrase")
-        axes.set(xlabel="facts learned in one night", ylabel="recall, adapter alone", ylim=(-0.05, 1.05),
-                 title="what one adapter holds")
-        axes.legend(fontsize=8)
+        ranks = sorted({p["rank"] for p in r["points"]})
+        _lines(axes, {f"rank {k}": sorted((p for p in r["points"] if p["rank"] == k), key=lambda p: p["facts"])
+                      for k in ranks}, "recall", "facts learned in one night", "what one adapter holds, asked alone",
+               second="paraphrase")
     elif suite == "counterfact":
         modes = list(r["modes"])
         _bars(axes, [MODES.get(m, m) for m in modes],
