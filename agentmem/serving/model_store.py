@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..edit.arch import for_model
-from ..storage.atomic import atomic_path
+from ..storage.atomic import atomic_path, build_once
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,10 +37,13 @@ def _bundled_folder() -> Path:
 
 def convert_bundled(dest: Path) -> Path:
     """De-quantise the bundled GGUF into a float32 safetensors checkpoint at `dest` (once)."""
+    build_once(dest, lambda: (dest / "config.json").exists(), lambda: _convert(dest))
+    return dest
+
+
+def _convert(dest: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if (dest / "config.json").exists():
-        return dest
     src = _bundled_folder()
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF)
@@ -51,7 +54,6 @@ def convert_bundled(dest: Path) -> Path:
     with atomic_path(dest, directory=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    return dest
 
 
 def resolve(model: str | os.PathLike | None, cache_dir: Path) -> Path:

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
@@ -72,6 +73,18 @@ def atomic_path(dest: Path, directory: bool = False):
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def build_once(dest: Path, built, build) -> None:
+    """Run `build()` unless `built()`, holding a lock beside `dest`: processes that start at once on a fresh
+    machine build it once, and none reads a folder while another renames its copy over it."""
+    if built():
+        return
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(dest.parent / f".{dest.name}.lock"):
+        if not built():
+            build()
 
 
 def write_json(dest: Path, obj) -> None:

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from ..edit import preserve
 from ..edit.covariance import sample_texts, second_moments
-from .atomic import atomic_path, save_tensors
+from .atomic import atomic_path, build_once, save_tensors
 
 
 def fingerprint(model_dir: Path) -> str:
@@ -59,25 +59,32 @@ class CovarianceCache:
             progress=None) -> dict[int, torch.Tensor]:
         """C for each layer; sampled from the model (or read from `text_file`) only when missing."""
         source = "self" if text_file is None else "file-" + hashlib.sha256(Path(text_file).read_bytes()).hexdigest()[:12]
-        missing = [l for l in layers if not self._file(l, source, samples).exists()]
-        if missing:
-            if progress:
-                progress(f"computing key covariance for layers {missing} from {samples} samples ({source})")
-            if text_file is None:
-                texts = sample_texts(model, tokenizer, samples)
-            else:
-                texts = [t for t in Path(text_file).read_text().split("\n\n") if t.strip()][:samples]
-                if not texts:
-                    raise ValueError(f"covariance text file {text_file} holds no text")
-            moments, tokens = second_moments(model, tokenizer, missing, texts)
-            if tokens < 2 * moments[missing[0]].shape[0]:
-                raise ValueError(
-                    f"covariance needs at least {2 * moments[missing[0]].shape[0]} tokens, got {tokens}"
-                )
-            for l, c in moments.items():
-                with atomic_path(self._file(l, source, samples)) as tmp:
-                    save_tensors({"mom2": c, "tokens": torch.tensor([tokens])}, tmp)
+
+        def missing() -> list[int]:
+            return [l for l in layers if not self._file(l, source, samples).exists()]
+
+        build_once(self.dir / f"{source}-n{samples}", lambda: not missing(),
+                   lambda: self._build(model, tokenizer, missing(), samples, source, text_file, progress))
         return {l: load_file(str(self._file(l, source, samples)))["mom2"] for l in layers}
+
+    def _build(self, model, tokenizer, missing: list[int], samples: int, source: str, text_file: Path | None,
+               progress) -> None:
+        if progress:
+            progress(f"computing key covariance for layers {missing} from {samples} samples ({source})")
+        if text_file is None:
+            texts = sample_texts(model, tokenizer, samples)
+        else:
+            texts = [t for t in Path(text_file).read_text().split("\n\n") if t.strip()][:samples]
+            if not texts:
+                raise ValueError(f"covariance text file {text_file} holds no text")
+        moments, tokens = second_moments(model, tokenizer, missing, texts)
+        if tokens < 2 * moments[missing[0]].shape[0]:
+            raise ValueError(
+                f"covariance needs at least {2 * moments[missing[0]].shape[0]} tokens, got {tokens}"
+            )
+        for l, c in moments.items():
+            with atomic_path(self._file(l, source, samples)) as tmp:
+                save_tensors({"mom2": c, "tokens": torch.tensor([tokens])}, tmp)
 
 
 def cached_preservation_keys(cache_dir: Path, model_fingerprint: str, layers: list[int], compute) -> dict[int, torch.Tensor]:
@@ -88,9 +95,10 @@ def cached_preservation_keys(cache_dir: Path, model_fingerprint: str, layers: li
     lists = repr((preserve.NAMES, preserve.ENTITIES, preserve.RAW, preserve.QUESTIONS, preserve.ENTITY_QUESTIONS))
     lists = hashlib.sha256(lists.encode()).hexdigest()[:10]
     path = Path(cache_dir) / "preserve" / f"{model_fingerprint}-{lists}-L{'-'.join(map(str, layers))}.safetensors"
-    if path.exists():
-        return {int(k): v for k, v in load_file(str(path)).items()}
-    keys = compute()
-    with atomic_path(path) as tmp:
-        save_tensors({str(l): k.contiguous() for l, k in keys.items()}, tmp)
-    return keys
+
+    def build() -> None:
+        with atomic_path(path) as tmp:
+            save_tensors({str(l): k.contiguous() for l, k in compute().items()}, tmp)
+
+    build_once(path, path.exists, build)
+    return {int(k): v for k, v in load_file(str(path)).items()}
