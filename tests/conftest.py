@@ -17,6 +17,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 UNIT = Path(__file__).parent / "unit"
 
+# Under pytest-xdist (scripts/test.sh runs two workers) the cores are divided among the workers, as the
+# README tells deployments to divide them among processes: threads fighting over cores cost twice the time.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -60,23 +68,29 @@ POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 @pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL database for this session: AGENTMEM_TEST_DATABASE_URL (CI makes one per run), or one made
-    here and dropped after; skipped only when that variable is unset and no server answers at 127.0.0.1:5432."""
-    from sqlalchemy import create_engine
+    here and dropped after, at 127.0.0.1:5432 or, under pytest-xdist, beside that database: one per worker,
+    since the ledger's tests empty it. Skipped only when that variable is unset and no server answers."""
+    from sqlalchemy import create_engine, make_url
     from sqlalchemy.exc import OperationalError
 
-    if url := os.environ.get("AGENTMEM_TEST_DATABASE_URL"):
-        yield url
+    given = os.environ.get("AGENTMEM_TEST_DATABASE_URL")
+    if given and not WORKER:
+        yield given
         return
-    name = f"agentmem_test_{os.getpid()}"
-    admin = create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    base = make_url(given or f"{POSTGRES_SERVER}/agentmem_test_{os.getpid()}")
+    name = f"{base.database}_{WORKER}" if WORKER else base.database
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                          connect_args={"connect_timeout": 3})
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except OperationalError as e:
         admin.dispose()
+        if given:
+            raise
         pytest.skip(f"no PostgreSQL answers at 127.0.0.1:5432 and AGENTMEM_TEST_DATABASE_URL is unset: {e.orig}")
-    yield f"{POSTGRES_SERVER}/{name}"
+    yield base.set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.dispose()
