@@ -17,8 +17,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 UNIT = Path(__file__).parent / "unit"
 
-# Under pytest-xdist (scripts/test.sh runs two workers) the cores are divided among the workers, as the
-# README tells deployments to divide them among processes: threads fighting over cores cost twice the time.
+# Under pytest-xdist (AGENTMEM_TEST_WORKERS=N bash scripts/test.sh) the cores are divided among the workers, as
+# the README tells deployments to divide them among processes: threads fighting over cores cost twice the time.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER:
     _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
