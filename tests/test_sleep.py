@@ -79,9 +79,10 @@ def test_a_bad_night_is_rolled_back_and_nothing_served_changes(night):
     rows = {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()}
     good = mem.settings.sleep
     # an absurd rate, trained on the facts alone (replay would not save it, and costs a minute), in bfloat16
-    # where the CPU has it: that path end to end, its adapter served and gated in float32
+    # where the CPU has it: that path end to end, its adapter served and gated in float32; no repairs, which
+    # would edit again every fact it broke before the gate refuses it anyway
     mem.settings.sleep = good.model_copy(update={"learning_rate": 5.0, "epochs": 1, "replay_ratio": 0.0,
-                                                 "text_replay": 0, "train_dtype": "auto"})
+                                                 "text_replay": 0, "train_dtype": "auto", "repair": 0})
     try:
         report = mem.sleep()
     finally:
@@ -99,10 +100,11 @@ def test_a_night_that_costs_general_knowledge_is_rolled_back_though_recall_and_p
     with mem.reading(None) as net:
         served = knowledge_answers(net, mem.tokenizer, KNOWLEDGE_DEV)
     good = mem.settings.sleep
-    # a rate 10x the default with nothing replayed; recall and perplexity may move as they like, and the share
-    # of right answers to the knowledge probes may not fall at all: the knowledge gate alone judges this night
+    # a rate 10x the default with nothing replayed; recall and perplexity may move as they like (and nothing
+    # is repaired), and the share of right answers to the knowledge probes may not fall at all: the knowledge
+    # gate alone judges this night
     mem.settings.sleep = good.model_copy(update={
-        "learning_rate": 1e-2, "epochs": 1, "replay_ratio": 0.0, "text_replay": 0,
+        "learning_rate": 1e-2, "epochs": 1, "replay_ratio": 0.0, "text_replay": 0, "repair": 0,
         "max_recall_drop": 1.0, "max_perplexity_rise": 100.0, "max_knowledge_drop": 0.0})
     try:
         report = mem.sleep()
@@ -163,9 +165,10 @@ def test_facts_the_nights_adapter_breaks_are_edited_again_through_it_and_answere
     assert not any(served[:2]), served
     edits = {fid: mem.layout.edit_file(fid).read_bytes() for fid in ids}
 
-    # the next night learns next to nothing (its adapter is the one above); the gate is made to refuse it
+    # the next night learns next to nothing (its adapter is the one above, nothing replayed); the gate is made
+    # to refuse it
     mem.settings.sleep = mem.settings.sleep.model_copy(update={
-        "learning_rate": 1e-7, "epochs": 1, "knowledge_probes": 0})
+        "learning_rate": 1e-7, "epochs": 1, "replay_ratio": 0.0, "text_replay": 0})
     monkeypatch.setattr(night_module, "_gate", lambda *a: "refused by the test")
     refused = mem.sleep()
     assert refused["outcome"] == "rolled back: refused by the test"

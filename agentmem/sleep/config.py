@@ -34,8 +34,11 @@ class SleepConfig(BaseModel):
     # right) falls by more. Off (1.0) by default: at 0.05 the suite's 12-fact night is rolled back (0.95 -> 0.83),
     # and nights must keep knowledge better before the gate may hold them to it (docs/results/notes.md)
     max_knowledge_drop: float = Field(1.0, ge=0, le=1)
-    # 96: one batch of chat questions and one of raw prompts (5.5 s on 2 AMX cores; the half holds 252)
-    knowledge_probes: int = Field(96, ge=0, description="probes of the development half the gate asks (0: none)")
+    # 96: one batch of chat questions and one of raw prompts (5.5 s on 2 AMX cores; the half holds 252), asked
+    # three times a night (base, before, after) and only while the gate is on: a figure nothing judges is not
+    # worth a minute of a 2-core night
+    knowledge_probes: int = Field(96, ge=0, description="probes of the development half the gate asks while "
+                                                        "max_knowledge_drop is below 1 (0: none)")
     # an edit computed before the night can stop working beside the night's adapter; one such fact would roll
     # the whole night back (docs/results/notes.md)
     repair: int = Field(10, ge=0, description="audited facts not recalled after the night that are edited again "

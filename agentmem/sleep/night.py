@@ -310,26 +310,29 @@ def _audit(report: dict, replica: Replica, audited: dict[str, Fact],
 def _knowledge(report: dict, replica: Replica, cfg: SleepConfig) -> list[str]:
     """The replica's answers to the gate's knowledge probes (spread over the development half), timed."""
     probes = _gate_probes(cfg)
+    if not probes:
+        return []
     with _clock(report, "knowledge") as part:
         part["asks"] = part.get("asks", 0) + len(probes)
-        return knowledge_answers(replica.net, replica.tok, probes) if probes else []
+        return knowledge_answers(replica.net, replica.tok, probes)
 
 
-# the base model's answers to the gate's probes, by (model folder, probes): they never change, and a worker
+# the base model's answers to the gate's probes, by (model folder, probes asked): they never change, and a worker
 # process runs a night after night
 _BASE_ANSWERS: dict[tuple[str, int], list[str]] = {}
 
 
 def _base_knowledge(report: dict, replica: Replica, cfg: SleepConfig, base_dir: Path) -> list[str]:
     """`_knowledge` of the replica while it holds the base model alone, once per process."""
-    key = (str(base_dir), cfg.knowledge_probes)
+    key = (str(base_dir), len(_gate_probes(cfg)))
     if key not in _BASE_ANSWERS:
         _BASE_ANSWERS[key] = _knowledge(report, replica, cfg)
     return _BASE_ANSWERS[key]
 
 
 def _gate_probes(cfg: SleepConfig) -> list[dict]:
-    n = min(cfg.knowledge_probes, len(KNOWLEDGE_DEV))
+    """The development-half probes the knowledge gate judges a night on: none while the gate is off."""
+    n = min(cfg.knowledge_probes, len(KNOWLEDGE_DEV)) if cfg.max_knowledge_drop < 1 else 0
     return [KNOWLEDGE_DEV[i * len(KNOWLEDGE_DEV) // n] for i in range(n)]
 
 
@@ -373,15 +376,19 @@ def _repair(report: dict, editor: WakeEditor, replica: Replica, cfg: SleepConfig
 
 
 def _checks_after(report: dict, replica: Replica, cfg: SleepConfig, known_base: list[str],
-                  known_before: list[str]) -> tuple[float, dict]:
+                  known_before: list[str]) -> tuple[float, dict | None]:
     """Perplexity and right answers kept on the knowledge probes as the replica serves the night's result.
 
     Kept is judged against the model without this scope's memory, before and after: the day's edits already
     cost some answers that a night may give back, and a net figure does not charge the night for the day.
+    None where the gate asks no probes.
     """
     with _clock(report, "perplexity"):
         ppl = perplexity(replica.net, replica.tok)
     probes = _gate_probes(cfg)
+    if not probes:
+        report["knowledge"] = {"probes": 0}
+        return ppl, None
     after = _knowledge(report, replica, cfg)
     was, now = knowledge_kept(known_base, known_before, probes), knowledge_kept(known_base, after, probes)
     lost_before = {x["ask"] for x in was["right_lost"]}
@@ -486,7 +493,7 @@ def _frac(hits: dict[str, bool]) -> float:
 
 
 def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_after: float,
-          known: dict) -> str | None:
+          known: dict | None) -> str | None:
     if _frac(after) < _frac(before) - cfg.max_recall_drop:
         lost = [fid for fid in before if before[fid] and not after[fid]]
         return (f"chat recall of the {len(before)} audited facts fell from {_frac(before)} to {_frac(after)} "
@@ -494,7 +501,7 @@ def _gate(cfg: SleepConfig, before: dict, after: dict, ppl_before: float, ppl_af
     if ppl_after > ppl_before * (1 + cfg.max_perplexity_rise):
         return (f"perplexity rose from {ppl_before:.2f} to {ppl_after:.2f}, "
                 f"more than {cfg.max_perplexity_rise:.0%}")
-    if known["kept_after"] < known["kept_before"] - cfg.max_knowledge_drop - 1e-9:  # at the limit passes
+    if known is not None and known["kept_after"] < known["kept_before"] - cfg.max_knowledge_drop - 1e-9:  # at the limit passes
         return (f"right answers kept on the knowledge probes fell from {known['kept_before']} to "
                 f"{known['kept_after']} (of {known['right_of']}), more than {cfg.max_knowledge_drop}")
     return None

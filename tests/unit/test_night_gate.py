@@ -31,10 +31,15 @@ def test_recall_and_perplexity_are_judged_before_knowledge():
 def test_the_gate_asks_the_development_half_spread_over_it_never_the_held_out_half():
     held_out = {p["ask"] for p in KNOWLEDGE_HELDOUT}
     assert not {p["ask"] for p in KNOWLEDGE_DEV} & held_out
-    assert _gate_probes(SleepConfig(knowledge_probes=500)) == KNOWLEDGE_DEV  # never more than the half
-    assert len(_gate_probes(SleepConfig())) == 96 and set(map(str, _gate_probes(SleepConfig()))) <= set(
-        map(str, KNOWLEDGE_DEV))
-    few = _gate_probes(SleepConfig(knowledge_probes=20))
+    on = SleepConfig(max_knowledge_drop=0.05)
+    assert _gate_probes(on.model_copy(update={"knowledge_probes": 500})) == KNOWLEDGE_DEV  # never more than the half
+    assert len(_gate_probes(on)) == 96 and set(map(str, _gate_probes(on))) <= set(map(str, KNOWLEDGE_DEV))
+    few = _gate_probes(on.model_copy(update={"knowledge_probes": 20}))
     assert len(few) == 20 == len({p["ask"] for p in few})
     assert {p["raw"] for p in few} == {True, False}  # both chat questions and raw prompts, not the first 20
-    assert _gate_probes(SleepConfig(knowledge_probes=0)) == []
+    assert _gate_probes(on.model_copy(update={"knowledge_probes": 0})) == []
+
+
+def test_with_the_gate_off_no_probe_is_asked():
+    assert SleepConfig().max_knowledge_drop == 1.0 and _gate_probes(SleepConfig()) == []
+    assert _gate_probes(SleepConfig(max_knowledge_drop=0.99, knowledge_probes=8))  # any limit below 1 asks them
