@@ -202,8 +202,10 @@ def test_the_model_extractor_gets_facts_json_that_follows_the_schema_from_this_s
     body = extractor.request("I live in Lisbon and I work as a nurse.", "u1")
     r = httpx.post(f"{served['server'].url}/v1/chat/completions", json=body, timeout=600)
     assert r.status_code == 200, r.text
-    content = r.json()["choices"][0]["message"]["content"]
+    choice = r.json()["choices"][0]
+    content = choice["message"]["content"]
     assert "\n" not in content and not content.startswith(" "), content  # compact: no tokens spent on layout
+    assert choice["finish_reason"] == "stop", (choice["finish_reason"], content)  # ended by the schema, not cut
     facts = json.loads(content)["facts"]
     assert len(facts) <= 8 and all(set(f) == {"subject", "relation", "object"} and f["relation"] in RELATIONS
                                    and len(f["object"]) <= 80 for f in facts), facts
