@@ -1,7 +1,7 @@
 """Shared fixtures: one converted model and covariance cache for the whole session.
 
 Tests under tests/unit load no model and run in seconds (`bash scripts/test.sh tests/unit`); every other
-test is marked `model`.
+test is marked `model`. Tests marked `full` run only with AGENTMEM_TEST_FULL=1 (see the marker's description).
 """
 
 import os
@@ -16,6 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 UNIT = Path(__file__).parent / "unit"
+FULL = os.environ.get("AGENTMEM_TEST_FULL") == "1"
 
 # Under pytest-xdist (AGENTMEM_TEST_WORKERS=N bash scripts/test.sh) the cores are divided among the workers, as
 # the README tells deployments to divide them among processes: threads fighting over cores cost twice the time.
@@ -27,9 +28,12 @@ if WORKER:
 
 
 def pytest_collection_modifyitems(config, items):
+    full_only = pytest.mark.skip(reason="runs with AGENTMEM_TEST_FULL=1 (the default tier fits CI's time)")
     for item in items:
         if UNIT not in Path(item.fspath).parents:
             item.add_marker(pytest.mark.model)
+        if not FULL and item.get_closest_marker("full"):
+            item.add_marker(full_only)
 
 
 @pytest.fixture(scope="session")

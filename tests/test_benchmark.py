@@ -1,7 +1,6 @@
 """The wake benchmark runs end to end (small sizes) and reports every number the issue asks for."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counter
 
 
 @pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data/counterfact-2k.json is not beside this checkout")
-@pytest.mark.skipif(os.environ.get("AGENTMEM_TEST_FULL") != "1",
-                    reason="set AGENTMEM_TEST_FULL=1 (two minutes, over CI's time budget)")
+@pytest.mark.full
 def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     # constraints off is exercised by test_retention; two modes keep this test a few minutes shorter
     out = edit_benchmark(home=tmp_path, counterfact=COUNTERFACT, quick=True, modes=("nullspace", "alphaedit"))
@@ -34,6 +32,7 @@ def test_quick_edit_benchmark_reports_all_numbers(tmp_path):
     assert cf["nullspace"]["n"] == 6 and cf["nullspace"]["efficacy"] >= 0.5
 
 
+@pytest.mark.full
 def test_the_day_window_edits_fresh_facts_and_judges_each_goal_on_the_worst_seed(tmp_path):
     out = edit_benchmark(home=tmp_path, wake=False, seeds=1, day_facts=4)["day_window"]
     run = out["runs"][0]

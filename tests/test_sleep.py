@@ -94,6 +94,7 @@ def test_a_bad_night_is_rolled_back_and_nothing_served_changes(night):
     assert _recalled(mem, facts[:6]) == before
 
 
+@pytest.mark.full
 def test_a_night_that_costs_general_knowledge_is_rolled_back_though_recall_and_perplexity_pass(night):
     mem = night["mem"]
     version, rows = mem.version, {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()}
@@ -121,6 +122,7 @@ def test_a_night_that_costs_general_knowledge_is_rolled_back_though_recall_and_p
         assert knowledge_answers(net, mem.tokenizer, KNOWLEDGE_DEV) == served
 
 
+@pytest.mark.full
 def test_a_forgotten_consolidated_fact_is_gone_after_the_next_night(night):
     mem, facts, ids = night["mem"], night["facts"], night["ids"]
     stages = {r["id"]: r["stage"] for r in mem.facts()}
@@ -137,6 +139,7 @@ def test_a_forgotten_consolidated_fact_is_gone_after_the_next_night(night):
     assert all(r["status"] == ACTIVE for r in mem.facts() if r["id"] != ids[victim])
 
 
+@pytest.mark.full
 def test_facts_the_nights_adapter_breaks_are_edited_again_through_it_and_answered(open_memory, tmp_path, model_dir,
                                                                                   monkeypatch):
     """An edit computed before a night can stop working beside the night's adapter. The night edits such facts

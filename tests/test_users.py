@@ -36,6 +36,7 @@ def leaks(mem, owner: str, asker: str | None) -> list[tuple[str, str]]:
     return found
 
 
+@pytest.mark.full
 def test_three_users_each_get_their_own_facts_and_never_another_users(open_memory, tmp_path):
     mem = open_memory()
     shared_version = mem.version

