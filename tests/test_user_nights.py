@@ -4,8 +4,6 @@ night adapter is trained again without it in the background."""
 
 import json
 
-import pytest
-
 from agentmem import Fact
 from agentmem.sleep import night as nights
 from agentmem.sleep.config import SleepConfig
@@ -86,7 +84,6 @@ def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_th
     assert "nairobi" not in city and "pilot" in job, (city, job)
 
 
-@pytest.mark.full
 def test_a_users_fact_their_night_adapter_breaks_is_edited_again_through_it(open_memory, monkeypatch):
     mem = open_memory(sleep=SleepConfig(text_replay=8))
     mem.observe(said(f"I live in {CITY['u1']}. I work as a {JOB['u1']}."), user_id="u1")
