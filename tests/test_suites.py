@@ -155,9 +155,9 @@ def test_the_quick_month_resumes_after_its_last_finished_day(week, home):
 def test_the_quick_months_third_night_costs_what_its_day_brought(week):
     first, third = (d["night_parts"] for d in (week["days"][0], week["days"][2]))
     print({d["day"]: (d["night_steps"], d["night_asks"], d["night_seconds"]) for d in week["days"]})
-    # Training: night 3 trains on what night 1 did (4 new facts' 8 phrasings, 4 replays, 32 text passages: 44
-    # examples, 6 batches of 8) plus at most refresh_sample (4) one-question refreshes and replay_ratio (0.5)
-    # as many replays: 6 examples more, 1 batch an epoch, so steps grow by 7/6 at most. That holds while the
+    # Training: night 3 trains on what night 1 did (4 new facts' 8 phrasings, 16 replays, 32 text passages: 56
+    # examples, 7 batches of 8) plus at most refresh_sample (4) one-question refreshes and replay_ratio (2.0)
+    # as many replays: 12 examples more, 2 batches an epoch, so steps grow by 9/7 at most. That holds while the
     # day brings 4 fresh facts: day 2's all graduated on night 2, so none is trained in full again.
     assert third["prepare"]["fresh"] == 4, week["days"]
     assert third["prepare"]["examples"]["refresh"] == MONTH_SLEEP["refresh_sample"] < third["prepare"]["held"] == 8

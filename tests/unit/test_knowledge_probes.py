@@ -19,7 +19,7 @@ def test_the_probes_are_many_distinct_and_name_answers_a_substring_cannot_fake()
 
 
 def test_a_night_has_many_distinct_replay_questions():
-    # a night of 50 facts asks for about 150 replays (replay_ratio 0.5); the first 24 were the list until
+    # a night of 50 facts asked for about 150 replays at replay_ratio 0.5; the first 24 were the list until
     # 2026-12-06, so small nights replay what they did
     assert len(REPLAY_QUESTIONS) >= 150 and len(set(REPLAY_QUESTIONS)) == len(REPLAY_QUESTIONS)
     assert all(q.strip() == q and q for q in REPLAY_QUESTIONS)
