@@ -12,6 +12,7 @@ from agentmem.storage.published import newest_user, trained_on
 
 CITY = {"u1": "Lisbon", "u2": "Nairobi"}
 JOB = {"u1": "nurse", "u2": "pilot"}
+SHORT = SleepConfig(text_replay=8, replay_ratio=0.5)  # less replayed text and answers: shorter nights, same path
 
 
 def said(text):
@@ -26,7 +27,7 @@ def answers(mem, user):
 
 def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_their_night_at_once(
         open_memory, monkeypatch):
-    mem = open_memory(sleep=SleepConfig(text_replay=8))  # less replayed text: shorter nights, same path
+    mem = open_memory(sleep=SHORT)
     for u in CITY:
         mem.observe(said(f"I live in {CITY[u]}. I work as a {JOB[u]}."), user_id=u)
     assert mem.wait(timeout=1200)
@@ -85,7 +86,7 @@ def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_th
 
 
 def test_a_users_fact_their_night_adapter_breaks_is_edited_again_through_it(open_memory, monkeypatch):
-    mem = open_memory(sleep=SleepConfig(text_replay=8))
+    mem = open_memory(sleep=SHORT)
     mem.observe(said(f"I live in {CITY['u1']}. I work as a {JOB['u1']}."), user_id="u1")
     assert mem.wait(timeout=1200)
     train = nights.train_adapter
