@@ -96,6 +96,12 @@ class Memory:
                 stats.append(editor.edit([f for f in parsed if self.writer.shard_of(f.scope) == shard])[1])
         self.last_stats = stats[0] if len(stats) == 1 else {"edited": sum(s["edited"] for s in stats),
                                                              "shards": stats}
+        # a person named in a remembered fact is "my aunt" to that user, as when the user said it
+        named = [(f, alias) for f in parsed if f.user_id is not None and (alias := naming(f))]
+        if named:
+            with self.ledger.transaction():
+                for f, alias in named:
+                    self.ledger.bind_alias(f.user_id, *alias, f.fact_id())
         return [f.fact_id() for f in parsed]
 
     def forget(self, fact_id: str, wait: float = 600.0) -> None:

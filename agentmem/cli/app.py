@@ -5,6 +5,7 @@ Commands that need the model import it when they run, so `facts` and `history` a
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,8 +17,8 @@ from ..config import Settings, settings_error
 from ..facts import Fact, FactError, load_jsonl
 from ..logs import setup
 from ..storage.layout import Layout
-from ..storage.ledger import Ledger
-from .common import HomeOpt, JsonOpt, ModelOpt, ServerOpt, emit, fail, open_memory
+from ..storage.ledger import ACTIVE, PENDING, WAITING, Ledger
+from .common import HomeOpt, JsonOpt, ModelOpt, ServerOpt, emit, fail, open_memory, say
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Memory written into a model's weights.")
@@ -27,6 +28,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def remember(
     jsonl: Path = typer.Option(..., "--jsonl", help="facts, one JSON object per line"),
     home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+    batch: int = typer.Option(0, "--batch", min=0, help="facts per wake edit (0: all in one)"),
+    sleep_every: int = typer.Option(0, "--sleep-every", min=0,
+                                    help="run a night after every this many facts and after the last (0: none); "
+                                         "the wake editor carries about a day's facts, so a large file needs it"),
 ):
     """Write the facts in FILE into the weights now."""
     try:
@@ -35,10 +40,44 @@ def remember(
         fail(str(e))
     if not facts:
         fail(f"{jsonl} holds no facts")
+    day = sleep_every or len(facts)
+    step = min(batch or day, day)
+    ids, nights = [], []
     with open_memory(home, model) as mem:
-        ids = mem.remember(facts)
-        emit({"ids": ids, "version": mem.version, "stats": mem.last_stats}, as_json,
-              "\n".join(ids) + f"\n(version {mem.version})")
+        for start in range(0, len(facts), day):
+            for at in range(start, min(start + day, len(facts)), step):
+                ids += mem.remember(facts[at:min(at + step, start + day)])
+            if sleep_every:
+                report = mem.sleep()
+                nights.append({"outcome": report["outcome"], "facts": report["facts"], "version": report["version"],
+                               "users": report.get("users", {})})
+                say(f"night after {min(start + day, len(facts))} of {len(facts)} facts: {report['outcome']}")
+        out = {"ids": ids, "version": mem.version, "stats": mem.last_stats, **({"nights": nights} if nights else {})}
+        emit(out, as_json, "\n".join(ids) + f"\n(version {mem.version})")
+
+
+@app.command()
+def export(
+    home: Optional[Path] = HomeOpt,
+    user_id: Optional[str] = typer.Option(None, "--user", help="only this user's facts"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write to this file instead of standard output"),
+):
+    """The home's facts as JSON lines for `agentmem remember --jsonl`: every active fact and every one still
+    waiting for its edit, with its id and user, oldest first (to carry a memory to another model or home)."""
+    ledger = open_ledger(home)
+    try:
+        rows = ledger.facts(user_id=user_id, status=(ACTIVE, PENDING, *WAITING))
+    finally:
+        ledger.close()
+    text = "".join(json.dumps({**r["fact"], "id": r["id"]}) + "\n" for r in rows)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    from ..storage.atomic import atomic_path  # loads torch: only a file written pays for it
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    say(f"{len(rows)} facts written to {out}")
 
 
 UserOpt = typer.Option("default", "--user", help="answer with this user's memory")
@@ -221,11 +260,17 @@ def serve(
     from ..serving.gateway import make_engine, serve as run
     from ..serving.limits import Limits
     from ..serving.model_store import resolve
+    from ..storage import base_model
 
     settings = Settings(**({"model": model} if model else {}), **({"home": home} if home else {}))
     setup(settings.log_format, loglevel)
     home_dir = Layout(settings.home).home
     model_dir = resolve(settings.model, settings.cache_dir)
+    ledger = Ledger.open(Layout(home_dir), settings.database_url)
+    try:
+        base_model.bind(ledger, model_dir)  # a server of another model would serve edits made for this one
+    finally:
+        ledger.close()
     limits = Limits(max_body_bytes=settings.serve_max_body_bytes, max_tokens=settings.serve_max_tokens,
                     max_n=settings.serve_max_n, max_logprobs=settings.serve_max_logprobs,
                     request_timeout_s=settings.serve_request_timeout_s)

@@ -13,36 +13,51 @@ from ..edit.covariance import sample_texts, second_moments
 from .atomic import atomic_path, build_once, save_tensors
 
 
-def fingerprint(model_dir: Path) -> str:
-    """A short content hash of a checkpoint's weight files and config.
+WEIGHT_FILES = {".safetensors", ".bin"}
 
-    Remembered beside the checkpoint, keyed by file sizes and times, so the
-    hundreds of megabytes are hashed once rather than at every open.
-    """
-    model_dir = Path(model_dir)
+
+def fingerprint(model_dir: Path) -> str:
+    """A short content hash of a checkpoint's weight files and config (what the covariance is keyed by)."""
+    return _digests(Path(model_dir))[0]
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """A short content hash of a checkpoint's weight files alone: the same weights converted or copied again
+    (another transformers version writes another config.json) are the same model to the edits made on them."""
+    return _digests(Path(model_dir))[1]
+
+
+def _digests(model_dir: Path) -> tuple[str, str]:
+    """(fingerprint, weights_fingerprint), hashed in one pass and remembered beside the checkpoint, keyed by
+    file sizes and times, so the hundreds of megabytes are hashed once rather than at every open."""
     files = [f for f in sorted(model_dir.iterdir())
-             if f.suffix in {".safetensors", ".bin", ".json"} and f.name != "generation_config.json"]
+             if f.suffix in WEIGHT_FILES | {".json"} and f.name != "generation_config.json"]
     stamp = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     memo = model_dir / ".agentmem-fingerprint"
     try:
-        saved_stamp, saved = memo.read_text().split("\n")[:2]
-        if saved_stamp == stamp:
-            return saved
+        saved_stamp, saved, saved_weights = memo.read_text().split("\n")[:3]
+        if saved_stamp == stamp and saved_weights:
+            return saved, saved_weights
     except (OSError, ValueError):
         pass
-    h = hashlib.sha256()
+    h, hw = hashlib.sha256(), hashlib.sha256()
     for f in files:
+        weights = f.suffix in WEIGHT_FILES
         h.update(f.name.encode())
+        if weights:
+            hw.update(f.name.encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
-    digest = h.hexdigest()[:16]
+                if weights:
+                    hw.update(chunk)
+    digests = h.hexdigest()[:16], hw.hexdigest()[:16]
     try:
         with atomic_path(memo) as tmp:
-            tmp.write_text(f"{stamp}\n{digest}\n")
+            tmp.write_text(f"{stamp}\n{digests[0]}\n{digests[1]}\n")
     except OSError:
         pass  # a read-only checkpoint folder: hash again next time
-    return digest
+    return digests
 
 
 class CovarianceCache:

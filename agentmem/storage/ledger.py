@@ -92,6 +92,12 @@ ALIASES = Table(
     Index("aliases_fact", "fact_id"),
 )
 
+# What the whole home is bound to: the base model its edits and adapters were made for ("base_model")
+HOME = Table(
+    "home", METADATA,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
 # Each user's published memory: version n of a scope serves adapter `adapter` (None: no facts left)
 USER_VERSIONS = Table(
     "user_versions", METADATA,
@@ -447,6 +453,18 @@ class Ledger:
                         .execution_options(yield_per=1000))
             with conn.execute(versions) as rows:
                 return list(islice((first[n] - ts for n, ts in rows if n in first), limit))
+
+    def base_model(self) -> dict | None:
+        """The base model the home is bound to ({"fingerprint", "model"}), or None before any process bound it."""
+        row = self._first(select(HOME.c.value).where(HOME.c.key == "base_model"))
+        return row and json.loads(row["value"])
+
+    def bind_base_model(self, fingerprint: str, model: str) -> dict:
+        """Bind the home to this base model unless one is bound already; returns the one bound (the first wins,
+        also between processes opening a new home at once)."""
+        value = json.dumps({"fingerprint": fingerprint, "model": model})
+        self._execute(self._upsert(HOME).values(key="base_model", value=value).on_conflict_do_nothing())
+        return self.base_model()
 
     def history(self, fid: str) -> list[dict]:
         rows = self._rows(select(EVENTS).where(EVENTS.c.fact_id == fid).order_by(EVENTS.c.seq))

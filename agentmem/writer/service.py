@@ -26,6 +26,7 @@ from ..facts import Fact
 from ..serving import model_store
 from ..serving.adapter_slot import param_of
 from ..serving.scope_overlay import ScopeOverlay
+from ..storage import base_model
 from ..storage.layout import WEIGHTS_FILE, Layout
 from ..storage.ledger import PENDING, QUEUED, SPOOLED, WAITING, Ledger
 from .dispatch import Dispatch
@@ -66,17 +67,22 @@ class Writer:
         self._home_lock: FileLock | None = None
         if not settings.redis_url and not read_only:
             self._home_lock = _hold_home(self.layout)
+        self.ledger: Ledger | None = None
         try:
             self.model_dir = model_store.resolve(settings.model, settings.cache_dir)
             if model is None:
                 model, tokenizer = model_store.load(self.model_dir, settings.device)
+            self.ledger = Ledger.open(self.layout, settings.database_url)
+            # bound only once the model loads: a folder that fails to load must not claim a new home
+            base_model.bind(self.ledger, self.model_dir, read_only)
         except BaseException:
+            if self.ledger is not None:
+                self.ledger.close()
             self._release_home()
             raise
         self.model, self.tokenizer = model, tokenizer
         # the one user memory added into self.model at a time (for reading; the editor releases it to write)
         self.overlay = ScopeOverlay(lambda name: param_of(self.model, name))
-        self.ledger = Ledger.open(self.layout, settings.database_url)
         self.batching = Batching(settings.batch_max_facts, settings.batch_max_wait_ms)
         # held while this process edits the model or reads from it
         self.lock = threading.RLock()

@@ -19,8 +19,8 @@ def test_the_probes_are_many_distinct_and_name_answers_a_substring_cannot_fake()
 
 
 def test_a_night_has_many_distinct_replay_questions():
-    # a night of 50 facts asked for about 150 replays at replay_ratio 0.5; the first 24 were the list until
-    # 2026-12-06, so small nights replay what they did
+    # a night replays replay_ratio x its fact examples, up to the whole list: at 2.0 a 12-fact night takes
+    # about 52 and a 50-fact one about 220, so the list must be long enough for a day's night to see new ones
     assert len(REPLAY_QUESTIONS) >= 150 and len(set(REPLAY_QUESTIONS)) == len(REPLAY_QUESTIONS)
     assert all(q.strip() == q and q for q in REPLAY_QUESTIONS)
     assert REPLAY_QUESTIONS[:2] == ["What is the boiling point of water at sea level?", "Who painted the Mona Lisa?"]

@@ -352,7 +352,7 @@ def test_on_postgresql_writes_to_different_facts_do_not_wait_for_each_other(ledg
 def test_the_migrations_build_the_tables_the_ledger_uses_and_take_them_down(ledger, tmp_path, database_url):
     with ledger.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with ledger.engine.begin() as conn:
@@ -518,7 +518,7 @@ def test_a_sqlite_ledger_made_before_migrations_opens_with_its_facts_and_keeps_w
     assert [e["seq"] for e in ledger.history("f1")] == [1, 2, 3] and ledger.get("f1")["status"] == FORGOTTEN
     assert ledger.night("n1")["finished"] is None
     with ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
         assert {i["name"] for i in inspect(conn).get_indexes("events")} == {"events_fact", "events_kind"}
     ledger.close()
 
