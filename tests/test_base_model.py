@@ -53,15 +53,33 @@ def tuned(model_dir, tmp_path_factory):
     return folder
 
 
-def test_a_home_refuses_another_model_and_its_facts_move_to_a_new_home_on_it(tmp_path, tuned):
-    home, new_home = tmp_path / "home", tmp_path / "new"
+@pytest.fixture(scope="module")
+def old(tmp_path_factory):
+    """A home on the bundled model: u1's aunt (a named person and her job) and a shared fact, exported."""
+    root = tmp_path_factory.mktemp("old")
+    home = root / "home"
     with Memory.open(home) as mem:
         said = mem.observe([{"role": "user", "content": AUNT}], user_id="u1")
         assert mem.wait(timeout=900)
         shared_id = mem.remember([SHARED_FACT])[0]
         version = mem.version
-    before = state(home)
+    exported = root / "facts.jsonl"
+    agentmem("export", "--home", home, "--out", exported)
+    return {"home": home, "user_ids": {f.id for f in said}, "shared_id": shared_id, "version": version,
+            "exported": exported}
 
+
+def answers_in(home, model):
+    with Memory.open(home, model=str(model), cov_samples=40) as mem:
+        assert mem.ledger.aliases("u1") == {"aunt": "Wilhelmina Fairweather"}
+        assert "beekeeper" in mem.ask("What does my aunt do?", user_id="u1").lower()
+        assert "beekeeper" not in mem.ask("What does Wilhelmina Fairweather do?", user_id="u2").lower()
+        assert "nairobi" in mem.ask("Where does Oriel Vantongeren live?").lower()
+
+
+def test_a_home_refuses_another_model_and_its_facts_move_to_a_new_home_on_it(old, tmp_path, tuned):
+    home = old["home"]
+    before = state(home)
     with pytest.raises(OtherModel):
         Memory.open(home, model=str(tuned))
     for args in (["ask", "What does my aunt do?", "--user", "u1"], ["sleep"],
@@ -72,18 +90,27 @@ def test_a_home_refuses_another_model_and_its_facts_move_to_a_new_home_on_it(tmp
         assert last.startswith("agentmem: this home's memory was written into the model at") and str(tuned) in last
     assert state(home) == before  # refused before anything was written
 
-    exported = tmp_path / "facts.jsonl"
-    agentmem("export", "--home", home, "--out", exported)
-    lines = [json.loads(line) for line in exported.read_text().splitlines()]
-    assert {line["id"] for line in lines} == {f.id for f in said} | {shared_id}
-    assert all(line["user_id"] == "u1" for line in lines if line["id"] != shared_id)
+    lines = [json.loads(line) for line in old["exported"].read_text().splitlines()]
+    assert {line["id"] for line in lines} == old["user_ids"] | {old["shared_id"]}
+    assert all(line["user_id"] == "u1" for line in lines if line["id"] != old["shared_id"])
 
-    moved = json.loads(agentmem("remember", "--jsonl", exported, "--home", new_home, "--json", model=tuned).stdout)
-    assert set(moved["ids"]) == {line["id"] for line in lines}
-    with Memory.open(new_home, model=str(tuned), cov_samples=40) as mem:
-        assert mem.ledger.aliases("u1") == {"aunt": "Wilhelmina Fairweather"}
-        assert "beekeeper" in mem.ask("What does my aunt do?", user_id="u1").lower()
-        assert "beekeeper" not in mem.ask("What does Wilhelmina Fairweather do?", user_id="u2").lower()
-        assert "nairobi" in mem.ask("Where does Oriel Vantongeren live?").lower()
+    moved = json.loads(agentmem("remember", "--jsonl", old["exported"], "--home", tmp_path / "new", "--batch", 2,
+                                "--json", model=tuned).stdout)
+    assert moved["ids"] == [line["id"] for line in lines]
+    answers_in(tmp_path / "new", tuned)
     with Memory.open(home) as mem:  # the old home on its own model, as it was
-        assert mem.version == version and "nairobi" in mem.ask("Where does Oriel Vantongeren live?").lower()
+        assert mem.version == old["version"] and "nairobi" in mem.ask("Where does Oriel Vantongeren live?").lower()
+
+
+@pytest.mark.full
+def test_a_moved_memory_sleeps_as_it_arrives_and_is_answered_from_its_adapters(old, tmp_path, tuned):
+    new = tmp_path / "new"
+    moved = json.loads(agentmem("remember", "--jsonl", old["exported"], "--home", new, "--sleep-every", 2,
+                                "--json", model=tuned).stdout)
+    # u1's two facts, then a night (u1's), the shared fact, then a night (the shared scope's, and u1's again to
+    # move its facts on a stage): each published
+    first, second = moved["nights"]
+    assert first["users"]["u1"]["outcome"] == "published" and first["facts"] == 0, first
+    assert second["outcome"] == "published" and second["facts"] == 1, second
+    assert all(u["outcome"] == "published" for u in second["users"].values()), second
+    answers_in(new, tuned)
