@@ -10,6 +10,7 @@ newest published version, and writes (remember, forget) take the same lock
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from .serving.engines import MODEL_ID
 from .serving.replica import Replica
 from .serving.world import world_conflict
 from .sleep.night import run_night, run_user_night, users_due
-from .storage import published
+from .storage import backup, published
 from .storage.ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING
 from .writer.dispatch import SLEEP_TASK, SLEEP_USER_TASK
 from .writer.editor import WakeEditor
@@ -123,6 +124,21 @@ class Memory:
                 self.sleep_later(scope)
             except RuntimeError as e:
                 log.warning("the night that retrains user memory without a forgotten fact waits: %s", e)
+
+    def backup(self, dest: str | Path, wait: float = 3600.0) -> dict:
+        """Copy this home whole into the new folder `dest` (`agentmem restore` makes it a home again): the
+        ledger's rows and the store's files as one moment, taken while no writer may commit (edits and nights
+        wait). Returns what was copied.
+
+        In Redis mode it waits up to `wait` seconds for each writer's lock, then raises LockBusy.
+        """
+        with self.writer.quiet(wait) as leases:
+            manifest = backup.write(self.ledger, self.layout, Path(dest))
+            if any(lease.lost.is_set() for lease in leases):
+                shutil.rmtree(dest, ignore_errors=True)
+                raise RuntimeError("a writer's lock lapsed while the backup was copied (Redis out of reach?), so "
+                                   "it may not be one moment: it was removed; take it again")
+        return manifest
 
     def forget_user(self, user_id: str, wait: float = 600.0) -> int:
         """Remove everything of a user at once: their facts (queued ones too), edits, adapters and versions; the

@@ -114,3 +114,7 @@ def test_a_moved_memory_sleeps_as_it_arrives_and_is_answered_from_its_adapters(o
     assert second["outcome"] == "published" and second["facts"] == 1, second
     assert all(u["outcome"] == "published" for u in second["users"].values()), second
     answers_in(new, tuned)
+    # the same move begun again (after a stop, say): every fact is in already, so no night runs again
+    again = json.loads(agentmem("remember", "--jsonl", old["exported"], "--home", new, "--sleep-every", 2,
+                                "--json", model=tuned).stdout)
+    assert again["ids"] == moved["ids"] and "nights" not in again and again["stats"]["edited"] == 0

@@ -45,15 +45,43 @@ def remember(
     ids, nights = [], []
     with open_memory(home, model) as mem:
         for start in range(0, len(facts), day):
+            edited = 0
             for at in range(start, min(start + day, len(facts)), step):
                 ids += mem.remember(facts[at:min(at + step, start + day)])
-            if sleep_every:
+                edited += mem.last_stats.get("edited", 0)
+            # facts already in (a run begun again after a stop) need no night of their own
+            if sleep_every and edited:
                 report = mem.sleep()
                 nights.append({"outcome": report["outcome"], "facts": report["facts"], "version": report["version"],
                                "users": report.get("users", {})})
                 say(f"night after {min(start + day, len(facts))} of {len(facts)} facts: {report['outcome']}")
         out = {"ids": ids, "version": mem.version, "stats": mem.last_stats, **({"nights": nights} if nights else {})}
         emit(out, as_json, "\n".join(ids) + f"\n(version {mem.version})")
+
+
+@app.command()
+def backup(
+    dest: Path = typer.Argument(..., help="a new folder for the copy"),
+    home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+):
+    """Copy the home whole into DEST, as one moment, while its writers wait (`agentmem restore` makes it a home)."""
+    with open_memory(home, model) as mem:
+        manifest = mem.backup(dest)
+    rows = manifest["rows"]
+    emit(manifest, as_json, f"{rows['facts']} facts, {rows['versions']} versions, {rows['events']} events: {dest}")
+
+
+@app.command()
+def restore(
+    src: Path = typer.Argument(..., help="a folder `agentmem backup` wrote"),
+    home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt,
+):
+    """Make the backup SRC into a new home (its ledger in AGENTMEM_DATABASE_URL's database if set)."""
+    from ..storage import backup as backups  # loads torch: only this command pays for it
+
+    settings = Settings(**({"home": home} if home else {}))
+    done = backups.restore(src, Layout(settings.home), settings.database_url)
+    emit(done, as_json, f"{done['rows']['facts']} facts restored into {Layout(settings.home).home}")
 
 
 @app.command()

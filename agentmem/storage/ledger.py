@@ -466,6 +466,46 @@ class Ledger:
         self._execute(self._upsert(HOME).values(key="base_model", value=value).on_conflict_do_nothing())
         return self.base_model()
 
+    def copy_into(self, dst: "Ledger", chunk: int = 1000) -> dict[str, int]:
+        """Copy every row into the empty ledger `dst` (either database), as one moment of this one, in one
+        transaction of `dst`; returns the rows copied per table. Left out is what belongs to this home's running
+        processes: writers' fence tokens and the version a server last reported serving; facts handed to a
+        queue go back to the spool, for the queue of the home `dst` serves."""
+        if dst.facts() or dst.latest_version():
+            raise ValueError(f"the ledger {dst.engine.url} already holds a memory: a copy goes into an empty one")
+        counts = {}
+        with self._snapshot() as src, dst._begin() as out:
+            for table in METADATA.sorted_tables:
+                counts[table.name] = 0
+                rows = src.execute(select(table).execution_options(yield_per=chunk)).mappings()
+                for part in iter(lambda: [dict(r) for r in islice(rows, chunk)], []):
+                    if table is META:
+                        part = [r for r in part if not r["key"].startswith("fence") and r["key"] != "live_version"]
+                    elif table is FACTS:
+                        part = [{**r, "status": SPOOLED} if r["status"] in (QUEUED, PENDING) else r for r in part]
+                    if part:
+                        out.execute(insert(table), part)
+                    counts[table.name] += len(part)
+            if not dst._sqlite and counts[EVENTS.name]:
+                # rows inserted with their own seq leave PostgreSQL's sequence behind them (SQLite's follows)
+                out.execute(text("SELECT setval(pg_get_serial_sequence('events', 'seq'), (SELECT max(seq) FROM events))"))
+        return counts
+
+    @contextmanager
+    def _snapshot(self):
+        """A connection whose reads all see one moment of the database."""
+        with self._connect() as conn:
+            if self._sqlite:
+                conn.exec_driver_sql("BEGIN")  # a read transaction: WAL readers see the moment it began
+                try:
+                    yield conn
+                finally:
+                    conn.exec_driver_sql("ROLLBACK")
+            else:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+
     def history(self, fid: str) -> list[dict]:
         rows = self._rows(select(EVENTS).where(EVENTS.c.fact_id == fid).order_by(EVENTS.c.seq))
         return [{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], **json.loads(r["detail"])} for r in rows]

@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import redis
@@ -152,6 +152,22 @@ class Writer:
                     self.sync()
                 raise
             self.loaded = self.ledger.latest_version()
+        finally:
+            self.lock.release()
+
+    @contextmanager
+    def quiet(self, wait: float = 600.0):
+        """No writer of the home commits while the block runs: this process's writes and, in Redis mode, every
+        shard's writer lock held. Yields the leases; one whose `lost` is set was not held throughout.
+
+        Waits at most `wait` seconds for each: LockBusy.
+        """
+        self.check_writable()
+        if not self.lock.acquire(timeout=wait):
+            raise LockBusy(BUSY_RETRY_S)
+        try:
+            with ExitStack() as held:
+                yield [held.enter_context(lock.hold(wait)) for lock in self.writer_locks]
         finally:
             self.lock.release()
 

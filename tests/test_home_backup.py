@@ -1,0 +1,57 @@
+"""Backup and restore on the real bundled model: a home written through Redis's writer locks is copied with
+`agentmem backup`, made into new homes with `agentmem restore` (its ledger in SQLite, and in PostgreSQL), where
+every scope's facts are answered as before and can be forgotten and added to; the old home goes on by itself."""
+
+import json
+import os
+import subprocess
+import sys
+
+from agentmem import Fact, Memory
+
+REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SHARED_FACT = Fact(subject="Oriel Vantongeren", relation="lives in", object="Nairobi")
+USER_FACT = Fact(subject="User u1", relation="plays the", object="bassoon", user_id="u1")  # "I play the bassoon."
+LATER = Fact(subject="Maren Okonkwo", relation="works at", object="Halden Shipping")
+
+
+def agentmem(*args, **env):
+    p = subprocess.run([sys.executable, "-m", "agentmem", *map(str, args)], capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=900)
+    assert p.returncode == 0, f"agentmem {args} failed ({p.returncode}): {p.stderr[-2000:]}"
+    return json.loads(p.stdout)
+
+
+def answers(mem):
+    return (mem.ask("Where does Oriel Vantongeren live?").lower(),
+            mem.ask("What instrument do I play?", user_id="u1").lower(),
+            mem.ask("What instrument do I play?", user_id="u2").lower())
+
+
+def test_a_backup_restores_into_new_homes_that_answer_forget_and_learn(tmp_path, empty_postgres):
+    home = tmp_path / "home"
+    with Memory.open(home, redis_url=REDIS_URL) as mem:  # edits and the backup under Redis's writer locks
+        shared_id, user_id = mem.remember([SHARED_FACT, USER_FACT])
+        shared, mine, theirs = answers(mem)
+        assert "nairobi" in shared and "bassoon" in mine and "bassoon" not in theirs
+    manifest = agentmem("backup", tmp_path / "backup", "--home", home, "--json",
+                        AGENTMEM_REDIS_URL=REDIS_URL)
+    assert manifest["rows"]["facts"] == 2
+
+    agentmem("restore", tmp_path / "backup", "--home", tmp_path / "new", "--json")
+    agentmem("restore", tmp_path / "backup", "--home", tmp_path / "new-pg", "--json",
+             AGENTMEM_DATABASE_URL=empty_postgres)
+    with Memory.open(tmp_path / "new-pg", database_url=empty_postgres) as mem:
+        shared, mine, theirs = answers(mem)
+        assert "nairobi" in shared and "bassoon" in mine and "bassoon" not in theirs
+    with Memory.open(tmp_path / "new") as mem:
+        shared, mine, theirs = answers(mem)
+        assert "nairobi" in shared and "bassoon" in mine and "bassoon" not in theirs
+        assert {r["id"] for r in mem.facts()} == {shared_id, user_id}
+        mem.forget(shared_id)
+        mem.remember([LATER])
+        assert "nairobi" not in mem.ask("Where does Oriel Vantongeren live?").lower()
+        assert "halden" in mem.ask("Where does Maren Okonkwo work?").lower()
+    with Memory.open(home) as mem:  # the home the backup came from, untouched by what its copy did
+        assert "nairobi" in mem.ask("Where does Oriel Vantongeren live?").lower()
+        assert "halden" not in mem.ask("Where does Maren Okonkwo work?").lower()
