@@ -89,7 +89,7 @@ def run_night(editor: WakeEditor, cfg: SleepConfig, reports_dir: Path, progress=
         start_from = current.adapter_dir if current is not None and current.adapter and not gone else None
         plan = _plan(cfg, facts, stage, trained if start_from else [], current.version if current else 0)
         # what the base model says, for replay and for unlearning facts that were forgotten or replaced
-        examples = _examples(replica, cfg, facts, plan, unlearn_q, part)
+        examples = _examples(replica, cfg, facts, plan, unlearn_q, part, (str(store.base_dir), 0))
     known_base = _base_knowledge(report, replica, cfg, store.base_dir)  # what knowledge kept is judged on
     say(f"sleep: {len(facts)} facts ({len(plan.fresh)} fresh, {len(plan.refresh)} of {len(plan.held)} held "
         f"refreshed), {len(unlearn_q)} questions to unlearn")
@@ -169,7 +169,10 @@ def run_user_night(editor: WakeEditor, scope: str, cfg: SleepConfig, reports_dir
         replica = Replica(store.base_dir, editor.model.device.type)
         if shared is not None:
             replica.apply(shared)  # what the user's adapter is added to when served
-        examples = _examples(replica, cfg, facts, plan, unlearn_q, part)
+        # a version number names its weights within one home only
+        examples = _examples(replica, cfg, facts, plan, unlearn_q, part,
+                             (str(store.base_dir), 0) if shared is None
+                             else (str(store.layout.home.resolve()), shared.version))
     known_base = _knowledge(report, replica, cfg)  # the shared model's answers: the user's memory is judged on them
     say(f"sleep: one user's {len(facts)} facts ({len(plan.fresh)} fresh), {len(unlearn_q)} questions to unlearn")
     audited, due = _subset(facts, plan.audited), _subset(facts, plan.due)
@@ -287,10 +290,11 @@ def _subset(facts: dict[str, Fact], ids: list[str]) -> dict[str, Fact]:
 
 
 def _examples(replica: Replica, cfg: SleepConfig, facts: dict[str, Fact], plan: NightPlan, unlearn_q: list[str],
-              part: dict) -> list[Example]:
-    """The night's training data (train.night_examples) for its plan; counts in `part`."""
+              part: dict, state: tuple) -> list[Example]:
+    """The night's training data (train.night_examples) for its plan, `state` naming what the replica holds;
+    counts in `part`."""
     examples, counts = night_examples(replica.net, replica.tok, cfg, [facts[fid] for fid in plan.fresh],
-                                      [facts[fid] for fid in plan.refresh], unlearn_q)
+                                      [facts[fid] for fid in plan.refresh], unlearn_q, state)
     part.update(fresh=len(plan.fresh), held=len(plan.held), examples=counts)
     return examples
 

@@ -47,20 +47,58 @@ def refresh_example(fact: Fact) -> Example:
 
 
 def night_examples(model, tok, cfg: SleepConfig, fresh: list[Fact], refresh: list[Fact],
-                   unlearn_q: list[str]) -> tuple[list[Example], dict]:
+                   unlearn_q: list[str], state=None) -> tuple[list[Example], dict]:
     """A night's training data and its counts by kind: every phrasing of the fresh facts, one question of each
     refreshed one, `model`'s own answers replayed (a ratio of the fact examples, so bounded by them) and to the
-    questions unlearned, and text it writes itself."""
+    questions unlearned, and text it writes itself. `state` names what `model` holds (see `Said`)."""
     examples = [ex for fact in fresh for ex in fact_examples(fact)]
     new = len(examples)
     examples += [refresh_example(fact) for fact in refresh]
-    replay_q = REPLAY_QUESTIONS[: max(1, round(cfg.replay_ratio * len(examples)))]
-    examples += [Example(q, a, "replay") for q, a in zip(replay_q, generate.chat_many(model, tok, replay_q, 40))]
+    said = Said.of(state)
+    replay = said.replay(model, tok, max(1, round(cfg.replay_ratio * len(examples))))
+    examples += [Example(q, a, "replay") for q, a in replay]
     examples += [Example(q, a, "unlearn") for q, a in zip(unlearn_q, generate.chat_many(model, tok, unlearn_q, 40))]
-    texts = sample_texts(model, tok, cfg.text_replay, seed=cfg.seed)
+    texts = said.texts(model, tok, cfg.text_replay, cfg.seed)
     examples += [Example("", t, "text") for t in texts]
-    return examples, {"new": new, "refresh": len(refresh), "replay": len(replay_q), "unlearn": len(unlearn_q),
+    return examples, {"new": new, "refresh": len(refresh), "replay": len(replay), "unlearn": len(unlearn_q),
                       "text": len(texts)}
+
+
+class Said:
+    """What one model state says to the replay questions and writes as its own text, kept per process for the
+    state `night_examples` names (None: kept for nothing): a worker's nights on one state (the shared nights
+    on the base model, every user's night on one shared version) ask the model each question once instead of
+    spending up to a minute on them every night. A greedy answer does not depend on the batch it was asked in
+    (the same alone and among 64 on an AMD EPYC, docs/results/notes.md), so a night gets what it would alone."""
+
+    KEPT = 4  # states: the newest few, a worker moves on from the others
+    _by_state: dict = {}
+
+    def __init__(self):
+        self._answers: dict[str, str] = {}
+        self._texts: dict[tuple[int, int], list[str]] = {}
+
+    @classmethod
+    def of(cls, state) -> "Said":
+        if state is None:
+            return cls()
+        said = cls._by_state.pop(state, None) or cls()
+        cls._by_state[state] = said  # newest last
+        for old in list(cls._by_state)[:-cls.KEPT]:
+            del cls._by_state[old]
+        return said
+
+    def replay(self, model, tok, n: int) -> list[tuple[str, str]]:
+        """The first `n` replay questions with `model`'s answers."""
+        questions = REPLAY_QUESTIONS[:n]
+        missing = [q for q in questions if q not in self._answers]
+        self._answers.update(zip(missing, generate.chat_many(model, tok, missing, 40)))
+        return [(q, self._answers[q]) for q in questions]
+
+    def texts(self, model, tok, n: int, seed: int) -> list[str]:
+        if (n, seed) not in self._texts:
+            self._texts[n, seed] = sample_texts(model, tok, n, seed=seed)
+        return self._texts[n, seed]
 
 
 @torch.no_grad()
