@@ -21,9 +21,19 @@ from .layout import Layout
 from .ledger import Ledger
 
 MANIFEST = "backup.json"
-COPIED = ("store", "sleep")
-# staging: a writer's files before its commit; dot-names: files and folders being written (atomic_path, nights)
-_SKIP = shutil.ignore_patterns("staging", ".*")
+
+
+def _copied(layout: Layout) -> list[Path]:
+    """The home's folders a backup holds: edits, versions and adapters, and the night reports."""
+    return [layout.store, layout.sleep_reports]
+
+
+def _skip(layout: Layout):
+    """staging: a writer's files before its commit; dot-names: files and folders being written (atomic_path,
+    nights)."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if n.startswith(".") or Path(folder) / n == layout.staging}
+    return ignore
 
 
 def write(ledger: Ledger, layout: Layout, dest: Path) -> dict:
@@ -33,9 +43,9 @@ def write(ledger: Ledger, layout: Layout, dest: Path) -> dict:
     if dest.exists():
         raise ValueError(f"{dest} exists: a backup goes into a new folder")
     with atomic_path(dest, directory=True) as tmp:
-        for name in COPIED:
-            if (layout.home / name).is_dir():
-                shutil.copytree(layout.home / name, tmp / name, ignore=_SKIP)
+        for folder, copy_to in zip(_copied(layout), _copied(Layout(tmp))):
+            if folder.is_dir():
+                shutil.copytree(folder, copy_to, ignore=_skip(layout))
         copy = Ledger.open(Layout(tmp))
         try:
             rows = ledger.copy_into(copy)
@@ -51,30 +61,32 @@ def restore(src: Path, layout: Layout, database_url: str | None = None) -> dict:
     """Make the backup at `src` into the new home `layout` (its ledger at `database_url`, else its SQLite
     file). A home that holds a memory already is refused; the backup itself is only read."""
     src = Path(src)
-    if not (src / MANIFEST).is_file() or not (src / "ledger.sqlite").is_file():
-        raise ValueError(f"{src} is not an agentmem backup (no {MANIFEST} and ledger.sqlite)")
-    taken = [name for name in COPIED if (layout.home / name).exists() and any((layout.home / name).iterdir())]
+    backup = Layout(src)
+    if not (src / MANIFEST).is_file() or not backup.ledger.is_file():
+        raise ValueError(f"{src} is not an agentmem backup (no {MANIFEST} and {backup.ledger.name})")
+    taken = [f.name for f in _copied(layout) if f.exists() and any(f.iterdir())]
     if taken:
         raise ValueError(f"{layout.home} already holds a memory ({', '.join(taken)}): restore into a new home")
     manifest = json.loads((src / MANIFEST).read_text())
     layout.home.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".restore-", dir=layout.home))
     try:
+        staged = Layout(work)
         # opening a ledger brings it to the newest revision: a copy of the backup's, so the backup stays as it is
-        shutil.copy2(src / "ledger.sqlite", work / "ledger.sqlite")
-        for name in COPIED:
-            if (src / name).is_dir():
-                shutil.copytree(src / name, work / name)
+        shutil.copy2(backup.ledger, staged.ledger)
+        for folder, copy_to in zip(_copied(backup), _copied(staged)):
+            if folder.is_dir():
+                shutil.copytree(folder, copy_to)
         fsync_tree(work)
-        source, target = Ledger.open(Layout(work)), Ledger.open(layout, database_url)
+        source, target = Ledger.open(staged), Ledger.open(layout, database_url)
         try:
             rows = source.copy_into(target)
         finally:
             source.close()
             target.close()
-        for name in COPIED:
-            if (work / name).is_dir():
-                replace(work / name, layout.home / name)  # over an empty folder at most, as checked above
+        for folder, home_folder in zip(_copied(staged), _copied(layout)):
+            if folder.is_dir():
+                replace(folder, home_folder)  # over an empty folder at most, as checked above
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"from": str(src), "taken": manifest["created"], "rows": rows}
