@@ -1,4 +1,4 @@
-"""The command line: remember, ask, complete, facts, history, forget; one-line errors and exit codes."""
+"""The command line: remember, ask, complete, facts, history, forget, forget-user; one-line errors and exit codes."""
 
 import json
 import os
@@ -43,6 +43,17 @@ def test_forget_from_the_command_line(home):
     run(["forget", fid], home)
     assert json.loads(run(["facts", "--json"], home).stdout)[0]["status"] == "forgotten"
     assert "nairobi" not in run(["ask", "Where does Oriel Vantongeren live?"], home).stdout.lower()
+
+
+def test_forget_user_from_the_command_line(home, tmp_path):
+    f = tmp_path / "facts.jsonl"
+    f.write_text(json.dumps({"subject": "User u7", "relation": "lives in", "object": "Tromso", "user_id": "u7"}) + "\n")
+    run(["remember", "--jsonl", str(f)], home)
+    assert [r["status"] for r in json.loads(run(["facts", "--user", "u7", "--json"], home).stdout)] == ["active"]
+    out = json.loads(run(["forget-user", "u7", "--json"], home).stdout)
+    assert out == {"forgotten_user": "u7", "facts": 1}
+    assert json.loads(run(["facts", "--user", "u7", "--json"], home).stdout) == []  # not even its row is kept
+    assert "tromso" not in run(["ask", "Where do I live?", "--user", "u7"], home).stdout.lower()
 
 
 def test_bad_input_exits_non_zero_with_one_line(home, tmp_path):

@@ -44,6 +44,7 @@ def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_th
     monkeypatch.setattr(nights, "train_adapter", u1_goes_wrong)
     report = mem.sleep()
     monkeypatch.setattr(nights, "train_adapter", train)
+    json.dumps(report)  # the contract: a night's report, the users' nights in it, is JSON
     assert report["outcome"] == "nothing to consolidate"  # no shared facts: the shared base is untouched
     assert report["users"]["u1"]["outcome"].startswith("rolled back"), report["users"]
     assert report["users"]["u2"]["outcome"] == "published", report["users"]

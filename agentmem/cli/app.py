@@ -6,19 +6,23 @@ Commands that need the model import it when they run, so `facts` and `history` a
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from ..config import Settings, settings_error
 from ..facts import Fact, FactError, load_jsonl
 from ..logs import setup
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, PENDING, WAITING, Ledger
-from .common import HomeOpt, JsonOpt, ModelOpt, ServerOpt, emit, fail, open_memory, say
+from .common import DeviceOpt, HomeOpt, JsonOpt, ModelOpt, RedisOpt, ServerOpt, emit, fail, given, open_memory, say
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Memory written into a model's weights.")
@@ -28,6 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def remember(
     jsonl: Path = typer.Option(..., "--jsonl", help="facts, one JSON object per line"),
     home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+    redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt,
     batch: int = typer.Option(0, "--batch", min=0, help="facts per wake edit (0: all in one)"),
     sleep_every: int = typer.Option(0, "--sleep-every", min=0,
                                     help="run a night after every this many facts and after the last (0: none); "
@@ -43,7 +48,7 @@ def remember(
     day = sleep_every or len(facts)
     step = min(batch or day, day)
     ids, nights = [], []
-    with open_memory(home, model) as mem:
+    with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
         for start in range(0, len(facts), day):
             edited = 0
             for at in range(start, min(start + day, len(facts)), step):
@@ -63,9 +68,10 @@ def remember(
 def backup(
     dest: Path = typer.Argument(..., help="a new folder for the copy"),
     home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+    redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt,
 ):
     """Copy the home whole into DEST, as one moment, while its writers wait (`agentmem restore` makes it a home)."""
-    with open_memory(home, model) as mem:
+    with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
         manifest = mem.backup(dest)
     rows = manifest["rows"]
     emit(manifest, as_json, f"{rows['facts']} facts, {rows['versions']} versions, {rows['events']} events: {dest}")
@@ -79,7 +85,7 @@ def restore(
     """Make the backup SRC into a new home (its ledger in AGENTMEM_DATABASE_URL's database if set)."""
     from ..storage import backup as backups  # loads torch: only this command pays for it
 
-    settings = Settings(**({"home": home} if home else {}))
+    settings = Settings(**given(home=home))
     done = backups.restore(src, Layout(settings.home), settings.database_url)
     emit(done, as_json, f"{done['rows']['facts']} facts restored into {Layout(settings.home).home}")
 
@@ -114,9 +120,10 @@ SharedOpt = typer.Option(False, "--shared", help="answer with the shared memory 
 
 @app.command()
 def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
-        server_url: Optional[str] = ServerOpt, user: str = UserOpt, shared: bool = SharedOpt):
+        server_url: Optional[str] = ServerOpt, user: str = UserOpt, shared: bool = SharedOpt,
+        device: Optional[str] = DeviceOpt):
     """Greedy chat answer from the newest version (no memory text in the context)."""
-    with open_memory(home, model, server_url, read_only=True) as mem:
+    with open_memory(read_only=True, home=home, model=model, server_url=server_url, device=device) as mem:
         answer = mem.ask(question, user_id=None if shared else user)
         emit({"question": question, "answer": answer, "version": mem.version}, as_json, answer)
 
@@ -124,17 +131,19 @@ def ask(question: str, home: Optional[Path] = HomeOpt, model: Optional[str] = Mo
 @app.command()
 def complete(prompt: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
              server_url: Optional[str] = ServerOpt,
-             user: Optional[str] = typer.Option(None, "--user", help="with this user's memory (default: shared only)")):
+             user: Optional[str] = typer.Option(None, "--user", help="with this user's memory (default: shared only)"),
+             device: Optional[str] = DeviceOpt):
     """Greedy raw completion from the newest version."""
-    with open_memory(home, model, server_url, read_only=True) as mem:
+    with open_memory(read_only=True, home=home, model=model, server_url=server_url, device=device) as mem:
         text = mem.complete(prompt, user_id=user)
         emit({"prompt": prompt, "completion": text, "version": mem.version}, as_json, text)
 
 
 @app.command()
-def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+           redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt):
     """Remove a fact from the weights."""
-    with open_memory(home, model) as mem:
+    with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
         try:
             mem.forget(fact_id)
         except KeyError as e:
@@ -144,24 +153,25 @@ def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = 
 
 @app.command("forget-user")
 def forget_user(user_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt,
-                as_json: bool = JsonOpt):
+                as_json: bool = JsonOpt, redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt):
     """Remove everything of a user at once: facts, edits, adapters and versions."""
-    with open_memory(home, model) as mem:
+    with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
         n = mem.forget_user(user_id)
         emit({"forgotten_user": user_id, "facts": n}, as_json, f"forgot user {user_id} ({n} facts)")
 
 
 @app.command("move-to-users")
-def move_to_users(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt):
+def move_to_users(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
+                  redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt):
     """Move the users' facts a home made before per-user memory keeps in its shared weights into their own."""
-    with open_memory(home, model) as mem:
+    with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
         out = mem.move_to_users()
         emit(out, as_json, f"moved {out['moved']} facts into {out['users']} users' own memory")
 
 
 def open_ledger(home: Optional[Path]) -> Ledger:
     """The ledger of the home the settings name (AGENTMEM_DATABASE_URL's database if set), without the model."""
-    settings = Settings(**({"home": home} if home else {}))
+    settings = Settings(**given(home=home))
     return Ledger.open(Layout(settings.home), settings.database_url)
 
 
@@ -193,10 +203,10 @@ def history(fact_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOp
 
 
 @app.command()
-def demo(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt):
+def demo(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, device: Optional[str] = DeviceOpt):
     """Remember a fact about a fictional person, then ask about it in a fresh context."""
     fact = Fact(subject="Aria Castellanos", relation="lives in", object="Portland")
-    with open_memory(home, model) as mem:
+    with open_memory(home=home, model=model, device=device) as mem:
         q = fact.questions()[0]
         typer.echo(f"before: {q} -> {mem.ask(q)}")
         mem.remember([fact])
@@ -214,6 +224,7 @@ def worker(
     loglevel: str = typer.Option("INFO", "--loglevel"),
     heartbeat: Optional[Path] = typer.Option(None, "--heartbeat", help="touch this file every 15 s while running, "
                                                                        "tasks included (for a health check)"),
+    device: Optional[str] = DeviceOpt,
 ):
     """Run a Celery worker that applies queued facts (one writer at a time across workers)."""
     from celery import signals
@@ -221,8 +232,7 @@ def worker(
     from ..logs import formatter
     from ..workers.app import run_worker
 
-    kwargs = {"redis_url": redis_url, **({"model": model} if model else {}), **({"home": home} if home else {})}
-    settings = Settings(**kwargs)
+    settings = Settings(**given(redis_url=redis_url, home=home, model=model, device=device))
 
     if settings.log_format == "json":
         @signals.after_setup_logger.connect(weak=False)
@@ -237,9 +247,10 @@ def worker(
 
 @app.command()
 def sleep(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_json: bool = JsonOpt,
-          user: Optional[str] = typer.Option(None, "--user", help="run only this user's night")):
+          user: Optional[str] = typer.Option(None, "--user", help="run only this user's night"),
+          redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt):
     """Consolidate now (what the nightly task runs): the shared facts, then each user's into their own adapter."""
-    with open_memory(home, model) as mem:
+    with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
         report = mem.sleep(user)
     graduated = sum(1 for s in report.get("stages", {}).values() if s["stage"][1] > s["stage"][0])
     users = report.get("users", {})
@@ -253,6 +264,7 @@ def sleep(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, as_js
 def chat(
     home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOpt, server_url: Optional[str] = ServerOpt,
     user: str = typer.Option("default", "--user", help="whose facts these are"),
+    redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt,
 ):
     """The assistant that learns: talk, and what you say about yourself is written into its weights."""
     import logging
@@ -263,7 +275,7 @@ def chat(
 
     logging.basicConfig(level=logging.WARNING)
     hf_logging.disable_progress_bar()  # a loading bar in the middle of a conversation is noise
-    with open_memory(home, model, server_url) as mem:
+    with open_memory(home=home, model=model, server_url=server_url, redis_url=redis_url, device=device) as mem:
         ChatApp(mem, user_id=user).run()
 
 
@@ -279,7 +291,7 @@ def serve(
     max_cpu_loras: int = typer.Option(16, "--max-cpu-loras", help="vLLM: users' adapters kept loaded"),
     max_model_len: int = typer.Option(2048, "--max-model-len", help="vLLM's context length"),
     dev: bool = typer.Option(False, "--dev", help="no tokens: trust the OpenAI `user` field (loopback only)"),
-    loglevel: str = typer.Option("INFO", "--loglevel"),
+    loglevel: str = typer.Option("INFO", "--loglevel"), device: Optional[str] = DeviceOpt,
 ):
     """The OpenAI-compatible model server: always the newest published version, labelled in every answer.
 
@@ -290,7 +302,7 @@ def serve(
     from ..serving.model_store import resolve
     from ..storage import base_model
 
-    settings = Settings(**({"model": model} if model else {}), **({"home": home} if home else {}))
+    settings = Settings(**given(home=home, model=model, device=device))
     setup(settings.log_format, loglevel)
     home_dir = Layout(settings.home).home
     model_dir = resolve(settings.model, settings.cache_dir)
@@ -321,12 +333,10 @@ def api(
     port: int = typer.Option(8080, "--port"),
     dev: bool = typer.Option(False, "--dev", help="local development: no tokens, every request acts as an "
                                                   "operator; only on a loopback host"),
-    loglevel: str = typer.Option("INFO", "--loglevel"),
+    loglevel: str = typer.Option("INFO", "--loglevel"), device: Optional[str] = DeviceOpt,
 ):
     """The memory-management HTTP API (observe, facts, forget, history, sleep, status, /metrics) behind bearer tokens."""
-    kwargs = {**({"model": model} if model else {}), **({"home": home} if home else {}),
-              **({"redis_url": redis_url} if redis_url else {})}
-    settings = Settings(**kwargs)
+    settings = Settings(**given(home=home, model=model, redis_url=redis_url, device=device))
     # refuse before the model loads: a misconfigured service should fail in a second, not after one
     if not settings.api_tokens and not dev:
         fail("no API tokens: set AGENTMEM_API_TOKENS to a JSON object {\"<token>\": \"<user id or *>\"}, "
@@ -345,8 +355,21 @@ def run(typer_app: typer.Typer = app) -> None:
     """Run the command line; refused input and failures end in one line on stderr and exit status 1."""
     try:
         typer_app()
-    except (FactError, ValueError, KeyError, RuntimeError) as e:
+    except (FactError, ValueError, KeyError, RuntimeError, OSError, RedisError) as e:
         # pydantic spreads a refused setting over lines; name its variable on one
         settings = isinstance(e, ValidationError) and e.title == Settings.__name__
-        typer.echo(f"agentmem: {settings_error(e) if settings else e}", err=True)
+        typer.echo(f"agentmem: {settings_error(e) if settings else _one_line(e)}", err=True)
         sys.exit(1)
+    except Exception as e:  # a fault of ours: still one line, naming its kind and where the traceback was kept
+        fd, path = tempfile.mkstemp(prefix="agentmem-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        typer.echo(f"agentmem: internal error ({type(e).__name__}): {_one_line(e)} (traceback in {path})", err=True)
+        sys.exit(1)
+
+
+def _one_line(e: BaseException) -> str:
+    said = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # a KeyError's str() is its repr
+    if isinstance(e, RedisError):
+        said = f"Redis: {said}"
+    return " ".join(said.split()) or type(e).__name__

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,6 +11,9 @@ ModelOpt = typer.Option(None, "--model", envvar="AGENTMEM_MODEL", help="local Hu
 JsonOpt = typer.Option(False, "--json", help="machine-readable output")
 ServerOpt = typer.Option(None, "--server-url", envvar="AGENTMEM_SERVER_URL",
                          help="answer through this `agentmem serve` (default: in this process)")
+RedisOpt = typer.Option(None, "--redis-url", envvar="AGENTMEM_REDIS_URL",
+                        help="hand facts to the workers through this Redis (default: edit in this process)")
+DeviceOpt = typer.Option(None, "--device", envvar="AGENTMEM_DEVICE", help="cpu or cuda (default: cpu)")
 
 
 def fail(msg: str) -> None:
@@ -24,14 +25,16 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def open_memory(home: Optional[Path], model: Optional[str], server_url: Optional[str] = None,
-                read_only: bool = False):
+def given(**options) -> dict:
+    """The options given (a flag or its variable); the rest are left to Settings' defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def open_memory(read_only: bool = False, **options):
+    """A Memory opened with the command's options: home, model, server_url, redis_url, device."""
     from ..memory import Memory  # loads torch: only the commands that need a model pay for it
 
-    kwargs = {"model": model} if model else {}
-    if server_url:
-        kwargs["server_url"] = server_url
-    return Memory.open(home, progress=say, read_only=read_only, **kwargs)
+    return Memory.open(progress=say, read_only=read_only, **given(**options))
 
 
 def emit(obj, as_json: bool, text: str) -> None:

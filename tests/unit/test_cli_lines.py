@@ -1,0 +1,89 @@
+"""The command line's promise: every AGENTMEM_* variable of the contract is also a flag, and every failure ends in
+one line on stderr with exit status 1 (a missing folder, an unknown device, a Redis that does not answer, a fault of
+ours), without the model loading."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+import typer
+
+from agentmem.cli.app import app as commands_app, run as run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def agentmem(*args, home):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENTMEM_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    for var in ("AGENTMEM_DEVICE", "AGENTMEM_REDIS_URL", "AGENTMEM_SERVER_URL", "AGENTMEM_DATABASE_URL"):
+        env.pop(var, None)
+    return subprocess.run([sys.executable, "-m", "agentmem", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+MODEL = {"remember", "ask", "complete", "forget", "forget-user", "move-to-users", "sleep", "chat", "demo", "backup",
+         "serve", "worker", "api"}
+WRITING = {"remember", "forget", "forget-user", "move-to-users", "sleep", "chat", "backup", "worker", "api"}
+
+
+def test_every_command_takes_the_contracts_variables_as_flags():
+    commands = typer.main.get_command(commands_app).commands
+    flags = {name: {o for p in c.params for o in p.opts} for name, c in commands.items()}
+    assert MODEL <= set(flags)
+    assert all("--home" in f for f in flags.values()), flags
+    assert [c for c in MODEL if not {"--model", "--device"} <= flags[c]] == []
+    assert [c for c in WRITING if "--redis-url" not in flags[c]] == []
+    assert [c for c in ("ask", "complete", "chat") if "--server-url" not in flags[c]] == []
+
+
+@pytest.mark.parametrize("command", [["ask", "Where do I live?"], ["worker", "--redis-url", "redis://127.0.0.1:6379/15"]])
+def test_the_device_flag_reaches_the_settings(command, tmp_path):
+    p = agentmem(*command, "--device", "tpu", home=tmp_path / "home")
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert p.stderr.strip() == "agentmem: AGENTMEM_DEVICE: device must be 'cpu' or 'cuda', got 'tpu'"
+
+
+def test_a_folder_that_cannot_be_a_home_is_named_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    p = agentmem("facts", home=tmp_path / "file" / "home")
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("agentmem: ") and str(tmp_path / "file" / "home") in p.stderr
+
+
+def run_app(command, monkeypatch, capsys):
+    app = typer.Typer()
+    app.command()(command)
+    app.command("other")(lambda: None)  # two commands: typer then expects the command's name
+    monkeypatch.setattr(sys, "argv", ["agentmem", command.__name__.replace("_", "-")])
+    with pytest.raises(SystemExit) as done:
+        run_cli(app)
+    assert done.value.code == 1
+    return capsys.readouterr().err
+
+
+def test_a_redis_that_does_not_answer_is_one_line(monkeypatch, capsys):
+    def queue():
+        redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1).ping()
+
+    err = run_app(queue, monkeypatch, capsys)
+    assert err.count("\n") == 1 and err.startswith("agentmem: Redis: ") and "127.0.0.1:1" in err, err
+
+
+def test_a_fault_of_ours_is_one_line_that_names_where_its_traceback_was_kept(monkeypatch, capsys):
+    def lookup():
+        raise KeyError("no fact f_1")  # an expected failure: said as is, not as KeyError's repr
+
+    def really_broken():
+        return len(None)
+
+    err = run_app(really_broken, monkeypatch, capsys)
+    assert err.count("\n") == 1 and err.startswith("agentmem: internal error (TypeError): "), err
+    kept = Path(err.rstrip().rsplit("traceback in ", 1)[1].rstrip(")"))
+    try:
+        assert "really_broken" in kept.read_text() and "len(None)" in kept.read_text()
+    finally:
+        kept.unlink()
+    assert run_app(lookup, monkeypatch, capsys) == "agentmem: no fact f_1\n"
