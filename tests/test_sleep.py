@@ -14,6 +14,8 @@ from agentmem.sleep.night import run_night
 from agentmem.storage import published
 from agentmem.storage.ledger import ACTIVE
 
+from checks import SHORT_NIGHT
+
 
 def _recalled(mem, facts) -> list[bool]:
     return [contains(mem.ask(f.questions()[0]), f.object) for f in facts]
@@ -22,7 +24,7 @@ def _recalled(mem, facts) -> list[bool]:
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
     home = tmp_path_factory.mktemp("sleep")
-    mem = Memory.open(home)
+    mem = Memory.open(home, sleep=SHORT_NIGHT)
     pool = fictional_facts(15, seed=5)
     facts, later = pool[:12], pool[12:]
     ids = mem.remember(facts)
@@ -79,10 +81,12 @@ def test_a_bad_night_is_rolled_back_and_nothing_served_changes(night):
     rows = {r["id"]: (r["stage"], r["scale"]) for r in mem.facts()}
     good = mem.settings.sleep
     # an absurd rate, trained on the facts alone (replay would not save it, and costs a minute), in bfloat16
-    # where the CPU has it: that path end to end, its adapter served and gated in float32; no repairs, which
-    # would edit again every fact it broke before the gate refuses it anyway
-    mem.settings.sleep = good.model_copy(update={"learning_rate": 5.0, "epochs": 1, "replay_ratio": 0.0,
-                                                 "text_replay": 0, "train_dtype": "auto", "repair": 0})
+    # where the CPU has it: that path end to end, its adapter served and gated in float32 (in so few steps
+    # that the loss does not run away first); no repairs, which would edit again every fact it broke before
+    # the gate refuses it anyway
+    mem.settings.sleep = good.model_copy(update={"learning_rate": 5.0, "epochs": 1, "batch_size": 8,
+                                                 "replay_ratio": 0.0, "text_replay": 0, "train_dtype": "auto",
+                                                 "repair": 0})
     try:
         report = mem.sleep()
     finally:

@@ -6,13 +6,15 @@ import json
 
 from agentmem import Fact
 from agentmem.sleep import night as nights
-from agentmem.sleep.config import SleepConfig
 from agentmem.sleep.train import Example
 from agentmem.storage.published import newest_user, trained_on
 
+from checks import SHORT_NIGHT
+
 CITY = {"u1": "Lisbon", "u2": "Nairobi"}
 JOB = {"u1": "nurse", "u2": "pilot"}
-SHORT = SleepConfig(text_replay=8, replay_ratio=0.5)  # less replayed text and answers: shorter nights, same path
+# these nights test who is served what, not how well a night learns
+SHORT = SHORT_NIGHT.model_copy(update={"epochs": 3})
 
 
 def said(text):
@@ -96,7 +98,8 @@ def test_a_users_fact_their_night_adapter_breaks_is_edited_again_through_it(open
         """The night adapter learns the wrong city, as if its training pulled the answer elsewhere."""
         examples = [ex if ex.kind != "fact" or CITY["u1"] not in ex.answer else
                     Example(ex.question, ex.answer.replace(CITY["u1"], "Oslo"), ex.kind) for ex in examples]
-        return train(model, tok, examples, cfg.model_copy(update={"learning_rate": 3e-3}), *args, **kwargs)
+        return train(model, tok, examples, cfg.model_copy(update={"learning_rate": 3e-3, "epochs": 5}), *args,
+                     **kwargs)
 
     monkeypatch.setattr(nights, "train_adapter", teaches_another_city)
     report = mem.sleep("u1")
