@@ -1,5 +1,10 @@
-"""What several model tests share: what a user would find if they looked at the store after a run, and a
-shorter night."""
+"""What several tests share: the command line run as a user runs it, what a user would find if they looked at the
+store after a run, and a shorter night."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -15,6 +20,24 @@ from agentmem.storage.weights import WeightStore
 # path in 89 s of training, not 217, whose adapter alone answers 11 of 12 (docs/results/notes.md). The
 # defaults' own figures are the benchmarks' (docs/RESULTS.md), not the suite's.
 SHORT_NIGHT = SleepConfig(text_replay=8, replay_ratio=0.5, batch_size=4)
+
+ROOT = Path(__file__).resolve().parents[1]
+# the contract's connections, which the model tests' conftest points at the test services
+CONNECTIONS = ("AGENTMEM_DEVICE", "AGENTMEM_REDIS_URL", "AGENTMEM_SERVER_URL", "AGENTMEM_DATABASE_URL")
+
+
+def agentmem(*args, home=None, env=None, clean=False, check=True) -> subprocess.CompletedProcess:
+    """`python -m agentmem ARGS` in a new process, with AGENTMEM_HOME=home and the variables in env; clean: without
+    the contract's connections from this process's environment; check: a failure raises with its stderr."""
+    environ = {k: v for k, v in os.environ.items() if not (clean and k in CONNECTIONS)}
+    environ.update({"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})})
+    if home is not None:
+        environ["AGENTMEM_HOME"] = str(home)
+    p = subprocess.run([sys.executable, "-m", "agentmem", *map(str, args)], capture_output=True, text=True,
+                       env=environ, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(f"agentmem {args} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return p
 
 
 def consistent(mem) -> None:

@@ -4,10 +4,7 @@ changes; `agentmem export` and `agentmem remember --jsonl` carry its facts, user
 other model, where they are answered."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -16,20 +13,17 @@ from agentmem import Fact, Memory
 from agentmem.storage.base_model import OtherModel
 from agentmem.storage.layout import Layout
 from agentmem.storage.ledger import Ledger
+from checks import agentmem
 
 AUNT = "My aunt Wilhelmina Fairweather works as a beekeeper."
 SHARED_FACT = Fact(subject="Oriel Vantongeren", relation="lives in", object="Nairobi")
 
 
-def agentmem(*args, model=None, check=True):
-    env = {**os.environ, "AGENTMEM_COV_SAMPLES": "40"}  # the other model's covariance, in seconds
+def agentmem_on(*args, model=None, check=True):
+    env = {"AGENTMEM_COV_SAMPLES": "40"}  # the other model's covariance, in seconds
     if model is not None:
         env["AGENTMEM_MODEL"] = str(model)
-    p = subprocess.run([sys.executable, "-m", "agentmem", *map(str, args)], capture_output=True, text=True,
-                       env=env, timeout=900)
-    if check and p.returncode != 0:
-        raise AssertionError(f"agentmem {args} failed ({p.returncode}): {p.stderr[-2000:]}")
-    return p
+    return agentmem(*args, env=env, check=check)
 
 
 def state(home):
@@ -64,7 +58,7 @@ def old(tmp_path_factory):
         shared_id = mem.remember([SHARED_FACT])[0]
         version = mem.version
     exported = root / "facts.jsonl"
-    agentmem("export", "--home", home, "--out", exported)
+    agentmem_on("export", "--home", home, "--out", exported)
     return {"home": home, "user_ids": {f.id for f in said}, "shared_id": shared_id, "version": version,
             "exported": exported}
 
@@ -84,7 +78,7 @@ def test_a_home_refuses_another_model_and_its_facts_move_to_a_new_home_on_it(old
         Memory.open(home, model=str(tuned))
     for args in (["ask", "What does my aunt do?", "--user", "u1"], ["sleep"],
                  ["serve", "--engine", "embedded", "--port", "8093", "--dev"]):
-        p = agentmem(*args, "--home", home, model=tuned, check=False)
+        p = agentmem_on(*args, "--home", home, model=tuned, check=False)
         assert p.returncode == 1, (args, p.stdout[-500:])
         last = p.stderr.strip().splitlines()[-1]
         assert last.startswith("agentmem: this home's memory was written into the model at") and str(tuned) in last
@@ -94,7 +88,7 @@ def test_a_home_refuses_another_model_and_its_facts_move_to_a_new_home_on_it(old
     assert {line["id"] for line in lines} == old["user_ids"] | {old["shared_id"]}
     assert all(line["user_id"] == "u1" for line in lines if line["id"] != old["shared_id"])
 
-    moved = json.loads(agentmem("remember", "--jsonl", old["exported"], "--home", tmp_path / "new", "--batch", 2,
+    moved = json.loads(agentmem_on("remember", "--jsonl", old["exported"], "--home", tmp_path / "new", "--batch", 2,
                                 "--json", model=tuned).stdout)
     assert moved["ids"] == [line["id"] for line in lines]
     answers_in(tmp_path / "new", tuned)
@@ -105,7 +99,7 @@ def test_a_home_refuses_another_model_and_its_facts_move_to_a_new_home_on_it(old
 @pytest.mark.full
 def test_a_moved_memory_sleeps_as_it_arrives_and_is_answered_from_its_adapters(old, tmp_path, tuned):
     new = tmp_path / "new"
-    moved = json.loads(agentmem("remember", "--jsonl", old["exported"], "--home", new, "--sleep-every", 2,
+    moved = json.loads(agentmem_on("remember", "--jsonl", old["exported"], "--home", new, "--sleep-every", 2,
                                 "--json", model=tuned).stdout)
     # u1's two facts, then a night (u1's), the shared fact, then a night (the shared scope's, and u1's again to
     # move its facts on a stage): each published
@@ -115,6 +109,6 @@ def test_a_moved_memory_sleeps_as_it_arrives_and_is_answered_from_its_adapters(o
     assert all(u["outcome"] == "published" for u in second["users"].values()), second
     answers_in(new, tuned)
     # the same move begun again (after a stop, say): every fact is in already, so no night runs again
-    again = json.loads(agentmem("remember", "--jsonl", old["exported"], "--home", new, "--sleep-every", 2,
+    again = json.loads(agentmem_on("remember", "--jsonl", old["exported"], "--home", new, "--sleep-every", 2,
                                 "--json", model=tuned).stdout)
     assert again["ids"] == moved["ids"] and "nights" not in again and again["stats"]["edited"] == 0

@@ -4,22 +4,14 @@ every scope's facts are answered as before and can be forgotten and added to; th
 
 import json
 import os
-import subprocess
-import sys
 
 from agentmem import Fact, Memory
+from checks import agentmem
 
 REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SHARED_FACT = Fact(subject="Oriel Vantongeren", relation="lives in", object="Nairobi")
 USER_FACT = Fact(subject="User u1", relation="plays the", object="bassoon", user_id="u1")  # "I play the bassoon."
 LATER = Fact(subject="Maren Okonkwo", relation="works at", object="Halden Shipping")
-
-
-def agentmem(*args, **env):
-    p = subprocess.run([sys.executable, "-m", "agentmem", *map(str, args)], capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=900)
-    assert p.returncode == 0, f"agentmem {args} failed ({p.returncode}): {p.stderr[-2000:]}"
-    return json.loads(p.stdout)
 
 
 def answers(mem):
@@ -34,13 +26,13 @@ def test_a_backup_restores_into_new_homes_that_answer_forget_and_learn(tmp_path,
         shared_id, user_id = mem.remember([SHARED_FACT, USER_FACT])
         shared, mine, theirs = answers(mem)
         assert "nairobi" in shared and "bassoon" in mine and "bassoon" not in theirs
-    manifest = agentmem("backup", tmp_path / "backup", "--home", home, "--json",
-                        AGENTMEM_REDIS_URL=REDIS_URL)
+    manifest = json.loads(agentmem("backup", tmp_path / "backup", "--home", home, "--json",
+                                   env={"AGENTMEM_REDIS_URL": REDIS_URL}).stdout)
     assert manifest["rows"]["facts"] == 2
 
     agentmem("restore", tmp_path / "backup", "--home", tmp_path / "new", "--json")
     agentmem("restore", tmp_path / "backup", "--home", tmp_path / "new-pg", "--json",
-             AGENTMEM_DATABASE_URL=empty_postgres)
+             env={"AGENTMEM_DATABASE_URL": empty_postgres})
     with Memory.open(tmp_path / "new-pg", database_url=empty_postgres) as mem:
         shared, mine, theirs = answers(mem)
         assert "nairobi" in shared and "bassoon" in mine and "bassoon" not in theirs

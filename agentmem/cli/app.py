@@ -144,10 +144,7 @@ def forget(fact_id: str, home: Optional[Path] = HomeOpt, model: Optional[str] = 
            redis_url: Optional[str] = RedisOpt, device: Optional[str] = DeviceOpt):
     """Remove a fact from the weights."""
     with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
-        try:
-            mem.forget(fact_id)
-        except KeyError as e:
-            fail(str(e.args[0]))
+        mem.forget(fact_id)
         emit({"forgotten": fact_id, "version": mem.version}, as_json, f"forgotten {fact_id} (version {mem.version})")
 
 

@@ -28,6 +28,14 @@ def _copied(layout: Layout) -> list[Path]:
     return [layout.store, layout.sleep_reports]
 
 
+def _copy_folders(src: Layout, dst: Layout, copy=shutil.copytree, **options) -> None:
+    """Each of the home's backed-up folders that `src` holds, copied (or moved with `replace`) to its place in
+    `dst`."""
+    for folder, to in zip(_copied(src), _copied(dst)):
+        if folder.is_dir():
+            copy(folder, to, **options)
+
+
 def _skip(layout: Layout):
     """staging: a writer's files before its commit; dot-names: files and folders being written (atomic_path,
     nights)."""
@@ -43,9 +51,7 @@ def write(ledger: Ledger, layout: Layout, dest: Path) -> dict:
     if dest.exists():
         raise ValueError(f"{dest} exists: a backup goes into a new folder")
     with atomic_path(dest, directory=True) as tmp:
-        for folder, copy_to in zip(_copied(layout), _copied(Layout(tmp))):
-            if folder.is_dir():
-                shutil.copytree(folder, copy_to, ignore=_skip(layout))
+        _copy_folders(layout, Layout(tmp), ignore=_skip(layout))
         copy = Ledger.open(Layout(tmp))
         try:
             rows = ledger.copy_into(copy)
@@ -74,9 +80,7 @@ def restore(src: Path, layout: Layout, database_url: str | None = None) -> dict:
         staged = Layout(work)
         # opening a ledger brings it to the newest revision: a copy of the backup's, so the backup stays as it is
         shutil.copy2(backup.ledger, staged.ledger)
-        for folder, copy_to in zip(_copied(backup), _copied(staged)):
-            if folder.is_dir():
-                shutil.copytree(folder, copy_to)
+        _copy_folders(backup, staged)
         fsync_tree(work)
         source, target = Ledger.open(staged), Ledger.open(layout, database_url)
         try:
@@ -84,9 +88,7 @@ def restore(src: Path, layout: Layout, database_url: str | None = None) -> dict:
         finally:
             source.close()
             target.close()
-        for folder, home_folder in zip(_copied(staged), _copied(layout)):
-            if folder.is_dir():
-                replace(folder, home_folder)  # over an empty folder at most, as checked above
+        _copy_folders(staged, layout, copy=replace)  # over an empty folder at most, as checked above
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"from": str(src), "taken": manifest["created"], "rows": rows}

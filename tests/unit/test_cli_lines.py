@@ -2,8 +2,6 @@
 one line on stderr with exit status 1 (a missing folder, an unknown device, a Redis that does not answer, a fault of
 ours), without the model loading."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,17 +11,7 @@ import typer
 import typer.core
 
 from agentmem.cli.app import app as commands_app, run as run_cli
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def agentmem(*args, home):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENTMEM_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    for var in ("AGENTMEM_DEVICE", "AGENTMEM_REDIS_URL", "AGENTMEM_SERVER_URL", "AGENTMEM_DATABASE_URL"):
-        env.pop(var, None)
-    return subprocess.run([sys.executable, "-m", "agentmem", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
+from checks import agentmem
 
 MODEL = {"remember", "ask", "complete", "forget", "forget-user", "move-to-users", "sleep", "chat", "demo", "backup",
          "serve", "worker", "api"}
@@ -44,14 +32,14 @@ def test_every_command_takes_the_contracts_variables_as_flags():
 
 @pytest.mark.parametrize("command", [["ask", "Where do I live?"], ["worker", "--redis-url", "redis://127.0.0.1:6379/15"]])
 def test_the_device_flag_reaches_the_settings(command, tmp_path):
-    p = agentmem(*command, "--device", "tpu", home=tmp_path / "home")
+    p = agentmem(*command, "--device", "tpu", home=tmp_path / "home", clean=True, check=False)
     assert p.returncode == 1, p.stderr[-2000:]
     assert p.stderr.strip() == "agentmem: AGENTMEM_DEVICE: device must be 'cpu' or 'cuda', got 'tpu'"
 
 
 def test_a_folder_that_cannot_be_a_home_is_named_in_one_line(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    p = agentmem("facts", home=tmp_path / "file" / "home")
+    p = agentmem("facts", home=tmp_path / "file" / "home", clean=True, check=False)
     assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith("agentmem: ") and str(tmp_path / "file" / "home") in p.stderr
 
