@@ -1,4 +1,5 @@
-"""The command line: remember, ask, complete, facts, history, forget, forget-user; one-line errors and exit codes."""
+"""The command line: remember, ask, complete, facts, history, status, forget, forget-user; one-line errors and exit
+codes."""
 
 import json
 
@@ -27,6 +28,9 @@ def test_remember_then_ask_in_a_new_process(home, tmp_path):
     assert [r["object"] for r in facts] == ["Nairobi"] and facts[0]["status"] == "active"
     hist = json.loads(agentmem("history", facts[0]["id"], "--json", home=home).stdout)
     assert hist[0]["kind"] == "received"
+    status = json.loads(agentmem("status", "--json", home=home).stdout)
+    assert status["facts"] == {"active": 1} and status["version"] == out["version"] and status["night"] is None
+    assert status["base_model"] is not None  # bound when the fact was written
 
 
 def test_forget_from_the_command_line(home):

@@ -1,6 +1,7 @@
 """The `agentmem` command line: a thin layer over `Memory` with --home, --json and one-line errors.
 
-Commands that need the model import it when they run, so `facts` and `history` answer without loading torch.
+Commands that need the model import it when they run, so `facts`, `history` and `status` answer without loading
+torch.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ import json
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Optional
 
+import redis
 import typer
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -20,8 +23,10 @@ from redis.exceptions import RedisError
 from ..config import Settings, settings_error
 from ..facts import Fact, FactError, load_jsonl
 from ..logs import setup
+from ..metrics import newest_night
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, PENDING, WAITING, Ledger
+from ..writer.fact_queue import ShardedQueue
 from .common import DeviceOpt, HomeOpt, JsonOpt, ModelOpt, RedisOpt, ServerOpt, emit, fail, given, open_memory, say
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -197,6 +202,40 @@ def history(fact_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOp
     finally:
         ledger.close()
     emit(rows, as_json, "\n".join(f"{r['seq']:>5} {r['kind']:<10} {r.get('reason') or ''}" for r in rows))
+
+
+@app.command()
+def status(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(None, "--user"),
+           redis_url: Optional[str] = RedisOpt, as_json: bool = JsonOpt):
+    """The home at a glance, without the model: version, what is served, facts by status (of one user with
+    --user), the newest night, the base model and, with --redis-url, the facts waiting on the queue."""
+    settings = Settings(**given(home=home, redis_url=redis_url))
+    layout = Layout(settings.home)
+    ledger = Ledger.open(layout, settings.database_url)
+    try:
+        out = {"version": ledger.latest_version(), "live": ledger.live(), "facts": ledger.counts(user_id),
+               "base_model": ledger.base_model()}
+    finally:
+        ledger.close()
+    night = newest_night(layout.sleep_reports if user_id is None else layout.user_sleep_reports(user_id))
+    out["night"] = night and {k: night.get(k) for k in ("started", "outcome", "seconds", "facts", "version")}
+    out["queue"] = None  # embedded: the queue lives in the writing process
+    if settings.redis_url:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
+        try:
+            out["queue"] = ShardedQueue(client, layout.namespace, settings.writer_shards).backlog()
+        except RedisError as e:  # the rest is worth seeing most when Redis is down
+            out["queue_error"] = _one_line(e)
+    live = out["live"]
+    emit(out, as_json, "\n".join([
+        f"version {out['version']}" + (f", served: {live['version']}" if live else ", not served yet"),
+        "facts: " + (", ".join(f"{n} {s}" for s, n in sorted(out["facts"].items())) or "none"),
+        "last night: " + (f"{night['outcome']}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime(night['started']))} "
+                          f"UTC, {night.get('seconds')} s" if night else "none yet"),
+        "base model: " + (out["base_model"]["model"] if out["base_model"] else "not bound yet"),
+        *([f"queue: {out['queue']} waiting" if out["queue"] is not None else f"queue: {out['queue_error']}"]
+          if settings.redis_url else []),
+    ]))
 
 
 @app.command()

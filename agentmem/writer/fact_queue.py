@@ -93,8 +93,8 @@ class RedisFactQueue:
             pipe.execute()
 
     def backlog(self) -> int:
-        """Entries not yet acknowledged: waiting plus being worked on."""
-        self._ensure_group()
+        """Entries not yet acknowledged: waiting plus being worked on (read without creating the stream, so that
+        looking at a queue never makes one)."""
         return int(self.client.xlen(self.stream))
 
     def fact_ids(self) -> set[str]:

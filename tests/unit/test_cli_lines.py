@@ -2,6 +2,7 @@
 one line on stderr with exit status 1 (a missing folder, an unknown device, a Redis that does not answer, a fault of
 ours), without the model loading."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import typer
 import typer.core
 
 from agentmem.cli.app import app as commands_app, run as run_cli
+from agentmem.facts import Fact
+from agentmem.storage.layout import Layout
+from agentmem.writer.fact_queue import ShardedQueue
 from checks import agentmem
 
 MODEL = {"remember", "ask", "complete", "forget", "forget-user", "move-to-users", "sleep", "chat", "demo", "backup",
@@ -78,3 +82,23 @@ def test_a_fault_of_ours_is_one_line_that_names_where_its_traceback_was_kept(mon
     finally:
         kept.unlink()
     assert run_app(lookup, monkeypatch, capsys) == "agentmem: no fact f_1\n"
+
+
+def test_status_shows_the_queue_of_every_shard_and_stays_up_while_redis_is_down(tmp_path):
+    home, url = tmp_path / "home", "redis://127.0.0.1:6379/15"
+    client = redis.Redis.from_url(url)
+    queue = ShardedQueue(client, Layout(home).namespace, 2)
+    # one fact waiting for shard 0's writer (the shared scope), one for shard 1's (u4's)
+    assert queue.put([("f_1", Fact(subject="Oslo", relation="is in", object="Norway")),
+                      ("f_2", Fact(subject="User u4", relation="lives in", object="Oslo", user_id="u4"))]) == {0, 1}
+    try:
+        p = agentmem("status", "--redis-url", url, "--json", home=home, env={"AGENTMEM_WRITER_SHARDS": "2"},
+                     clean=True)
+        assert json.loads(p.stdout) == {"version": 0, "live": None, "facts": {}, "base_model": None, "night": None,
+                                        "queue": 2}
+        down = agentmem("status", "--redis-url", "redis://127.0.0.1:1/0", home=home, clean=True)
+        assert "version 0, not served yet" in down.stdout and "queue: Redis: " in down.stdout, down.stdout
+        agentmem("status", "--redis-url", url, home=tmp_path / "other", clean=True)
+        assert set(client.keys(f"{Layout(tmp_path / 'other').namespace}*")) == set()  # looking made no queue
+    finally:
+        client.delete(*client.keys(f"{Layout(home).namespace}*"))
