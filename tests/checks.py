@@ -16,10 +16,10 @@ from agentmem.storage.ledger import ACTIVE
 from agentmem.storage.published import newest_user
 from agentmem.storage.weights import WeightStore
 
-# Less replayed text and fewer replayed answers than the defaults, in batches of 4: a 12-fact night on the same
-# path in 89 s of training, not 217, whose adapter alone answers 11 of 12 (docs/results/notes.md). The
-# defaults' own figures are the benchmarks' (docs/RESULTS.md), not the suite's.
-SHORT_NIGHT = SleepConfig(text_replay=8, replay_ratio=0.5, batch_size=4)
+# Less replayed text and fewer replayed answers than the defaults: a 12-fact night on the same path in 89 s of
+# training, not 217, whose adapter alone answers 11 of 12 (docs/results/notes.md). The defaults' own figures
+# are the benchmarks' (docs/RESULTS.md), not the suite's.
+SHORT_NIGHT = SleepConfig(text_replay=8, replay_ratio=0.5)
 
 ROOT = Path(__file__).resolve().parents[1]
 # the contract's connections, which the model tests' conftest points at the test services

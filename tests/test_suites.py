@@ -71,7 +71,7 @@ def counterfact(home):
 
 # Samples smaller than the 8 facts held by night 3, and a schedule whose last stage (edit at 0) day-1 facts
 # reach on night 2, so that the quick month's third night refreshes, audits and graduates only part of them.
-# Training as by default: with 8 text passages instead of 32 (15-25 steps a night, not 30), nights 1 taught
+# Training as by default: with 8 text passages instead of 32 (15-25 steps of 8 a night, not 30), nights 1 taught
 # 1 or 2 of their 4 facts well enough to graduate, and one was rolled back.
 MONTH_SLEEP = {"refresh_sample": 4, "audit_sample": 4, "schedule": [1.0, 0.1, 0.0]}
 
@@ -156,8 +156,8 @@ def test_the_quick_months_third_night_costs_what_its_day_brought(week):
     first, third = (d["night_parts"] for d in (week["days"][0], week["days"][2]))
     print({d["day"]: (d["night_steps"], d["night_asks"], d["night_seconds"]) for d in week["days"]})
     # Training: night 3 trains on what night 1 did (4 new facts' 8 phrasings, 16 replays, 32 text passages: 56
-    # examples, 7 batches of 8) plus at most refresh_sample (4) one-question refreshes and replay_ratio (2.0)
-    # as many replays: 12 examples more, 2 batches an epoch, so steps grow by 9/7 at most. That holds while the
+    # examples, 14 batches of 4) plus at most refresh_sample (4) one-question refreshes and replay_ratio (2.0)
+    # as many replays: 12 examples more, 3 batches an epoch, so steps grow by 17/14 at most. That holds while the
     # day brings 4 fresh facts: day 2's all graduated on night 2, so none is trained in full again.
     assert third["prepare"]["fresh"] == 4, week["days"]
     assert third["prepare"]["examples"]["refresh"] == MONTH_SLEEP["refresh_sample"] < third["prepare"]["held"] == 8
