@@ -9,7 +9,7 @@ from agentmem.sleep import night as nights
 from agentmem.sleep.train import Example
 from agentmem.storage.published import newest_user, trained_on
 
-from checks import SHORT_NIGHT
+from checks import SHORT_NIGHT, agentmem
 
 CITY = {"u1": "Lisbon", "u2": "Nairobi"}
 JOB = {"u1": "nurse", "u2": "pilot"}
@@ -63,6 +63,11 @@ def test_each_users_night_is_published_on_its_own_and_a_forgotten_fact_leaves_th
     # a user's night report names no value of theirs
     (saved,) = mem.layout.user_sleep_reports("u2").glob("night-*.json")
     assert "Nairobi" not in saved.read_text() and json.loads(saved.read_text())["outcome"] == "published"
+    # what an operator sees of each user's last night, without the model
+    for u, outcome in (("u1", "rolled back"), ("u2", "published")):
+        seen = json.loads(agentmem("status", "--user", u, "--json", home=mem.home).stdout)
+        assert seen["night"]["outcome"].startswith(outcome), seen
+        assert sum(seen["facts"].values()) == len(mem.facts(user_id=u)), seen
 
     # a fact told after the night is edited through the night adapter it will be served with
     mem.observe(said("My favourite colour is teal."), user_id="u2")
