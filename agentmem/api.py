@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .config import USER_ID
 from .extract import ExtractionError
 from .facts import FactError
+from .facts.schema import MAX_FIELD_CHARS, MAX_OBJECT_CHARS
 from .metrics import MemoryCollector, render
 from .serving.auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .storage.layout import ADAPTER_FILES
@@ -71,6 +72,28 @@ class ObservedFact(BaseModel):
 
 class ObserveResponse(BaseModel):
     user_id: str
+    facts: list[ObservedFact]
+
+
+class FactIn(_Strict):
+    subject: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+    relation: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+    object: str = Field(min_length=1, max_length=MAX_OBJECT_CHARS)
+    prompt: str | None = Field(None, max_length=2 * MAX_FIELD_CHARS,
+                               description="a completion prompt with '{subject}' once; derived from the relation if absent")
+    question: str | None = Field(None, max_length=2 * MAX_FIELD_CHARS,
+                                 description="a chat question naming the subject; derived from the relation if absent")
+
+
+class RememberRequest(_Strict):
+    facts: list[FactIn] = Field(min_length=1, max_length=100)
+    user_id: UserId | None = Field(None, description="whose memory: a user's token may only name itself (or nobody: "
+                                                     "its own); an operator's names a user, or nobody for the shared "
+                                                     "scope every user reads")
+
+
+class QueuedFacts(BaseModel):
+    user_id: str | None = Field(description="whose memory the facts went to; null: the shared scope")
     facts: list[ObservedFact]
 
 
@@ -332,6 +355,22 @@ def create_app(mem, dev: bool = False) -> FastAPI:
                 raise HTTPException(502, "fact extraction failed: the extractor model is unreachable or answered "
                                          "badly; nothing was recorded, try again later") from None
         return ObserveResponse(user_id=user, facts=[
+            ObservedFact(id=f.id, subject=f.subject, relation=f.relation, object=f.object, status=f.status,
+                         reason=f.reason) for f in found])
+
+    @app.post("/v1/facts", response_model=QueuedFacts, status_code=202, tags=["memory"])
+    def remember(body: RememberRequest, caller: Authed):
+        """State facts directly, as structured triples: screened as the hook screens what a user says, then queued
+        for the wake editor (`status` queued, spooled, known or rejected, as /v1/observe answers). A malformed
+        fact refuses the whole request and queues none."""
+        user = caller.acting_for(body.user_id)
+        facts = [{**f.model_dump(exclude_none=True), "user_id": user} for f in body.facts]
+        with memory() as m:
+            try:
+                found = m.remember_later(facts)
+            except (FactError, ValueError) as e:
+                raise HTTPException(400, str(e)) from None
+        return QueuedFacts(user_id=user, facts=[
             ObservedFact(id=f.id, subject=f.subject, relation=f.relation, object=f.object, status=f.status,
                          reason=f.reason) for f in found])
 

@@ -85,12 +85,7 @@ class Memory:
 
         Each fact goes to its user's memory (`user_id`), or with none to the shared scope every user reads.
         """
-        parsed = [Fact.parse(f) for f in _as_list(facts)]
-        if not parsed:
-            raise FactError("no facts given")
-        for f in parsed:
-            if why := names_another_user(f):
-                raise FactError(f"invalid fact: field 'subject' {why}")
+        parsed = _parse_facts(facts)
         stats = []
         for shard in sorted({self.writer.shard_of(f.scope) for f in parsed}):
             with self.writer.writing(shard=shard) as editor:
@@ -187,7 +182,24 @@ class Memory:
             for f, secret in zip(facts, self.policy.screen_secrets(text, facts)):
                 found.pop(f.key, None)  # a later statement replaces an earlier one
                 found[f.key] = (f, turn_reason or secret, secret is not None)
-        screened = [(f, why or self.policy.screen_fact(f), secret) for f, why, secret in found.values()]
+        return self._screen_and_queue(list(found.values()), secrets, user_id)
+
+    def remember_later(self, facts: Iterable[Fact | dict]) -> list[Fact]:
+        """Queue facts for the wake editor, screened as the hook screens what a user says (secrets, instructions,
+        world knowledge), each in its own scope (`user_id`; none: the shared scope); returns them tagged as
+        `observe` does. All are validated first, so one malformed fact queues none; `remember` edits at once
+        and screens nothing."""
+        parsed = _parse_facts(facts)
+        self.writer.check_writable()
+        found = {f.fact_id(): (f, None, False) for f in parsed}  # a fact given twice is queued once
+        return self._screen_and_queue(list(found.values()), [], None)
+
+    def _screen_and_queue(self, found: list[tuple[Fact, str | None, bool]], secrets: list[str],
+                          user_id: str | None) -> list[Fact]:
+        """Screen (fact, reason so far, carries a secret) with the policy, record each in the ledger (refused,
+        known, or spooled) and hand the spooled ones to the queue. `secrets`: reasons a turn of `user_id` was
+        refused whole."""
+        screened = [(f, why or self.policy.screen_fact(f), secret) for f, why, secret in found]
         world = [i for i, (f, why, _) in enumerate(screened) if why is None and self.policy.checks_world(f)]
         if world:
             # the model is consistent only between edits: just claims about the world wait for one to end
@@ -210,9 +222,9 @@ class Memory:
                     out.append(_tagged(f, fid, REJECTED, why))
                     continue
                 fid = f.fact_id()
-                if alias := naming(f):
+                if f.user_id is not None and (alias := naming(f)):
                     # a person named again, or by another name ("my aunt is actually called ..."), rebinds it
-                    self.ledger.bind_alias(user_id, *alias, fid)
+                    self.ledger.bind_alias(f.user_id, *alias, fid)
                 row = self.ledger.get(fid)
                 if row and row["status"] in (ACTIVE, *WAITING, PENDING):
                     out.append(_tagged(f, fid, "known" if row["status"] == ACTIVE else row["status"], None))
@@ -456,6 +468,17 @@ def _extractor(s: Settings):
 
 def _tagged(fact: Fact, fid: str, status: str, reason: str | None) -> Fact:
     return Fact.parse({**fact.to_json(), "id": fid, "status": status, "reason": reason})
+
+
+def _parse_facts(facts) -> list[Fact]:
+    """Every fact validated, or FactError naming the first bad one: nothing is written for a batch with one."""
+    parsed = [Fact.parse(f) for f in _as_list(facts)]
+    if not parsed:
+        raise FactError("no facts given")
+    for f in parsed:
+        if why := names_another_user(f):
+            raise FactError(f"invalid fact: field 'subject' {why}")
+    return parsed
 
 
 def _as_list(facts) -> list:

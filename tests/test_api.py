@@ -26,7 +26,7 @@ from agentmem.api import Tokens, create_app
 from agentmem.config import Settings
 from agentmem.logs import JsonFormatter
 from agentmem.storage.layout import Layout
-from agentmem.storage.ledger import FORGOTTEN, QUEUED
+from agentmem.storage.ledger import FORGOTTEN, QUEUED, REJECTED
 
 REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN, ALICE, BOB = "admin-token-0123456789abcdef", "alice-token-0123456789abcdef", "bob-token-0123456789abcdef"
@@ -78,7 +78,7 @@ def two_users(api):
     return fa["id"], fb["id"]
 
 
-PROTECTED = [("get", "/v1/facts"), ("get", "/v1/status"), ("post", "/v1/observe"), ("get", "/v1/facts/f_1"),
+PROTECTED = [("get", "/v1/facts"), ("post", "/v1/facts"), ("get", "/v1/status"), ("post", "/v1/observe"), ("get", "/v1/facts/f_1"),
              ("get", "/v1/facts/f_1/history"), ("delete", "/v1/facts/f_1"), ("post", "/v1/sleep"),
              ("post", "/v1/adapters"), ("get", "/metrics"), ("delete", "/v1/users/alice")]
 
@@ -158,6 +158,55 @@ def test_a_user_forgets_themselves_at_once_and_nobody_else(api, mem, two_users):
     assert mem.facts(user_id="alice") == mem.facts(user_id="carol") == [] and mem.ledger.get(alice_fact) is None
     assert api.get("/v1/facts", headers=auth(ALICE)).json() == []
     assert mem.ledger.get(bob_fact) is not None and api.get("/v1/facts", headers=auth(BOB)).json()
+
+
+def stated(*facts, user_id=None) -> dict:
+    return {"facts": [dict(zip(("subject", "relation", "object"), f)) for f in facts],
+            **({"user_id": user_id} if user_id else {})}
+
+
+def test_facts_stated_directly_are_screened_and_queued_in_the_callers_scope_only(api, mem):
+    r = api.post("/v1/facts", json=stated(("User alice", "lives in", "Ghent"),
+                                          ("Ysolde Marchetti", "works as", "a luthier")), headers=auth(ALICE))
+    assert r.status_code == 202, r.text
+    assert r.json()["user_id"] == "alice" and [f["status"] for f in r.json()["facts"]] == [QUEUED, QUEUED]
+    ids = [f["id"] for f in r.json()["facts"]]
+    assert [mem.ledger.get(i)["user_id"] for i in ids] == ["alice", "alice"]
+    again = api.post("/v1/facts", json=stated(("User alice", "lives in", "Ghent")), headers=auth(ALICE)).json()
+    assert again["facts"][0]["id"] == ids[0] and again["facts"][0]["status"] == QUEUED  # not queued twice
+    assert mem.queue.backlog() >= 2
+
+    # a secret is refused and kept redacted; the fact beside it still goes
+    r = api.post("/v1/facts", json=stated(("User alice", "has a bank PIN of", "4821"), ("User alice", "likes", "okra")),
+                 headers=auth(ALICE))
+    (pin, okra) = r.json()["facts"]
+    assert pin["status"] == REJECTED and "PIN" in pin["reason"] and okra["status"] == QUEUED, r.text
+    assert "4821" not in json.dumps(mem.ledger.get(pin["id"]))
+
+    # an operator states shared facts, or a named user's; a user writes nowhere but their own memory
+    r = api.post("/v1/facts", json=stated(("Kessrin Lighthouse", "is located in", "Harstad")), headers=auth(ADMIN))
+    assert r.status_code == 202 and r.json()["user_id"] is None, r.text
+    assert mem.ledger.get(r.json()["facts"][0]["id"])["scope"] == ""
+    r = api.post("/v1/facts", json=stated(("User bob", "likes", "figs"), user_id="bob"), headers=auth(ADMIN))
+    assert r.status_code == 202 and mem.ledger.get(r.json()["facts"][0]["id"])["user_id"] == "bob"
+    before = len(mem.facts())
+    assert api.post("/v1/facts", json=stated(("User bob", "likes", "pears"), user_id="bob"),
+                    headers=auth(ALICE)).status_code == 403
+    # another user's keyed identity refuses the whole request, the good fact beside it too
+    r = api.post("/v1/facts", json=stated(("User alice", "likes", "plums"), ("User bob", "lives in", "Oslo")),
+                 headers=auth(ALICE))
+    assert r.status_code == 400 and "subject" in r.json()["detail"] and "User bob" in r.json()["detail"], r.text
+    bad = [{"facts": []}, {"facts": [{"subject": "X", "relation": "likes"}]},
+           {"facts": [{"subject": "X", "relation": "likes", "object": "figs", "id": "f_mine"}]},
+           {"facts": [{"subject": "X", "relation": "likes", "object": "figs", "user_id": "bob"}]},
+           {"facts": [{"subject": "X", "relation": "likes", "object": "f" * 101}]},
+           {"facts": [{"subject": "X", "relation": "likes", "object": "figs"}] * 101}]
+    for body in bad:
+        assert api.post("/v1/facts", json=body, headers=auth(ALICE)).status_code == 422, body
+    r = api.post("/v1/facts", json={"facts": [{"subject": "Ysolde Marchetti", "relation": "plays", "object": "viola",
+                                               "prompt": "Ysolde plays the"}]}, headers=auth(ALICE))
+    assert r.status_code == 400 and "prompt" in r.json()["detail"], r.text
+    assert len(mem.facts()) == before
 
 
 def test_sleep_now_hands_a_night_to_the_workers(api, mem):
@@ -333,5 +382,5 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app, two_use
                 ran.pop()
             except Exception as e:  # every operation runs; each one's failure is reported below
                 failures[ran[-1]] = f"{type(e).__name__}: {e}"[:3000]
-    assert len(ran) == 21, ran  # every route but the OpenAPI description, both ways (/health takes no input)
+    assert len(ran) == 23, ran  # every route but the OpenAPI description, both ways (/health takes no input)
     assert not failures, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())

@@ -118,6 +118,22 @@ def test_observed_fact_is_answered_in_a_fresh_conversation_within_30_s(workers, 
     assert "miso" in mem.ask("What is my cat called?", user_id="ana").lower()
     assert took <= 30
     assert mem.queue.backlog() == 0
+
+    # an operator's facts handed to the same workers from the command line: a shared one every user reads
+    facts = Path(workers.home) / "facts.jsonl"
+    facts.write_text(json.dumps({"subject": "Tomasz Wielgosz", "relation": "lives in", "object": "Gdynia"}) + "\n"
+                     + json.dumps({"subject": "User bo", "relation": "lives in", "object": "Narvik", "user_id": "bo"}))
+    p = subprocess.run([sys.executable, "-m", "agentmem", "remember", "--jsonl", str(facts), "--queue", "--json",
+                        "--home", str(workers.home), "--redis-url", REDIS_URL], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    queued = json.loads(p.stdout)
+    assert [f["status"] for f in queued] == ["queued", "queued"], queued
+    assert mem.wait([f["id"] for f in queued], timeout=60), workers.logs()[-3000:]
+    for user in ("ana", "bo"):
+        assert "gdynia" in mem.ask("Where does Tomasz Wielgosz live?", user_id=user).lower()
+    assert "narvik" in mem.ask("Where do I live?", user_id="bo").lower()
+    assert "narvik" not in mem.ask("Where do I live?", user_id="ana").lower()
     consistent(mem)
 
 

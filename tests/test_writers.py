@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from agentmem import Fact, Memory
 from agentmem.api import create_app
 from agentmem.storage.layout import Layout
-from checks import agentmem
 from agentmem.storage.ledger import ACTIVE, FencedOut
+from checks import agentmem
 
 REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 FACT = Fact(subject="Ilse Vandermolen", relation="lives in", object="Tromso")

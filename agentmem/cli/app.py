@@ -42,14 +42,19 @@ def remember(
     sleep_every: int = typer.Option(0, "--sleep-every", min=0,
                                     help="run a night after every this many facts and after the last (0: none); "
                                          "the wake editor carries about a day's facts, so a large file needs it"),
+    queue: bool = typer.Option(False, "--queue", help="hand the facts to the workers through Redis, screened as "
+                                                      "the conversation hook screens them, instead of editing now"),
 ):
-    """Write the facts in FILE into the weights now."""
+    """Write the facts in FILE into the weights now (or, with --queue, through the workers)."""
     try:
         facts = load_jsonl(jsonl)
     except (FactError, OSError) as e:
         fail(str(e))
     if not facts:
         fail(f"{jsonl} holds no facts")
+    if queue:
+        remember_queued(facts, home, model, redis_url, device, as_json, batch or sleep_every)
+        return
     day = sleep_every or len(facts)
     step = min(batch or day, day)
     ids, nights = [], []
@@ -67,6 +72,17 @@ def remember(
                 say(f"night after {min(start + day, len(facts))} of {len(facts)} facts: {report['outcome']}")
         out = {"ids": ids, "version": mem.version, "stats": mem.last_stats, **({"nights": nights} if nights else {})}
         emit(out, as_json, "\n".join(ids) + f"\n(version {mem.version})")
+
+
+def remember_queued(facts, home, model, redis_url, device, as_json, editing_option) -> None:
+    if editing_option:
+        fail("--queue leaves batches and nights to the workers: drop --batch and --sleep-every")
+    if not redis_url:
+        fail("--queue needs the workers' Redis (--redis-url or AGENTMEM_REDIS_URL); without it remember edits now")
+    with open_memory(home=home, model=model, redis_url=redis_url, device=device) as mem:
+        out = [f.to_json() for f in mem.remember_later(facts)]
+    emit(out, as_json, "\n".join(f"{f['id']}  {f['status']:<8} {f['subject']} | {f['relation']} | {f['object']}"
+                                 + (f"  ({f['reason']})" if f.get("reason") else "") for f in out))
 
 
 @app.command()
@@ -103,7 +119,7 @@ def export(
 ):
     """The home's facts as JSON lines for `agentmem remember --jsonl`: every active fact and every one still
     waiting for its edit, with its id and user, oldest first (to carry a memory to another model or home)."""
-    ledger = open_ledger(home)
+    ledger = open_ledger(Settings(**given(home=home)))
     try:
         rows = ledger.facts(user_id=user_id, status=(ACTIVE, PENDING, *WAITING))
     finally:
@@ -171,9 +187,8 @@ def move_to_users(home: Optional[Path] = HomeOpt, model: Optional[str] = ModelOp
         emit(out, as_json, f"moved {out['moved']} facts into {out['users']} users' own memory")
 
 
-def open_ledger(home: Optional[Path]) -> Ledger:
+def open_ledger(settings: Settings) -> Ledger:
     """The ledger of the home the settings name (AGENTMEM_DATABASE_URL's database if set), without the model."""
-    settings = Settings(**given(home=home))
     return Ledger.open(Layout(settings.home), settings.database_url)
 
 
@@ -181,7 +196,7 @@ def open_ledger(home: Optional[Path]) -> Ledger:
 def facts(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(None, "--user"),
           as_json: bool = JsonOpt):
     """List the ledger's facts."""
-    ledger = open_ledger(home)
+    ledger = open_ledger(Settings(**given(home=home)))
     rows = ledger.facts(user_id=user_id)
     ledger.close()
     text = "\n".join(
@@ -194,7 +209,7 @@ def facts(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(
 @app.command()
 def history(fact_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
     """Every event of one fact."""
-    ledger = open_ledger(home)
+    ledger = open_ledger(Settings(**given(home=home)))
     try:
         if ledger.get(fact_id) is None:
             fail(f"no fact with id {fact_id!r}")
@@ -211,7 +226,7 @@ def status(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option
     --user), the newest night, the base model and, with --redis-url, the facts waiting on the queue."""
     settings = Settings(**given(home=home, redis_url=redis_url))
     layout = Layout(settings.home)
-    ledger = Ledger.open(layout, settings.database_url)
+    ledger = open_ledger(settings)
     try:
         out = {"version": ledger.latest_version(), "live": ledger.live(), "facts": ledger.counts(user_id),
                "base_model": ledger.base_model()}
@@ -342,7 +357,7 @@ def serve(
     setup(settings.log_format, loglevel)
     home_dir = Layout(settings.home).home
     model_dir = resolve(settings.model, settings.cache_dir)
-    ledger = Ledger.open(Layout(home_dir), settings.database_url)
+    ledger = open_ledger(settings)
     try:
         base_model.bind(ledger, model_dir)  # a server of another model would serve edits made for this one
     finally:

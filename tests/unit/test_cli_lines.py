@@ -102,3 +102,15 @@ def test_status_shows_the_queue_of_every_shard_and_stays_up_while_redis_is_down(
         assert set(client.keys(f"{Layout(tmp_path / 'other').namespace}*")) == set()  # looking made no queue
     finally:
         client.delete(*client.keys(f"{Layout(home).namespace}*"))
+
+
+def test_remember_queue_needs_the_workers_redis_and_leaves_batches_to_them(tmp_path):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text(json.dumps({"subject": "Oslo", "relation": "is in", "object": "Norway"}) + "\n")
+    home = tmp_path / "home"
+    p = agentmem("remember", "--jsonl", str(facts), "--queue", home=home, clean=True, check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "--redis-url" in p.stderr, p.stderr
+    p = agentmem("remember", "--jsonl", str(facts), "--queue", "--batch", "2", "--redis-url",
+                 "redis://127.0.0.1:6379/15", home=home, clean=True, check=False)
+    assert p.returncode == 1 and "--batch" in p.stderr, p.stderr
+    assert not home.exists()  # refused before the home was made
