@@ -150,6 +150,10 @@ class Status(BaseModel):
     facts: dict[str, int] = Field(description="counts by status: the caller's facts, or all for an operator")
     queue: int | None = Field(description="facts on the queue not yet applied; null if the queue is unreachable")
     mode: Literal["redis", "embedded"]
+    base_model: dict[str, Any] | None = Field(description="the base model the memory is bound to; null before any "
+                                                          "process bound it")
+    night: dict[str, Any] | None = Field(description="the newest night (the caller's own, or the shared scope's for "
+                                                     "an operator): started, outcome, seconds, facts, version")
 
 
 class Health(BaseModel):
@@ -415,7 +419,8 @@ def create_app(mem, dev: bool = False) -> FastAPI:
 
     @app.get("/v1/status", response_model=Status, tags=["memory"])
     def status(caller: Authed):
-        """Version, what the model server serves, fact counts (the caller's own, or all for an operator), queue depth."""
+        """Version, what the model server serves, fact counts (the caller's own, or all for an operator), queue depth,
+        base model and newest night."""
         with lock:
             return mem.status(caller.user_id)
 

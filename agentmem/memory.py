@@ -31,6 +31,7 @@ from .serving.replica import Replica
 from .serving.world import world_conflict
 from .sleep.night import run_night, run_user_night, users_due
 from .storage import backup, published
+from .storage.overview import overview
 from .storage.ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING
 from .writer.dispatch import SLEEP_TASK, SLEEP_USER_TASK
 from .writer.editor import WakeEditor
@@ -431,9 +432,10 @@ class Memory:
         return self.writer.backlog()
 
     def status(self, user_id: str | None = None) -> dict:
-        """Version, what is live, fact counts by status (of one user, or all), queue depth and mode."""
-        return {"version": self.version, "live": self.ledger.live(), "facts": self.ledger.counts(user_id),
-                "queue": self.backlog(), "mode": "redis" if self.redis is not None else "embedded"}
+        """The home at a glance (`storage.overview`: version, what is live, facts by status of one user or all, base
+        model, newest night of that user or the shared scope), the queue's depth and the mode."""
+        return {**overview(self.ledger, self.layout, user_id), "queue": self.backlog(),
+                "mode": "redis" if self.redis is not None else "embedded"}
 
     @property
     def version(self) -> int:

@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from .facts import SHARED
 from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED, Ledger
+from .storage.overview import newest_night
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +30,6 @@ PUBLISH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 def histogram(name: str, doc: str, values: list[float], buckets: tuple[float, ...]) -> HistogramMetricFamily:
     counts = [(str(b), sum(1 for v in values if v <= b)) for b in buckets]
     return HistogramMetricFamily(name, doc, buckets=[*counts, ("+Inf", len(values))], sum_value=sum(values))
-
-
-def newest_night(reports_dir: Path) -> dict | None:
-    """The newest night report in `reports_dir`, or None if no night has run (or none can be read)."""
-    for path in sorted(Path(reports_dir).glob("night-*.json"), reverse=True):
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            log.warning("night report %s unreadable: %s", path, e)
-    return None
 
 
 class MemoryCollector:

@@ -330,6 +330,11 @@ def test_metrics_report_the_ledger_queue_and_last_recall_audit(api, mem, two_use
     assert ("agentmem_publish_latency_seconds_bucket", (("le", "+Inf"),)) in samples
     assert samples[("agentmem_recall_audit_ratio", (("phase", "after"),))] == 0.95
     assert samples[("agentmem_recall_audit_published", ())] == 1
+    # the same night at a glance for an operator; a user sees their own nights only, and has had none
+    status = api.get("/v1/status", headers=auth(ADMIN)).json()
+    assert status["night"] == {"started": 1795000000.0, "outcome": "published", "seconds": None, "facts": None,
+                               "version": None}
+    assert api.get("/v1/status", headers=auth(BOB)).json()["night"] is None
 
 
 def test_each_request_is_logged_as_one_json_object(api):

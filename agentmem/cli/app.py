@@ -23,9 +23,9 @@ from redis.exceptions import RedisError
 from ..config import Settings, settings_error
 from ..facts import Fact, FactError, load_jsonl
 from ..logs import setup
-from ..metrics import newest_night
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, PENDING, WAITING, Ledger
+from ..storage.overview import overview
 from ..writer.fact_queue import ShardedQueue
 from .common import DeviceOpt, HomeOpt, JsonOpt, ModelOpt, RedisOpt, ServerOpt, emit, fail, given, open_memory, say
 
@@ -228,12 +228,10 @@ def status(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option
     layout = Layout(settings.home)
     ledger = open_ledger(settings)
     try:
-        out = {"version": ledger.latest_version(), "live": ledger.live(), "facts": ledger.counts(user_id),
-               "base_model": ledger.base_model()}
+        out = overview(ledger, layout, user_id)
     finally:
         ledger.close()
-    night = newest_night(layout.sleep_reports if user_id is None else layout.user_sleep_reports(user_id))
-    out["night"] = night and {k: night.get(k) for k in ("started", "outcome", "seconds", "facts", "version")}
+    night = out["night"]
     out["queue"] = None  # embedded: the queue lives in the writing process
     if settings.redis_url:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
