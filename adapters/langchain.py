@@ -10,6 +10,7 @@ new session with an empty history still knows what was said in an old one.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -22,6 +23,9 @@ from pydantic import ConfigDict, Field
 from ..facts import Fact
 from ..memory import Memory
 from ..serving.replica import cut_at_stop
+from ..storage.quota import QuotaExceeded
+
+log = logging.getLogger(__name__)
 
 
 class AgentMemChatHistory(BaseChatMessageHistory):
@@ -35,6 +39,7 @@ class AgentMemChatHistory(BaseChatMessageHistory):
         self.session_id = session_id
         self._messages: list[BaseMessage] = []
         self.observed: list[Fact] = []  # what the hook made of this session's human turns, with id and status
+        self.not_learned: list[str] = []  # why a human turn's facts were not taken (the user's quota), one per turn
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -44,7 +49,11 @@ class AgentMemChatHistory(BaseChatMessageHistory):
         for m in messages:
             self._messages.append(m)
             if isinstance(m, HumanMessage):
-                self.observed.extend(self.memory.observe([m], user_id=self.user_id))
+                try:
+                    self.observed.extend(self.memory.observe([m], user_id=self.user_id))
+                except QuotaExceeded as e:  # the conversation goes on; only its learning waits
+                    log.warning("not learned: %s", e)
+                    self.not_learned.append(str(e))
 
     def clear(self) -> None:
         """Forget the transcript (a new conversation); what was learned stays in the weights."""

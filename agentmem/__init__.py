@@ -2,7 +2,7 @@
 
 from .facts import Fact, FactError
 
-__all__ = ["Fact", "FactError", "Memory"]
+__all__ = ["Fact", "FactError", "Memory", "QuotaExceeded"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from .memory import Memory
 
         return Memory
+    if name == "QuotaExceeded":
+        from .storage.quota import QuotaExceeded
+
+        return QuotaExceeded
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

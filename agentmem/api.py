@@ -31,6 +31,7 @@ from .facts.schema import MAX_FIELD_CHARS, MAX_OBJECT_CHARS
 from .metrics import MemoryCollector, render
 from .serving.auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .storage.layout import ADAPTER_FILES
+from .storage.quota import QuotaExceeded
 from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
 from .writer.writer_lock import LockBusy
 
@@ -264,7 +265,7 @@ def inside(home: Path, path: str) -> Path:
 
 
 _RESPONSES = {400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}, 413: {"model": Problem},
-              503: {"model": Problem}}
+              429: {"model": Problem}, 503: {"model": Problem}}
 
 
 def declared_query_only(request: Request) -> None:
@@ -308,6 +309,9 @@ def create_app(mem, dev: bool = False) -> FastAPI:
                 yield mem
             except LockBusy as e:
                 raise HTTPException(503, str(e), headers={"Retry-After": str(max(1, round(e.retry_after)))}) from None
+            except QuotaExceeded as e:
+                later = {"Retry-After": str(round(e.retry_after))} if e.retry_after else None
+                raise HTTPException(429, str(e), headers=later) from None
 
     def owned(caller: Caller, fact_id: str) -> dict:
         row = mem.ledger.get(fact_id)

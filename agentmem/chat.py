@@ -121,9 +121,11 @@ class ChatApp:
         return True
 
     def turn(self, text: str) -> str:
-        before = len(self.history.observed)
+        before, refused = len(self.history.observed), len(self.history.not_learned)
         self.history.add_user_message(text)
         self._noted(self.history.observed[before:])
+        for why in self.history.not_learned[refused:]:
+            self.say(f"(not learned: {why})")
         parts = []
         # a fact learned meanwhile is announced after the answer, not in the middle of it
         with self._print_lock:

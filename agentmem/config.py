@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # a user's adapter is at most this rank (vLLM's --max-lora-rank: 8, 16, 32, 64, 128, 256 or 512); past it
     # the user's edits are compacted, exactly while their true rank allows, else truncated
     user_max_rank: int = Field(64, ge=8, le=512)
+    # what one user may hand the wake editor: facts accepted in any rolling hour, and facts held or waiting at once.
+    # Past either, observe and remember_later refuse the whole call (the API answers 429); 0: no limit.
+    user_facts_per_hour: int = Field(500, ge=0)
+    user_max_facts: int = Field(10_000, ge=0)
     # writer shards: each has its own stream and lock, so this many worker processes edit at once (users are
     # spread over them by id; the shared scope is shard 0's). Every process of a home must agree on it.
     writer_shards: int = Field(1, ge=1, le=64)

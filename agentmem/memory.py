@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -32,6 +33,7 @@ from .serving.world import world_conflict
 from .sleep.night import run_night, run_user_night, users_due
 from .storage import backup, published
 from .storage.overview import overview
+from .storage.quota import check_user_quota
 from .storage.ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING
 from .writer.dispatch import SLEEP_TASK, SLEEP_USER_TASK
 from .writer.editor import WakeEditor
@@ -166,6 +168,8 @@ class Memory:
         that names one of the user's people ("User u1 has an aunt named ...")
         binds the alias ("aunt") in the ledger, and what is said after of
         "my aunt" is stored about her by name (see extract/people.py).
+        Raises QuotaExceeded, with nothing recorded, past the user's quota
+        (`user_facts_per_hour`, `user_max_facts`).
         """
         _check_user(user_id)
         self.writer.check_writable()
@@ -188,8 +192,8 @@ class Memory:
     def remember_later(self, facts: Iterable[Fact | dict]) -> list[Fact]:
         """Queue facts for the wake editor, screened as the hook screens what a user says (secrets, instructions,
         world knowledge), each in its own scope (`user_id`; none: the shared scope); returns them tagged as
-        `observe` does. All are validated first, so one malformed fact queues none; `remember` edits at once
-        and screens nothing."""
+        `observe` does. All are validated first, so one malformed fact queues none; past a user's quota,
+        QuotaExceeded and none is queued either. `remember` edits at once, and screens and counts nothing."""
         parsed = _parse_facts(facts)
         self.writer.check_writable()
         found = {f.fact_id(): (f, None, False) for f in parsed}  # a fact given twice is queued once
@@ -232,6 +236,8 @@ class Memory:
                     continue
                 self.ledger.spool(fid, f, "accepted" if row is None else "stated again")
                 send.append((fid, f))
+            for user, n in Counter(f.user_id for _, f in send if f.user_id is not None).items():
+                check_user_quota(self.ledger, user, n, self.settings.user_facts_per_hour, self.settings.user_max_facts)
         sent = self.flush_spool()
         for fid, f in send:
             status = QUEUED if fid in sent else SPOOLED

@@ -209,6 +209,36 @@ def test_facts_stated_directly_are_screened_and_queued_in_the_callers_scope_only
     assert len(mem.facts()) == before
 
 
+def test_past_a_users_quota_writes_are_429_and_record_nothing_until_room_comes_back(api, mem, monkeypatch):
+    monkeypatch.setattr(mem.settings, "user_facts_per_hour", 3)
+    as_dora = {"user_id": "dora"}
+    r = api.post("/v1/facts", json=stated(("User dora", "likes", "figs"), ("User dora", "likes", "plums"), **as_dora),
+                 headers=auth(ADMIN))
+    assert r.status_code == 202, r.text
+    r = api.post("/v1/facts", json=stated(("User dora", "likes", "pears"), ("User dora", "likes", "dates"), **as_dora),
+                 headers=auth(ADMIN))
+    assert r.status_code == 429 and "at most 3" in r.json()["detail"], r.text
+    assert 3000 < int(r.headers["Retry-After"]) <= 3600
+    r = api.post("/v1/observe", json={**said("I live in Bergen. I work at Zentrix Labs."), **as_dora},
+                 headers=auth(ADMIN))
+    assert r.status_code == 429, r.text
+    assert sorted(f["object"] for f in mem.facts(user_id="dora")) == ["figs", "plums"]  # nothing of the refused
+    assert api.post("/v1/observe", json={**said("I live in Bergen."), **as_dora}, headers=auth(ADMIN)).status_code == 200
+
+    monkeypatch.setattr(mem.settings, "user_facts_per_hour", 0)
+    monkeypatch.setattr(mem.settings, "user_max_facts", 3)
+    r = api.post("/v1/facts", json=stated(("User dora", "likes", "pears"), **as_dora), headers=auth(ADMIN))
+    assert r.status_code == 429 and "forget some" in r.json()["detail"] and "Retry-After" not in r.headers, r.text
+    figs = next(f["id"] for f in mem.facts(user_id="dora") if f["object"] == "figs")
+    assert api.delete(f"/v1/facts/{figs}", headers=auth(ADMIN)).status_code == 200
+    r = api.post("/v1/facts", json=stated(("User dora", "likes", "pears"), **as_dora), headers=auth(ADMIN))
+    assert r.status_code == 202, r.text
+    # the shared scope is the operator's: no user's quota counts it
+    assert api.post("/v1/facts", json=stated(("Port Arvane", "is located in", "Iceland"), ("Mount Orrel", "is located in",
+                                                                                          "Chile")),
+                    headers=auth(ADMIN)).status_code == 202
+
+
 def test_sleep_now_hands_a_night_to_the_workers(api, mem):
     from agentmem.writer.dispatch import SLEEP_TASK, task_queue
 

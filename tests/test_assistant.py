@@ -120,6 +120,23 @@ def test_a_note_that_comes_while_an_answer_streams_waits_for_its_end(mem):
     assert out.getvalue().endswith("assistant> Lisbon.\n\n(learned: a note)\nyou> "), out.getvalue()
 
 
+def test_past_the_users_quota_the_conversation_goes_on_and_says_what_was_not_learned(mem, monkeypatch):
+    monkeypatch.setattr(mem.settings, "user_facts_per_hour", 1)
+    out = io.StringIO()
+    app = ChatApp(mem, user_id="u6", out=out)
+
+    class Canned:
+        def stream(self, messages):
+            yield AIMessageChunk(content="Nice.")
+
+    app.llm = Canned()
+    assert app.turn("I live in Ghent.") == app.turn("My cat is called Miso.") == "Nice."
+    assert "(noted: you / lives in / Ghent" in out.getvalue(), out.getvalue()
+    assert "(not learned: user 'u6' would hand over 2 facts in an hour; at most 1" in out.getvalue(), out.getvalue()
+    assert len(app.history.messages) == 4 and [f.object for f in app.history.observed] == ["Ghent"]
+    assert mem.wait(timeout=120)
+
+
 def test_agentmem_chat_learns_in_a_terminal(tmp_path):
     child = pexpect.spawn(sys.executable, ["-m", "agentmem", "chat", "--home", str(tmp_path / "home")],
                           encoding="utf-8", timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -420,6 +420,14 @@ class Ledger:
         rows = self._rows(select(ALIASES.c.word, ALIASES.c.name).where(ALIASES.c.user_id == user_id))
         return {r["word"]: r["name"] for r in rows}
 
+    def spooled_times(self, user_id: str, since: float) -> list[float]:
+        """When each of the user's facts was accepted toward the queue since `since`, oldest first (a fact stated
+        again after it left counts again)."""
+        q = (select(EVENTS.c.ts).select_from(EVENTS.join(FACTS, FACTS.c.id == EVENTS.c.fact_id))
+             .where(FACTS.c.user_id == user_id, EVENTS.c.kind == SPOOLED, EVENTS.c.ts >= since)
+             .order_by(EVENTS.c.ts))
+        return [r["ts"] for r in self._rows(q)]
+
     def counts(self, user_id: str | None = None) -> dict[str, int]:
         q = select(FACTS.c.status, func.count().label("n")).group_by(FACTS.c.status)
         if user_id is not None:
