@@ -31,6 +31,7 @@ from .facts.schema import MAX_FIELD_CHARS, MAX_OBJECT_CHARS
 from .metrics import MemoryCollector, render
 from .serving.auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .storage.layout import ADAPTER_FILES
+from .storage.overview import users_overview
 from .storage.quota import QuotaExceeded
 from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
 from .writer.writer_lock import LockBusy
@@ -155,6 +156,14 @@ class Status(BaseModel):
                                                           "process bound it")
     night: dict[str, Any] | None = Field(description="the newest night (the caller's own, or the shared scope's for "
                                                      "an operator): started, outcome, seconds, facts, version")
+
+
+class UserSummary(BaseModel):
+    user_id: str
+    facts: dict[str, int] = Field(description="the user's facts by status")
+    version: int = Field(description="the user's newest version (0: none published yet)")
+    night: dict[str, Any] | None = Field(description="the user's newest night: started, outcome, seconds, facts, "
+                                                     "version")
 
 
 class Health(BaseModel):
@@ -412,6 +421,14 @@ def create_app(mem, dev: bool = False) -> FastAPI:
             owned(caller, fact_id)
             m.forget(fact_id, wait=WRITER_WAIT_S)
             return Forgotten(forgotten=fact_id, version=m.version)
+
+    @app.get("/v1/users", response_model=list[UserSummary], tags=["operator"])
+    def list_users(caller: Authed, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   offset: Annotated[int, Query(ge=0)] = 0):
+        """The users with memory (operators only), by id: facts by status, newest version, last night."""
+        caller.require_operator()
+        with lock:
+            return users_overview(mem.ledger, mem.layout, limit, offset)
 
     @app.delete("/v1/users/{user_id}", response_model=UserForgotten, tags=["memory"])
     def forget_user(user_id: UserId, caller: Authed):

@@ -80,7 +80,7 @@ def two_users(api):
 
 PROTECTED = [("get", "/v1/facts"), ("post", "/v1/facts"), ("get", "/v1/status"), ("post", "/v1/observe"), ("get", "/v1/facts/f_1"),
              ("get", "/v1/facts/f_1/history"), ("delete", "/v1/facts/f_1"), ("post", "/v1/sleep"),
-             ("post", "/v1/adapters"), ("get", "/metrics"), ("delete", "/v1/users/alice")]
+             ("post", "/v1/adapters"), ("get", "/metrics"), ("delete", "/v1/users/alice"), ("get", "/v1/users")]
 
 
 def test_requests_without_or_with_a_wrong_token_are_refused(api):
@@ -90,7 +90,7 @@ def test_requests_without_or_with_a_wrong_token_are_refused(api):
             r = api.request(method, path, headers=headers, json={})
             assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
             assert r.headers["WWW-Authenticate"] == "Bearer"
-    for method, path in [("post", "/v1/sleep"), ("post", "/v1/adapters"), ("get", "/metrics")]:
+    for method, path in [("post", "/v1/sleep"), ("post", "/v1/adapters"), ("get", "/metrics"), ("get", "/v1/users")]:
         r = api.request(method, path, headers=auth(ALICE), json={"path": "x"})
         assert r.status_code == 403, (path, r.text)
     assert api.get("/health").json()["status"] == "ok"
@@ -237,6 +237,15 @@ def test_past_a_users_quota_writes_are_429_and_record_nothing_until_room_comes_b
     assert api.post("/v1/facts", json=stated(("Port Arvane", "is located in", "Iceland"), ("Mount Orrel", "is located in",
                                                                                           "Chile")),
                     headers=auth(ADMIN)).status_code == 202
+
+
+def test_an_operator_lists_the_users_with_memory(api, mem, two_users):
+    r = api.get("/v1/users", headers=auth(ADMIN))
+    assert r.status_code == 200, r.text
+    listed = {u["user_id"]: u for u in r.json()}
+    assert set(listed) == {f["user_id"] for f in mem.facts() if f["user_id"]} >= {"bob"}  # the shared scope is none
+    assert listed["bob"]["facts"] == mem.ledger.counts("bob") and listed["bob"]["version"] == 0
+    assert api.get("/v1/users", params={"limit": 1}, headers=auth(ADMIN)).json() == r.json()[:1]
 
 
 def test_sleep_now_hands_a_night_to_the_workers(api, mem):
@@ -417,5 +426,5 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app, two_use
                 ran.pop()
             except Exception as e:  # every operation runs; each one's failure is reported below
                 failures[ran[-1]] = f"{type(e).__name__}: {e}"[:3000]
-    assert len(ran) == 23, ran  # every route but the OpenAPI description, both ways (/health takes no input)
+    assert len(ran) == 25, ran  # every route but the OpenAPI description, both ways (/health takes no input)
     assert not failures, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())

@@ -25,7 +25,7 @@ from ..facts import Fact, FactError, load_jsonl
 from ..logs import setup
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, PENDING, WAITING, Ledger
-from ..storage.overview import overview
+from ..storage.overview import overview, users_overview
 from ..writer.fact_queue import ShardedQueue
 from .common import DeviceOpt, HomeOpt, JsonOpt, ModelOpt, RedisOpt, ServerOpt, emit, fail, given, open_memory, say
 
@@ -249,6 +249,21 @@ def status(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option
         *([f"queue: {out['queue']} waiting" if out["queue"] is not None else f"queue: {out['queue_error']}"]
           if settings.redis_url else []),
     ]))
+
+
+@app.command()
+def users(home: Optional[Path] = HomeOpt, limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+          offset: int = typer.Option(0, "--offset", min=0), as_json: bool = JsonOpt):
+    """The users with memory in this home, by id: their facts by status, newest version and last night."""
+    settings = Settings(**given(home=home))
+    ledger = open_ledger(settings)
+    try:
+        rows = users_overview(ledger, Layout(settings.home), limit, offset)
+    finally:
+        ledger.close()
+    emit(rows, as_json, "\n".join(
+        f"{u['user_id']}  version {u['version']}  " + ", ".join(f"{n} {s}" for s, n in sorted(u["facts"].items()))
+        + (f"  last night: {u['night']['outcome']}" if u["night"] else "") for u in rows) or "(no users)")
 
 
 @app.command()

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError, ResourceClosedError
 
-from ..facts import Fact, last_word
+from ..facts import SHARED, Fact, last_word
 from .layout import Layout
 
 METADATA = MetaData()
@@ -550,6 +550,22 @@ class Ledger:
         with self._db() as conn:
             q = select(func.max(USER_VERSIONS.c.n)).where(USER_VERSIONS.c.scope == scope)
             return int(conn.execute(q).scalar() or 0)
+
+    def users(self, limit: int = 100, offset: int = 0) -> list[dict]:
+        """The users with facts (of any status), by id: each one's facts by status and newest user version."""
+        page = (select(FACTS.c.user_id).where(FACTS.c.user_id != SHARED).distinct().order_by(FACTS.c.user_id)
+                .limit(limit).offset(offset))
+        ids = [r["user_id"] for r in self._rows(page)]
+        out = {u: {"user_id": u, "facts": {}, "version": 0} for u in ids}
+        counts = (select(FACTS.c.user_id, FACTS.c.status, func.count().label("n")).where(FACTS.c.user_id.in_(ids))
+                  .group_by(FACTS.c.user_id, FACTS.c.status))
+        for r in self._rows(counts):
+            out[r["user_id"]]["facts"][r["status"]] = r["n"]
+        versions = (select(USER_VERSIONS.c.scope, func.max(USER_VERSIONS.c.n).label("n"))
+                    .where(USER_VERSIONS.c.scope.in_(ids)).group_by(USER_VERSIONS.c.scope))
+        for r in self._rows(versions):
+            out[r["scope"]]["version"] = r["n"]
+        return list(out.values())
 
     def scopes(self) -> dict[str, int]:
         """Facts per scope (any status): SHARED and every user that has some."""

@@ -25,9 +25,20 @@ def newest_night(reports_dir: Path) -> dict | None:
     return None
 
 
+def newest_night_glance(reports_dir: Path) -> dict | None:
+    night = newest_night(reports_dir)
+    return night and {k: night.get(k) for k in NIGHT_FIELDS}
+
+
 def overview(ledger: Ledger, layout: Layout, user_id: str | None = None) -> dict:
     """The newest version, what a model server last said it serves, facts by status (one user's, or all), the
     base model the home is bound to, and the newest night (the user's own, or the shared scope's)."""
-    night = newest_night(layout.sleep_reports if user_id is None else layout.user_sleep_reports(user_id))
     return {"version": ledger.latest_version(), "live": ledger.live(), "facts": ledger.counts(user_id),
-            "base_model": ledger.base_model(), "night": night and {k: night.get(k) for k in NIGHT_FIELDS}}
+            "base_model": ledger.base_model(),
+            "night": newest_night_glance(layout.sleep_reports if user_id is None else layout.user_sleep_reports(user_id))}
+
+
+def users_overview(ledger: Ledger, layout: Layout, limit: int = 100, offset: int = 0) -> list[dict]:
+    """A page of the users with facts, by id: facts by status, newest user version (0: none yet), newest night."""
+    return [{**u, "night": newest_night_glance(layout.user_sleep_reports(u["user_id"]))}
+            for u in ledger.users(limit, offset)]

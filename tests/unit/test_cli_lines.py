@@ -114,3 +114,20 @@ def test_remember_queue_needs_the_workers_redis_and_leaves_batches_to_them(tmp_p
                  "redis://127.0.0.1:6379/15", home=home, clean=True, check=False)
     assert p.returncode == 1 and "--batch" in p.stderr, p.stderr
     assert not home.exists()  # refused before the home was made
+
+
+def test_users_lists_who_has_memory_without_the_model(tmp_path):
+    from agentmem.storage.ledger import Ledger
+
+    home = tmp_path / "home"
+    ledger = Ledger.open(Layout(home))
+    with ledger.transaction():
+        for user in ("u9", "u3"):
+            f = Fact(subject=f"User {user}", relation="lives in", object="Oslo", user_id=user)
+            ledger.spool(f.fact_id(), f, "accepted")
+    ledger.close()
+    rows = json.loads(agentmem("users", "--json", home=home, clean=True).stdout)
+    assert [(u["user_id"], u["facts"], u["version"], u["night"]) for u in rows] == [
+        ("u3", {"spooled": 1}, 0, None), ("u9", {"spooled": 1}, 0, None)]
+    assert agentmem("users", "--offset", "1", home=home, clean=True).stdout.startswith("u9  version 0  1 spooled")
+    assert agentmem("users", home=tmp_path / "empty", clean=True).stdout.strip() == "(no users)"

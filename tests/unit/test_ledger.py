@@ -550,3 +550,26 @@ def test_the_ledger_refuses_a_database_other_than_postgresql_or_a_sqlite_file():
         Ledger("mysql://root@127.0.0.1/agentmem")
     with pytest.raises(ValueError, match="a SQLite ledger is a file"):
         Ledger("sqlite://")
+
+
+def test_the_users_are_listed_by_id_with_their_facts_versions_and_last_night(ledger, tmp_path):
+    from agentmem.storage.overview import users_overview
+
+    with ledger.transaction():
+        for user, obj in [("u2", "Oslo"), ("u1", "Rome"), ("u1", "figs"), (None, "Paris")]:
+            f = Fact(subject="User " + user if user else "Mira Lund", relation="likes", object=obj, user_id=user)
+            ledger.spool(f.fact_id(), f, "accepted")
+        ledger.add_user_version("u1", 1, "u1-v1")
+        ledger.add_user_version("u1", 2, "u1-v2")
+    layout = Layout(tmp_path)
+    night = layout.user_sleep_reports("u1") / "night-20261207-030000.json"
+    night.parent.mkdir(parents=True)
+    night.write_text(json.dumps({"started": 1.0, "outcome": "published", "seconds": 60.0, "facts": 2, "version": 2,
+                                 "config": {}}))
+    rows = users_overview(ledger, layout)
+    assert rows == [
+        {"user_id": "u1", "facts": {SPOOLED: 2}, "version": 2,
+         "night": {"started": 1.0, "outcome": "published", "seconds": 60.0, "facts": 2, "version": 2}},
+        {"user_id": "u2", "facts": {SPOOLED: 1}, "version": 0, "night": None},
+    ]  # the shared scope is no user
+    assert [u["user_id"] for u in ledger.users(limit=1, offset=1)] == ["u2"]
