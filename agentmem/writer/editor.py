@@ -484,7 +484,7 @@ class WakeEditor:
         adapter = {"name": name, "path": self.store.save_adapter(name, src, extra=extra)}
         return self._publish("sleep", fids, active, commit, adapter=adapter)
 
-    def forget(self, fid: str) -> int:
+    def forget(self, fid: str, reason: str = "forgotten on request") -> int:
         """Take a fact's edit out of its scope's weights and publish that scope's next version; returns it."""
         row = self.ledger.get(fid)
         if row is None:
@@ -497,7 +497,7 @@ class WakeEditor:
             return current
         if row["status"] != ACTIVE:
             with self.transaction():
-                self.ledger.forget(fid)
+                self.ledger.forget(fid, reason=reason)
             return current
         # a user's night adapter trained on the fact goes with it at once, their other edits back at full
         # scale until a night trains it again without the fact (what Memory.forget starts)
@@ -511,7 +511,7 @@ class WakeEditor:
                  if self.ledger.get(f)["version_added"] >= row["version_added"]}
 
         def commit(n: int) -> None:
-            self.ledger.forget(fid, version=n)
+            self.ledger.forget(fid, version=n, reason=reason)
             self.store.delete_edit(fid)
             for f in refit:
                 self.ledger.event(f, RE_EDITED, reason=f"edited again without forgotten fact {fid}", version=n)

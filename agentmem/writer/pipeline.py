@@ -39,15 +39,18 @@ class Totals:
     edited: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    expired: int = 0
 
     def add(self, other: "Totals") -> None:
         self.batches += other.batches
         self.edited += other.edited
         self.skipped += other.skipped
         self.failed += other.failed
+        self.expired += other.expired
 
     def as_dict(self) -> dict:
-        return {"batches": self.batches, "edited": self.edited, "skipped": self.skipped, "failed": self.failed}
+        return {"batches": self.batches, "edited": self.edited, "skipped": self.skipped, "failed": self.failed,
+                "expired": self.expired}
 
 
 def gather(queue, consumer: str, batching: Batching, first: list[Entry]) -> list[Entry]:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager, suppress
+from datetime import datetime, timezone
 from pathlib import Path
 
 import redis
@@ -29,7 +30,7 @@ from ..serving.scope_overlay import ScopeOverlay
 from ..storage import base_model
 from ..storage.layout import WEIGHTS_FILE, Layout
 from ..storage.ledger import PENDING, QUEUED, SPOOLED, WAITING, Ledger
-from .dispatch import Dispatch
+from .dispatch import SLEEP_USER_TASK, Dispatch
 from .editor import WakeEditor
 from .fact_queue import LocalFactQueue, ShardedQueue
 from .pipeline import Batching, EmbeddedWorker, Totals, drain
@@ -199,13 +200,34 @@ class Writer:
                 with self.writing(wait, k) as editor:
                     if self.redis is not None:
                         self._requeue_lost(k)
+                    expired, retrain = self.expire(editor, k)
                     queue = self.queue.shard(k) if self.redis is not None else self.queue
                     done.add(drain(editor, queue, consumer, self.batching))
+                    done.expired += len(expired)
+                for scope in retrain if self.dispatch is not None else ():
+                    self.dispatch.send(SLEEP_USER_TASK, [scope])
             except LockBusy as e:
                 busy.append(e)
         if len(busy) == len(shards):
             raise busy[0]
         return done.as_dict()
+
+    def expire(self, editor: WakeEditor, shard: int, now: float | None = None) -> tuple[list[str], set[str]]:
+        """As the writer of `shard`, forget its scopes' facts whose expiry has come (before the queue is drained,
+        so none is edited in first). Returns their ids, and the users whose night adapter went with one of them
+        (a night must train it again without the fact, as after any forget)."""
+        gone, retrain = [], set()
+        for row in self.ledger.expired(time.time() if now is None else now):
+            if self.shard_of(row["scope"]) != shard:
+                continue
+            if editor.night_holds(row["scope"], row["id"]):
+                retrain.add(row["scope"])
+            when = datetime.fromtimestamp(row["expires"], timezone.utc).isoformat(timespec="seconds")
+            editor.forget(row["id"], reason=f"expired at {when}")
+            gone.append(row["id"])
+        if gone:
+            log.info("forgot %d expired facts of writer shard %d", len(gone), shard)
+        return gone, retrain
 
     def _requeue_lost(self, shard: int) -> None:
         """Put back facts the ledger has as queued but the stream no longer holds.

@@ -22,6 +22,9 @@ GOOD = {"subject": "Aria Castellanos", "relation": "lives in", "object": "Portla
         ({"prompt": "lives in"}, "prompt"),
         ({"question": "Where does she live?"}, "question"),
         ({"subject": "Aria\x00Castellanos"}, "subject"),
+        ({"expires": "next week"}, "expires"),
+        ({"expires": -5}, "expires"),
+        ({"expires": True}, "expires"),
     ],
 )
 def test_bad_fact_names_the_field(change, field):
@@ -30,6 +33,14 @@ def test_bad_fact_names_the_field(change, field):
     with pytest.raises(FactError) as e:
         Fact.parse(data)
     assert field in str(e.value)
+
+
+def test_an_expiry_is_unix_seconds_or_iso_8601_and_utc_without_a_zone():
+    assert Fact.parse({**GOOD, "expires": "2027-01-02"}).expires == 1798848000.0
+    assert Fact.parse({**GOOD, "expires": "2027-01-02T01:00:00+01:00"}).expires == 1798848000.0
+    assert Fact.parse({**GOOD, "expires": 1798848000}).to_json()["expires"] == 1798848000.0
+    # the same statement whenever it ends
+    assert Fact.parse({**GOOD, "expires": 1798848000}).fact_id() == Fact.parse(GOOD).fact_id()
 
 
 def test_missing_field_is_named():

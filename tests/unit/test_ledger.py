@@ -29,6 +29,7 @@ from agentmem.writer.pipeline import TRANSIENT
 
 ROOT = Path(__file__).resolve().parents[2]
 FACT = Fact(subject="Thea Albescu", relation="lives in", object="Oslo")
+HEAD = "0005"  # the newest migration (storage/migrations/versions)
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request):
     """None (the home's SQLite file, the default) or the URL of an emptied PostgreSQL database."""
@@ -352,7 +353,7 @@ def test_on_postgresql_writes_to_different_facts_do_not_wait_for_each_other(ledg
 def test_the_migrations_build_the_tables_the_ledger_uses_and_take_them_down(ledger, tmp_path, database_url):
     with ledger.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), METADATA) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with ledger.engine.begin() as conn:
@@ -507,6 +508,7 @@ def test_a_sqlite_ledger_made_before_migrations_opens_with_its_facts_and_keeps_w
     row = ledger.get("f1")
     assert row["status"] == ACTIVE and Fact.parse(row["fact"]) == FACT and ledger.latest_version() == 1
     assert row["scope"] == SHARED  # where its edit is: the home answers as before
+    assert row["expires"] is None  # it holds until forgotten, as before
     assert [e["kind"] for e in ledger.history("f1")] == ["received", ACTIVE]
     assert ledger.edit_latencies() == [1.0]
     with pytest.raises(FencedOut):
@@ -518,7 +520,7 @@ def test_a_sqlite_ledger_made_before_migrations_opens_with_its_facts_and_keeps_w
     assert [e["seq"] for e in ledger.history("f1")] == [1, 2, 3] and ledger.get("f1")["status"] == FORGOTTEN
     assert ledger.night("n1")["finished"] is None
     with ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
         assert {i["name"] for i in inspect(conn).get_indexes("events")} == {"events_fact", "events_kind"}
     ledger.close()
 
@@ -573,3 +575,25 @@ def test_the_users_are_listed_by_id_with_their_facts_versions_and_last_night(led
         {"user_id": "u2", "facts": {SPOOLED: 1}, "version": 0, "night": None},
     ]  # the shared scope is no user
     assert [u["user_id"] for u in ledger.users(limit=1, offset=1)] == ["u2"]
+
+
+def test_facts_whose_expiry_came_are_found_until_forgotten_and_a_restatement_moves_it(ledger):
+    plans = {obj: Fact(subject="User u1", relation="is planning to", object=obj, user_id="u1", expires=when)
+             for obj, when in [("fly to Boston", 100.0), ("move to Oslo", 300.0), ("learn Italian", None)]}
+    with ledger.transaction():
+        for f in plans.values():
+            ledger.spool(f.fact_id(), f, "accepted")
+    boston, oslo = plans["fly to Boston"].fact_id(), plans["move to Oslo"].fact_id()
+    assert [r["id"] for r in ledger.expired(now=200.0)] == [boston]
+    assert [(r["id"], r["scope"]) for r in ledger.expired(now=400.0)] == [(boston, "u1"), (oslo, "u1")]
+    with ledger.transaction():
+        ledger.forget(boston, reason="expired at 1970-01-01T00:01:40+00:00")
+        # Oslo said again of a later date, and without one: the newest statement's expiry is kept
+        ledger.restate(oslo, plans["move to Oslo"].model_copy(update={"expires": 500.0}))
+    assert ledger.expired(now=400.0) == [] and ledger.get(boston)["reason"].startswith("expired at")
+    row = ledger.get(oslo)
+    assert row["expires"] == 500.0 and Fact.parse(row["fact"]).expires == 500.0
+    with ledger.transaction():
+        ledger.restate(oslo, plans["move to Oslo"].model_copy(update={"expires": None}))
+    assert ledger.get(oslo)["expires"] is None and "expires" not in ledger.get(oslo)["fact"]
+    assert ledger.expired(now=10_000.0) == []
