@@ -120,17 +120,20 @@ class Memory:
             retrain = editor.night_holds(scope, fact_id)
             editor.forget(fact_id)
         if retrain:  # the user's night adapter went with the fact: train it again without the fact, now
-            try:
-                self.sleep_later(scope)
-            except RuntimeError as e:
-                log.warning("the night that retrains user memory without a forgotten fact waits: %s", e)
+            self._retrain_later(scope)
+
+    def _retrain_later(self, scope: str) -> None:
+        try:
+            self.sleep_later(scope)
+        except RuntimeError as e:
+            log.warning("the night that retrains user memory without a forgotten fact waits: %s", e)
 
     def expire(self, wait: float = 600.0) -> list[str]:
         """Forget now every fact whose expiry has come, as `forget` does; returns their ids. Workers do this each
         time they drain their queue, and a night first; an embedded home between nights does it here."""
         gone, retrain = self._expire(wait)
         for scope in retrain:
-            self.sleep_later(scope)
+            self._retrain_later(scope)
         return gone
 
     def _expire(self, wait: float) -> tuple[list[str], set[str]]:

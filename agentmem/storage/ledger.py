@@ -61,7 +61,7 @@ EVENTS = Table(
     Column("ts", Float, nullable=False),
     Column("kind", Text, nullable=False),
     Column("detail", Text, nullable=False),
-    Index("events_fact", "fact_id"),
+    Index("events_fact", "fact_id", "kind", "ts"),  # a fact's events, and of a kind since a time (quotas)
     Index("events_kind", "kind"),
     sqlite_autoincrement=True,
 )
@@ -426,8 +426,10 @@ class Ledger:
     def spooled_times(self, user_id: str, since: float) -> list[float]:
         """When each of the user's facts was accepted toward the queue since `since`, oldest first (a fact stated
         again after it left counts again)."""
-        q = (select(EVENTS.c.ts).select_from(EVENTS.join(FACTS, FACTS.c.id == EVENTS.c.fact_id))
-             .where(FACTS.c.user_id == user_id, EVENTS.c.kind == SPOOLED, EVENTS.c.ts >= since)
+        # through the user's facts (facts_user) to their events (events_fact): events_kind would read every
+        # spooled event of every user
+        mine = select(FACTS.c.id).where(FACTS.c.user_id == user_id).scalar_subquery()
+        q = (select(EVENTS.c.ts).where(EVENTS.c.fact_id.in_(mine), EVENTS.c.kind == SPOOLED, EVENTS.c.ts >= since)
              .order_by(EVENTS.c.ts))
         return [r["ts"] for r in self._rows(q)]
 
