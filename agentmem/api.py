@@ -31,9 +31,9 @@ from .facts.schema import MAX_FIELD_CHARS, MAX_OBJECT_CHARS
 from .metrics import MemoryCollector, render
 from .serving.auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .storage.layout import ADAPTER_FILES
+from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
 from .storage.overview import users_overview
 from .storage.quota import QuotaExceeded
-from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
 from .writer.writer_lock import LockBusy
 
 log = logging.getLogger("agentmem.api")
@@ -70,6 +70,12 @@ class ObservedFact(BaseModel):
     object: str
     status: str = Field(description="queued, spooled (Redis unreachable: kept locally), known, or rejected")
     reason: str | None = None
+
+    @classmethod
+    def of(cls, fact) -> "ObservedFact":
+        """A fact as `observe` and `remember_later` tag it."""
+        return cls(id=fact.id, subject=fact.subject, relation=fact.relation, object=fact.object, status=fact.status,
+                   reason=fact.reason)
 
 
 class ObserveResponse(BaseModel):
@@ -374,9 +380,7 @@ def create_app(mem, dev: bool = False) -> FastAPI:
                 log.error("observe: %s", e)
                 raise HTTPException(502, "fact extraction failed: the extractor model is unreachable or answered "
                                          "badly; nothing was recorded, try again later") from None
-        return ObserveResponse(user_id=user, facts=[
-            ObservedFact(id=f.id, subject=f.subject, relation=f.relation, object=f.object, status=f.status,
-                         reason=f.reason) for f in found])
+        return ObserveResponse(user_id=user, facts=[ObservedFact.of(f) for f in found])
 
     @app.post("/v1/facts", response_model=QueuedFacts, status_code=202, tags=["memory"])
     def remember(body: RememberRequest, caller: Authed):
@@ -390,9 +394,7 @@ def create_app(mem, dev: bool = False) -> FastAPI:
                 found = m.remember_later(facts)
             except (FactError, ValueError) as e:
                 raise HTTPException(400, str(e)) from None
-        return QueuedFacts(user_id=user, facts=[
-            ObservedFact(id=f.id, subject=f.subject, relation=f.relation, object=f.object, status=f.status,
-                         reason=f.reason) for f in found])
+        return QueuedFacts(user_id=user, facts=[ObservedFact.of(f) for f in found])
 
     @app.get("/v1/facts", response_model=list[FactRecord], tags=["memory"])
     def list_facts(caller: Authed, user_id: Annotated[UserId | None, Query()] = None,

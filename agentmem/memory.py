@@ -34,9 +34,9 @@ from .serving.replica import Replica
 from .serving.world import world_conflict
 from .sleep.night import run_night, run_user_night, users_due
 from .storage import backup, published
+from .storage.ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING
 from .storage.overview import overview
 from .storage.quota import check_user_quota
-from .storage.ledger import ACTIVE, PENDING, QUEUED, REJECTED, SPOOLED, WAITING
 from .writer.dispatch import SLEEP_TASK, SLEEP_USER_TASK
 from .writer.editor import WakeEditor
 from .writer.service import Writer
@@ -254,7 +254,7 @@ class Memory:
                     self.ledger.bind_alias(f.user_id, *alias, fid)
                 row = self.ledger.get(fid)
                 if row and row["status"] in (ACTIVE, *WAITING, PENDING):
-                    self.ledger.restate(fid, f)  # "I'm flying to Boston on Friday", said again of another Friday
+                    self.ledger.restate(row, f)  # "I'm flying to Boston on Friday", said again of another Friday
                     out.append(_tagged(f, fid, "known" if row["status"] == ACTIVE else row["status"], None))
                     continue
                 self.ledger.spool(fid, f, "accepted" if row is None else "stated again")

@@ -1,5 +1,5 @@
-"""Facts that stop holding, on the real bundled model: a plan said with its day gets that day's end as its expiry,
-and a fact whose expiry has come is forgotten by the writer as it drains the queue (what a worker does on every
+"""Facts that stop holding, on the real bundled model: a plan said with its day gets that day's end as its expiry
+(the newest day when it is said again), and a fact whose expiry has come is forgotten by the writer as it drains the queue (what a worker does on every
 sweep), after which it is no longer answered; a fact whose expiry is already past is refused."""
 
 import time
@@ -23,6 +23,10 @@ def test_a_fact_is_answered_while_it_holds_and_forgotten_once_its_time_is_over(m
     (plan,) = mem.observe([{"role": "user", "content": "I'm flying to Boston tomorrow."}], user_id="u1")
     assert plan.relation == "is planning to" and plan.expires > time.time() + 24 * 3600, plan  # tomorrow, and a day
     assert mem.wait([plan.id], timeout=120)
+    # the trip put off: the same plan, said again of another day, keeps the newest day
+    (again,) = mem.observe([{"role": "user", "content": "I'm flying to Boston next week."}], user_id="u1")
+    assert again.id == plan.id and again.status == "known"
+    assert mem.ledger.get(plan.id)["expires"] == again.expires > plan.expires + 5 * 24 * 3600
 
     short = Fact(subject="Kessrin Lighthouse", relation="is located in", object="Harstad", expires=time.time() + 20)
     (fid,) = mem.remember([short])

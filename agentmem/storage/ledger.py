@@ -556,15 +556,15 @@ class Ledger:
             q = select(func.max(USER_VERSIONS.c.n)).where(USER_VERSIONS.c.scope == scope)
             return int(conn.execute(q).scalar() or 0)
 
-    def restate(self, fid: str, fact: Fact) -> None:
-        """A fact said again as it is: its newest statement's expiry (none, or another date) is the one kept."""
-        row = self.get(fid)
-        if row is not None and row["expires"] != fact.expires:
+    def restate(self, row: dict, fact: Fact) -> None:
+        """The fact of `row` (as `get` read it) said again: its newest statement's expiry (none, or another date)
+        is the one kept."""
+        if row["expires"] != fact.expires:
             data = {k: v for k, v in row["fact"].items() if k != "expires"}
             data |= {"expires": fact.expires} if fact.expires is not None else {}
-            self._execute(update(FACTS).where(FACTS.c.id == fid).values(
+            self._execute(update(FACTS).where(FACTS.c.id == row["id"]).values(
                 expires=fact.expires, data=json.dumps(data, sort_keys=True), updated=time.time()))
-            self.event(fid, RESTATED, expires=fact.expires)
+            self.event(row["id"], RESTATED, expires=fact.expires)
 
     def expired(self, now: float) -> list[dict]:
         """The facts still held or waiting whose expiry has come: id, scope and expiry, the earliest first."""

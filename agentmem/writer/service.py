@@ -212,12 +212,12 @@ class Writer:
             raise busy[0]
         return done.as_dict()
 
-    def expire(self, editor: WakeEditor, shard: int, now: float | None = None) -> tuple[list[str], set[str]]:
+    def expire(self, editor: WakeEditor, shard: int) -> tuple[list[str], set[str]]:
         """As the writer of `shard`, forget its scopes' facts whose expiry has come (before the queue is drained,
         so none is edited in first). Returns their ids, and the users whose night adapter went with one of them
         (a night must train it again without the fact, as after any forget)."""
         gone, retrain = [], set()
-        for row in self.ledger.expired(time.time() if now is None else now):
+        for row in self.ledger.expired(time.time()):
             if self.shard_of(row["scope"]) != shard:
                 continue
             if editor.night_holds(row["scope"], row["id"]):

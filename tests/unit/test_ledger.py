@@ -589,11 +589,11 @@ def test_facts_whose_expiry_came_are_found_until_forgotten_and_a_restatement_mov
     with ledger.transaction():
         ledger.forget(boston, reason="expired at 1970-01-01T00:01:40+00:00")
         # Oslo said again of a later date, and without one: the newest statement's expiry is kept
-        ledger.restate(oslo, plans["move to Oslo"].model_copy(update={"expires": 500.0}))
+        ledger.restate(ledger.get(oslo), plans["move to Oslo"].model_copy(update={"expires": 500.0}))
     assert ledger.expired(now=400.0) == [] and ledger.get(boston)["reason"].startswith("expired at")
     row = ledger.get(oslo)
     assert row["expires"] == 500.0 and Fact.parse(row["fact"]).expires == 500.0
     with ledger.transaction():
-        ledger.restate(oslo, plans["move to Oslo"].model_copy(update={"expires": None}))
+        ledger.restate(ledger.get(oslo), plans["move to Oslo"].model_copy(update={"expires": None}))
     assert ledger.get(oslo)["expires"] is None and "expires" not in ledger.get(oslo)["fact"]
     assert ledger.expired(now=10_000.0) == []
