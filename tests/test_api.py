@@ -206,7 +206,14 @@ def test_facts_stated_directly_are_screened_and_queued_in_the_callers_scope_only
     r = api.post("/v1/facts", json={"facts": [{"subject": "Ysolde Marchetti", "relation": "plays", "object": "viola",
                                                "prompt": "Ysolde plays the"}]}, headers=auth(ALICE))
     assert r.status_code == 400 and "prompt" in r.json()["detail"], r.text
+    past = {"subject": "User alice", "relation": "is planning to", "object": "fly to Quito", "expires": "2020-01-01"}
+    r = api.post("/v1/facts", json={"facts": [past]}, headers=auth(ALICE))
+    assert r.status_code == 400 and "'expires' is in the past" in r.json()["detail"], r.text
     assert len(mem.facts()) == before
+    r = api.post("/v1/facts", json={"facts": [{**past, "expires": "2099-05-01T12:00:00Z"}]}, headers=auth(ALICE))
+    assert r.status_code == 202, r.text
+    listed = api.get(f"/v1/facts/{r.json()['facts'][0]['id']}", headers=auth(ALICE)).json()
+    assert listed["expires"] == 4081320000.0  # kept as Unix seconds, and shown
 
 
 def test_past_a_users_quota_writes_are_429_and_record_nothing_until_room_comes_back(api, mem, monkeypatch):
