@@ -120,7 +120,7 @@ def test_observed_fact_is_answered_in_a_fresh_conversation_within_30_s(workers, 
     assert mem.queue.backlog() == 0
 
     # an operator's facts handed to the same workers from the command line: a shared one every user reads
-    facts = Path(workers.home) / "facts.jsonl"
+    facts = workers.home / "facts.jsonl"
     facts.write_text(json.dumps({"subject": "Tomasz Wielgosz", "relation": "lives in", "object": "Gdynia"}) + "\n"
                      + json.dumps({"subject": "User bo", "relation": "lives in", "object": "Narvik", "user_id": "bo"}))
     p = subprocess.run([sys.executable, "-m", "agentmem", "remember", "--jsonl", str(facts), "--queue", "--json",

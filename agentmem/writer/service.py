@@ -204,8 +204,9 @@ class Writer:
                     queue = self.queue.shard(k) if self.redis is not None else self.queue
                     done.add(drain(editor, queue, consumer, self.batching))
                     done.expired += len(expired)
-                for scope in retrain if self.dispatch is not None else ():
-                    self.dispatch.send(SLEEP_USER_TASK, [scope])
+                if self.dispatch is not None:  # embedded, Memory.expire starts the night itself
+                    for scope in retrain:
+                        self.dispatch.send(SLEEP_USER_TASK, [scope])
             except LockBusy as e:
                 busy.append(e)
         if len(busy) == len(shards):
