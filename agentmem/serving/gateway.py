@@ -27,6 +27,7 @@ from ..storage.ledger import Ledger
 from ..storage.published import Published, UserAdapter, newest, newest_user
 from .auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .engines import MODEL_ID, EmbeddedEngine, EngineError, Route, VllmEngine
+from .keyed import keyed_conversation
 from .limits import Limits, RequestError, checked, count
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,9 @@ def create_app(gw: Gateway) -> FastAPI:
                 return _error(400, f"{MIN_VERSION_HEADER} must be a version number in ASCII digits, got {want!r}")
             if not await gw.wait_for(n):
                 return _error(503, f"version {n} is not live yet (live: {gw.version})", "unavailable")
+        if route == "chat":
+            # read once the versions asked for are live: a fact they made active changes how it is asked
+            body["messages"] = await asyncio.to_thread(keyed_conversation, gw.ledger, body["messages"], user)
         try:
             await gw.lock.acquire_read(gw.wait_s)
         except asyncio.TimeoutError:
