@@ -3,6 +3,10 @@
     history = AgentMemChatHistory(memory=mem, user_id="u1", session_id="s1")
     llm = ChatAgentMem(memory=mem, user_id="u1")
 
+`mem` is a `Memory`, or a `MemoryClient` for an application that reaches
+agentmem over HTTP (then `user_id` is the token's own user, or the one an
+operator's token acts for).
+
 Each human message added to the history is observed (facts extracted and
 queued for the weights); the chat model answers from the weights alone, so a
 new session with an empty history still knows what was said in an old one.
@@ -20,6 +24,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
+from ..client import MemoryClient
 from ..facts import Fact
 from ..memory import Memory
 from ..serving.replica import cut_at_stop
@@ -29,9 +34,9 @@ log = logging.getLogger(__name__)
 
 
 class AgentMemChatHistory(BaseChatMessageHistory):
-    """One session's transcript; every human message added is handed to `Memory.observe`."""
+    """One session's transcript; every human message added is handed to `observe`."""
 
-    def __init__(self, memory: Memory, user_id: str = "default", session_id: str = "default"):
+    def __init__(self, memory: Memory | MemoryClient, user_id: str = "default", session_id: str = "default"):
         if not isinstance(user_id, str) or not user_id.strip():
             raise ValueError("user_id must be non-empty text")
         self.memory = memory
@@ -70,7 +75,7 @@ class ChatAgentMem(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    memory: Memory
+    memory: Memory | MemoryClient
     user_id: str = "default"
     max_tokens: int = Field(128, ge=1)
 

@@ -2,7 +2,7 @@
 
 from .facts import Fact, FactError
 
-__all__ = ["Fact", "FactError", "Memory", "QuotaExceeded"]
+__all__ = ["Fact", "FactError", "Memory", "MemoryClient", "QuotaExceeded"]
 
 
 def __getattr__(name: str):
@@ -11,6 +11,10 @@ def __getattr__(name: str):
         from .memory import Memory
 
         return Memory
+    if name == "MemoryClient":
+        from .client import MemoryClient
+
+        return MemoryClient
     if name == "QuotaExceeded":
         from .storage.quota import QuotaExceeded
 

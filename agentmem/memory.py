@@ -27,7 +27,7 @@ from .facts import SHARED, Fact, FactError
 from .facts.policy import Policy, names_another_user, redact, secret_in
 from .serving import generate
 from .serving.client import DEFAULT_URL, ServerClient
-from .serving.engines import MODEL_ID
+from .serving.wire import MODEL_ID
 from .serving.keyed import keyed, keyed_conversation
 from .serving.replica import Replica
 from .serving.world import world_conflict

@@ -1,9 +1,10 @@
-"""What several tests share: the command line run as a user runs it, what a user would find if they looked at the
-store after a run, and a shorter night."""
+"""What several tests share: the command line run as a user runs it, Celery workers as processes, what a user would
+find if they looked at the store after a run, and a shorter night."""
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ SHORT_NIGHT = SleepConfig(text_replay=8, replay_ratio=0.5)
 ROOT = Path(__file__).resolve().parents[1]
 # the contract's connections, which the model tests' conftest points at the test services
 CONNECTIONS = ("AGENTMEM_DEVICE", "AGENTMEM_REDIS_URL", "AGENTMEM_SERVER_URL", "AGENTMEM_DATABASE_URL")
+REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def agentmem(*args, home=None, env=None, clean=False, check=True) -> subprocess.CompletedProcess:
@@ -38,6 +40,42 @@ def agentmem(*args, home=None, env=None, clean=False, check=True) -> subprocess.
     if check and p.returncode != 0:
         raise AssertionError(f"agentmem {args} failed ({p.returncode}): {p.stderr[-2000:]}")
     return p
+
+
+class Workers:
+    """Starts and kills `agentmem worker` processes for one home."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, warm: bool = True, env: dict | None = None) -> subprocess.Popen:
+        """Start a worker (with `env` added to its environment); with `warm`, wait until its first wake (which
+        builds the editor) has run."""
+        log = self.home / f"worker-{len(self.procs)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentmem", "worker", "--home", str(self.home),
+             "--redis-url", REDIS_URL, "--loglevel", "INFO"],
+            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        )
+        self.procs.append((proc, log))
+        deadline = time.monotonic() + 180
+        # "ready" is logged after the worker_ready hook has loaded the model
+        done = "wake: {" if warm else " ready."
+        while done not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(log.read_text() for _, log in self.procs)
+
+    def stop_all(self):
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def consistent(mem) -> None:

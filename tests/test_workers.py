@@ -12,59 +12,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
 import sqlalchemy
 
 from agentmem import Memory
-from agentmem.facts import SHARED, Fact
+from agentmem.facts import Fact
 from agentmem.storage.layout import Layout
 from agentmem.storage.ledger import ACTIVE, PENDING, REJECTED, SPOOLED
-from checks import consistent
-
-REDIS_URL = os.environ.get("AGENTMEM_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
+from checks import REDIS_URL, Workers, consistent
 
 def said(text):
     return [{"role": "user", "content": text}]
-
-
-class Workers:
-    """Starts and kills `agentmem worker` processes for one home."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        self.procs: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, warm: bool = True, env: dict | None = None) -> subprocess.Popen:
-        """Start a worker (with `env` added to its environment); with `warm`, wait until its first wake (which
-        builds the editor) has run."""
-        log = self.home / f"worker-{len(self.procs)}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agentmem", "worker", "--home", str(self.home),
-             "--redis-url", REDIS_URL, "--loglevel", "INFO"],
-            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        )
-        self.procs.append((proc, log))
-        deadline = time.monotonic() + 180
-        # "ready" is logged after the worker_ready hook has loaded the model
-        done = "wake: {" if warm else " ready."
-        while done not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(log.read_text() for _, log in self.procs)
-
-    def stop_all(self):
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Iterable
 from ..extract import Both, ExtractionError, Extractor, extract_messages, make_extractor, user_turns
 from ..facts import Fact
 from ..serving.client import DEFAULT_URL
-from ..serving.engines import MODEL_ID
+from ..serving.wire import MODEL_ID
 
 DATA = Path(__file__).parents[1] / "data"
 # the in-sample snippets: the rules were fixed against them

@@ -7,15 +7,18 @@ from typing import Iterator
 
 import httpx
 
-from .engines import MODEL_ID
-from .gateway import MIN_USER_VERSION_HEADER, MIN_VERSION_HEADER, VERSION_HEADER
+from .wire import MIN_USER_VERSION_HEADER, MIN_VERSION_HEADER, MODEL_ID, VERSION_HEADER
 
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # where `agentmem serve` answers unless told otherwise
 
 
 class ServerError(RuntimeError):
-    """The model server could not be reached or refused the request."""
+    """The model server could not be reached or refused the request; `status` is its HTTP status, if it answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class ServerClient:
@@ -45,7 +48,7 @@ class ServerClient:
                 msg = r.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 msg = r.text[:300]
-            raise ServerError(f"model server {self.url} answered {r.status_code}: {msg}")
+            raise ServerError(f"model server {self.url} answered {r.status_code}: {msg}", r.status_code)
         self.last_version = int(r.headers.get(VERSION_HEADER, 0))
         return r.json()
 
@@ -62,7 +65,8 @@ class ServerClient:
         try:
             with self.http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
                 if r.status_code != 200:
-                    raise ServerError(f"model server {self.url} answered {r.status_code}: {r.read()[:300]!r}")
+                    raise ServerError(f"model server {self.url} answered {r.status_code}: {r.read()[:300]!r}",
+                                      r.status_code)
                 self.last_version = int(r.headers.get(VERSION_HEADER, 0))
                 for line in r.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":

@@ -37,10 +37,10 @@ from ..storage.layout import WEIGHTS_FILE
 from ..storage.lora_adapter import lora_pairs, merged_weights
 from ..storage.published import Published, UserAdapter
 from .replica import Output, Replica, Sampling
+from .wire import MODEL_ID
 
 log = logging.getLogger(__name__)
 
-MODEL_ID = "agentmem"  # the one public model: the newest version with its adapter
 Route = Literal["chat", "completion"]
 
 

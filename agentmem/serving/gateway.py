@@ -26,16 +26,13 @@ from ..storage.layout import Layout
 from ..storage.ledger import Ledger
 from ..storage.published import Published, UserAdapter, newest, newest_user
 from .auth import Forbidden, TokenMap, Unauthorized, acting_for
-from .engines import MODEL_ID, EmbeddedEngine, EngineError, Route, VllmEngine
+from .engines import EmbeddedEngine, EngineError, Route, VllmEngine
 from .keyed import keyed_conversation
 from .limits import Limits, RequestError, checked, count
+from .wire import MIN_USER_VERSION_HEADER, MIN_VERSION_HEADER, MODEL_ID, USER_VERSION_HEADER, VERSION_HEADER
 
 log = logging.getLogger(__name__)
 
-VERSION_HEADER = "X-AgentMem-Version"  # the shared version that answered
-MIN_VERSION_HEADER = "X-AgentMem-Min-Version"
-USER_VERSION_HEADER = "X-AgentMem-User-Version"  # the version of the requesting user's memory (0: none)
-MIN_USER_VERSION_HEADER = "X-AgentMem-Min-User-Version"
 
 
 class RWLock:

@@ -21,7 +21,7 @@ LAYERS = [
     {"writer"},
     {"sleep"},
     {"config", "memory"},
-    {"api", "chat", "cli", "logs", "metrics", "workers", "adapters"},
+    {"api", "chat", "cli", "client", "logs", "metrics", "workers", "adapters"},
     {"bench"},
     {"__init__", "__main__"},
 ]
@@ -129,8 +129,8 @@ def test_the_celery_worker_builds_the_writer_not_the_facade():
     assert "agentmem.memory" not in reached
 
 
-def test_settings_facts_and_the_command_line_load_no_torch():
+def test_settings_facts_the_command_line_and_the_http_client_load_no_torch():
     code = ("import sys, agentmem, agentmem.config, agentmem.facts, agentmem.facts.policy, agentmem.cli, "
-            "agentmem.storage.ledger; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+            "agentmem.storage.ledger, agentmem.client; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
