@@ -258,7 +258,8 @@ class Memory:
                     continue
                 self.ledger.spool(fid, f, "accepted" if row is None else "stated again")
                 send.append((fid, f))
-            for user, n in Counter(f.user_id for _, f in send if f.user_id is not None).items():
+            # users in one order, so that two calls naming the same users never wait on each other's holds
+            for user, n in sorted(Counter(f.user_id for _, f in send if f.user_id is not None).items()):
                 check_user_quota(self.ledger, user, n, self.settings.user_facts_per_hour, self.settings.user_max_facts)
         sent = self.flush_spool()
         for fid, f in send:

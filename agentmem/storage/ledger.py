@@ -116,6 +116,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 # a key of PostgreSQL's advisory locks: servers opening a new database at once migrate it one after another
 MIGRATION_LOCK = 0x61676D6C  # "agml"
+USER_LOCK = 0x61677175  # "agqu": with a hash of the user id, the key of one user's quota count
 
 # Errors after which the same change may well succeed: SQLite locked, full or failing to write; PostgreSQL's
 # serialization failures and deadlocks, a connection lost (and replaced by the pool for the next try).
@@ -422,6 +423,14 @@ class Ledger:
         """The user's aliases: relation word -> the person's name."""
         rows = self._rows(select(ALIASES.c.word, ALIASES.c.name).where(ALIASES.c.user_id == user_id))
         return {r["word"]: r["name"] for r in rows}
+
+    def hold_user(self, user_id: str) -> None:
+        """Until this transaction ends, no other transaction holds `user_id` (one count of their quota at a time).
+        SQLite's write lock already holds the whole ledger; PostgreSQL takes an advisory lock on the user."""
+        if getattr(self._local, "conn", None) is None:
+            raise RuntimeError("hold_user is held until its transaction ends: call it inside one")
+        if not self._sqlite:
+            self._local.conn.execute(select(func.pg_advisory_xact_lock(USER_LOCK, func.hashtext(user_id))))
 
     def spooled_times(self, user_id: str, since: float) -> list[float]:
         """When each of the user's facts was accepted toward the queue since `since`, oldest first (a fact stated

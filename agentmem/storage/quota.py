@@ -22,6 +22,8 @@ def check_user_quota(ledger: Ledger, user_id: str, adding: int, per_hour: int, m
     """Raise QuotaExceeded if the user is over either limit (0: none). Called inside the transaction that has just
     recorded this call's `adding` facts of the user, so they are counted, and a refusal rolls them back."""
     now = time.time() if now is None else now
+    if per_hour or max_facts:
+        ledger.hold_user(user_id)  # a call at the same moment counts after this one has committed or rolled back
     if per_hour and adding > per_hour:
         raise QuotaExceeded(f"{adding} facts for user {user_id!r} in one call; at most {per_hour} an hour are allowed "
                             "(AGENTMEM_USER_FACTS_PER_HOUR)")

@@ -1,7 +1,8 @@
 """A user's quota, on SQLite and on PostgreSQL: facts handed over in a rolling hour and facts held at once are
-counted per user from the ledger (the call's own facts included), a refusal says when to try again, and other
-users and the shared scope are not counted."""
+counted per user from the ledger (the call's own facts included), two calls at once are counted one after the other,
+a refusal says when to try again, and other users and the shared scope are not counted."""
 
+import threading
 import time
 
 import pytest
@@ -59,3 +60,40 @@ def test_facts_held_at_once_count_until_forgotten(ledger):
         ledger.forget(figs, None)
     said(ledger, "u1", "pears")(per_hour=0, max_facts=2)
     said(ledger, "u1", *[f"x{i}" for i in range(50)])(per_hour=0, max_facts=0)  # 0: no limit
+
+
+def test_two_calls_at_the_same_moment_are_counted_one_after_the_other(ledger):
+    """Each call alone fits the hour; together they do not. Counted at once, each would see only what was committed
+    before either began, and both would pass."""
+    counted, release, outcome = threading.Event(), threading.Event(), []
+
+    def first():
+        with ledger.transaction():
+            for o in ("figs", "plums"):
+                f = Fact(subject="User u1", relation="likes", object=o, user_id="u1")
+                ledger.spool(f.fact_id(), f, "accepted")
+            check_user_quota(ledger, "u1", 2, per_hour=3, max_facts=0)
+            counted.set()
+            release.wait(10)  # still open while the second call counts
+
+    def second():
+        counted.wait(10)
+        try:
+            said(ledger, "u1", "pears", "dates")(per_hour=3, max_facts=0)
+            outcome.append("passed")
+        except QuotaExceeded:
+            outcome.append("refused")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    try:
+        counted.wait(10)
+        time.sleep(0.5)
+        assert outcome == []  # the second call waits for the first to end
+    finally:
+        release.set()
+        for t in threads:
+            t.join(30)
+    assert outcome == ["refused"]
+    assert sorted(r["object"] for r in ledger.facts(user_id="u1")) == ["figs", "plums"]
