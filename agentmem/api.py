@@ -29,7 +29,7 @@ from .extract import ExtractionError
 from .facts import FactError
 from .facts.schema import MAX_FIELD_CHARS, MAX_OBJECT_CHARS
 from .metrics import MemoryCollector, render
-from .serving.auth import Forbidden, TokenMap, Unauthorized, acting_for
+from .serving.auth import Forbidden, TokenMap, Unauthorized, acting_for, issue
 from .storage.layout import ADAPTER_FILES
 from .storage.ledger import ACTIVE, FAILED, FORGOTTEN, PENDING, QUEUED, REJECTED, SPOOLED, SUPERSEDED
 from .storage.overview import users_overview
@@ -39,7 +39,7 @@ from .writer.writer_lock import LockBusy
 log = logging.getLogger("agentmem.api")
 
 UserId = Annotated[str, Field(pattern=f"^{USER_ID.pattern}$")]
-FactId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")]
+FactId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")]  # also a token's id
 # a write waits this long for a worker's batch to finish, then answers 503 with Retry-After: the API serves
 # one Memory call at a time, so a longer wait would hold every other request too
 WRITER_WAIT_S = 10.0
@@ -142,6 +142,20 @@ class UserForgotten(BaseModel):
     facts: int = Field(description="how many facts of the user went")
 
 
+class TokenInfo(BaseModel):
+    id: str = Field(description="names the token in listings and revocation; not the token")
+    user_id: str
+    created: float
+
+
+class IssuedToken(TokenInfo):
+    token: str = Field(description="the bearer token: shown in this answer once, kept nowhere")
+
+
+class Revoked(BaseModel):
+    revoked: str
+
+
 class SleepStarted(BaseModel):
     runs_in: Literal["celery", "thread"]
 
@@ -206,11 +220,11 @@ class Caller:
 class Tokens:
     """Bearer tokens and the users they act for (see serving/auth.py)."""
 
-    def __init__(self, tokens: dict[str, str], dev: bool):
+    def __init__(self, tokens: dict[str, str], dev: bool, issued=None):
         if not tokens and not dev:
             raise ValueError("the API needs at least one bearer token (AGENTMEM_API_TOKENS, e.g. "
                              "'{\"<random token>\": \"<user id>\"}'); for a local development run pass --dev")
-        self.tokens = TokenMap(tokens)
+        self.tokens = TokenMap(tokens, issued)
         self.dev = dev and not tokens
 
     def check(self, creds: HTTPAuthorizationCredentials | None) -> Caller:
@@ -301,7 +315,7 @@ def declared_query_only(request: Request) -> None:
 
 def create_app(mem, dev: bool = False) -> FastAPI:
     """The API over an open `Memory`. Without tokens in its settings it refuses to build unless `dev`."""
-    tokens = Tokens(mem.settings.api_tokens, dev)
+    tokens = Tokens(mem.settings.api_tokens, dev, issued=mem.ledger.token_user)
     # one Memory call at a time: its ledger connection is shared and its transactions must not interleave
     lock = threading.Lock()
     collector = MemoryCollector(mem.ledger, mem.backlog, mem.layout.sleep_reports)
@@ -442,6 +456,29 @@ def create_app(mem, dev: bool = False) -> FastAPI:
         caller.acting_for(user_id)
         with memory() as m:
             return UserForgotten(forgotten_user=user_id, facts=m.forget_user(user_id, wait=WRITER_WAIT_S))
+
+    @app.post("/v1/users/{user_id}/tokens", response_model=IssuedToken, status_code=201, tags=["operator"])
+    def issue_token(user_id: UserId, caller: Authed):
+        """A new bearer token for the user (operators only): it acts for them at once, here and in every model
+        server of the home, with no restart. The answer is the only place the token is ever shown."""
+        caller.require_operator()
+        with lock:
+            return issue(mem.ledger, user_id)
+
+    @app.get("/v1/tokens", response_model=list[TokenInfo], tags=["memory"])
+    def list_tokens(caller: Authed, user_id: Annotated[UserId | None, Query()] = None):
+        """The issued tokens (never the tokens themselves): the caller's own, or for an operator everyone's or
+        `user_id`'s. Tokens from AGENTMEM_API_TOKENS are not listed."""
+        with lock:
+            return mem.ledger.tokens(caller.acting_for(user_id))
+
+    @app.delete("/v1/tokens/{token_id}", response_model=Revoked, tags=["memory"])
+    def revoke_token(token_id: FactId, caller: Authed):
+        """Revoke an issued token (an operator, or its own user): refused at once by every API and model server."""
+        with lock:
+            if mem.ledger.drop_token(token_id, caller.user_id) is None:
+                raise HTTPException(404, f"no token with id {token_id!r}")
+        return Revoked(revoked=token_id)
 
     @app.get("/v1/status", response_model=Status, tags=["memory"])
     def status(caller: Authed):

@@ -112,6 +112,18 @@ class MemoryClient:
         """Start a night now (an operator's token); returns where it runs ("celery" or "thread")."""
         return self._call("POST", "/v1/sleep")["runs_in"]
 
+    def issue_token(self, user_id: str) -> dict:
+        """A new token for `user_id` (an operator's token): id, user_id, created, and the token, shown only here."""
+        return self._call("POST", f"/v1/users/{_segment(user_id)}/tokens")
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke an issued token (an operator's, or its own user's): refused at once by the API and the server."""
+        self._call("DELETE", f"/v1/tokens/{_segment(token_id)}")
+
+    def tokens(self, user_id: str | None = None) -> list[dict]:
+        """The issued tokens by id (never the tokens): the caller's own, or an operator's choice."""
+        return self._call("GET", "/v1/tokens", params=_params(user_id=user_id))
+
     # -- reading ---------------------------------------------------------------
 
     def facts(self, user_id: str | None = None, status: str | tuple[str, ...] | None = None) -> list[dict]:

@@ -78,7 +78,7 @@ def two_users(api):
     return fa["id"], fb["id"]
 
 
-PROTECTED = [("get", "/v1/facts"), ("post", "/v1/facts"), ("get", "/v1/status"), ("post", "/v1/observe"), ("get", "/v1/facts/f_1"),
+PROTECTED = [("get", "/v1/tokens"), ("post", "/v1/users/carol/tokens"), ("delete", "/v1/tokens/tok_1"), ("get", "/v1/facts"), ("post", "/v1/facts"), ("get", "/v1/status"), ("post", "/v1/observe"), ("get", "/v1/facts/f_1"),
              ("get", "/v1/facts/f_1/history"), ("delete", "/v1/facts/f_1"), ("post", "/v1/sleep"),
              ("post", "/v1/adapters"), ("get", "/metrics"), ("delete", "/v1/users/alice"), ("get", "/v1/users")]
 
@@ -90,7 +90,8 @@ def test_requests_without_or_with_a_wrong_token_are_refused(api):
             r = api.request(method, path, headers=headers, json={})
             assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
             assert r.headers["WWW-Authenticate"] == "Bearer"
-    for method, path in [("post", "/v1/sleep"), ("post", "/v1/adapters"), ("get", "/metrics"), ("get", "/v1/users")]:
+    for method, path in [("post", "/v1/sleep"), ("post", "/v1/adapters"), ("get", "/metrics"), ("get", "/v1/users"),
+                         ("post", "/v1/users/alice/tokens")]:
         r = api.request(method, path, headers=auth(ALICE), json={"path": "x"})
         assert r.status_code == 403, (path, r.text)
     assert api.get("/health").json()["status"] == "ok"
@@ -253,6 +254,25 @@ def test_an_operator_lists_the_users_with_memory(api, mem, two_users):
     assert set(listed) == {f["user_id"] for f in mem.facts() if f["user_id"]} >= {"bob"}  # the shared scope is none
     assert listed["bob"]["facts"] == mem.ledger.counts("bob") and listed["bob"]["version"] == 0
     assert api.get("/v1/users", params={"limit": 1}, headers=auth(ADMIN)).json() == r.json()[:1]
+
+
+def test_an_operator_issues_a_token_that_acts_at_once_and_is_refused_once_revoked(api, mem, two_users):
+    r = api.post("/v1/users/carol/tokens", headers=auth(ADMIN))
+    assert r.status_code == 201, r.text
+    issued = r.json()
+    carol = auth(issued["token"])
+    assert api.post("/v1/observe", json=said("I live in Quito."), headers=carol).json()["user_id"] == "carol"
+    assert [f["object"] for f in api.get("/v1/facts", headers=carol).json()] == ["Quito"]  # hers alone
+    assert api.get(f"/v1/facts/{two_users[0]}", headers=carol).status_code == 404
+    assert api.post("/v1/users/carol/tokens", headers=carol).status_code == 403  # only operators issue tokens
+    assert api.post("/v1/users/not a user/tokens", headers=auth(ADMIN)).status_code == 422
+    listed = api.get("/v1/tokens", headers=carol).json()
+    assert [(t["id"], t["user_id"]) for t in listed] == [(issued["id"], "carol")] and "token" not in listed[0]
+    assert api.get("/v1/tokens", headers=auth(ALICE)).json() == []
+    assert api.delete(f"/v1/tokens/{issued['id']}", headers=auth(ALICE)).status_code == 404  # not alice's
+    assert api.delete(f"/v1/tokens/{issued['id']}", headers=carol).json() == {"revoked": issued["id"]}
+    assert api.get("/v1/facts", headers=carol).status_code == 401
+    assert mem.ledger.tokens("carol") == []
 
 
 def test_sleep_now_hands_a_night_to_the_workers(api, mem):
@@ -433,5 +453,5 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app, two_use
                 ran.pop()
             except Exception as e:  # every operation runs; each one's failure is reported below
                 failures[ran[-1]] = f"{type(e).__name__}: {e}"[:3000]
-    assert len(ran) == 25, ran  # every route but the OpenAPI description, both ways (/health takes no input)
+    assert len(ran) == 31, ran  # every route but the OpenAPI description, both ways (/health takes no input)
     assert not failures, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())

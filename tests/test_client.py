@@ -116,6 +116,22 @@ def test_a_user_observes_over_http_and_is_answered_from_their_own_memory_alone(c
     assert "lisbon" not in u1.ask("Where do I live?").lower()
 
 
+def test_a_user_signs_up_with_a_token_issued_while_every_service_runs(clients, stack):
+    admin = clients["admin"]
+    issued = admin.issue_token("u3")
+    with pytest.raises(PermissionError, match="operator"):
+        clients["u1"].issue_token("u3")
+    with MemoryClient(stack[0], server_url=stack[1], token=issued["token"]) as u3:
+        assert u3.facts() == [] and u3.ask("What is the capital of France?")  # both servers know it already
+        assert [t["id"] for t in u3.tokens()] == [issued["id"]]
+        u3.revoke_token(issued["id"])
+        with pytest.raises(PermissionError):
+            u3.facts()
+        with pytest.raises(PermissionError):
+            u3.ask("What is the capital of France?")
+    assert admin.tokens("u3") == []
+
+
 def test_langchain_runs_on_the_client_and_past_a_users_quota_nothing_more_is_learned(clients):
     u2 = clients["u2"]
     history = AgentMemChatHistory(memory=u2, user_id="u2", session_id="s1")

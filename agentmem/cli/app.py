@@ -20,9 +20,10 @@ import typer
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from ..config import Settings, settings_error
+from ..config import USER_ID, Settings, settings_error
 from ..facts import Fact, FactError, load_jsonl
 from ..logs import setup
+from ..serving.auth import issue
 from ..storage.layout import Layout
 from ..storage.ledger import ACTIVE, PENDING, WAITING, Ledger
 from ..storage.overview import overview, users_overview
@@ -264,6 +265,51 @@ def users(home: Optional[Path] = HomeOpt, limit: int = typer.Option(100, "--limi
     emit(rows, as_json, "\n".join(
         f"{u['user_id']}  version {u['version']}  " + ", ".join(f"{n} {s}" for s, n in sorted(u["facts"].items()))
         + (f"  last night: {u['night']['outcome']}" if u["night"] else "") for u in rows) or "(no users)")
+
+
+tokens = typer.Typer(no_args_is_help=True, help="Bearer tokens issued to users: acting at once, revoked at once, "
+                                                 "in every API and model server of the home, with no restart.")
+app.add_typer(tokens, name="token")
+
+
+@tokens.command("create")
+def token_create(user_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
+    """Issue a new token for USER_ID. It is printed once: only its SHA-256 is kept."""
+    if not USER_ID.fullmatch(user_id):
+        fail(f"user id {user_id!r} must match {USER_ID.pattern}")
+    ledger = open_ledger(Settings(**given(home=home)))
+    try:
+        out = issue(ledger, user_id)
+    finally:
+        ledger.close()
+    emit(out, as_json, f"{out['token']}\n(token {out['id']} for {user_id}; it is not shown again)")
+
+
+@tokens.command("list")
+def token_list(home: Optional[Path] = HomeOpt, user_id: Optional[str] = typer.Option(None, "--user"),
+               as_json: bool = JsonOpt):
+    """The issued tokens, by id (never the tokens): everyone's, or one user's."""
+    ledger = open_ledger(Settings(**given(home=home)))
+    try:
+        rows = ledger.tokens(user_id)
+    finally:
+        ledger.close()
+    emit(rows, as_json, "\n".join(f"{r['id']}  {r['user_id']}  issued "
+                                  f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(r['created']))} UTC"
+                                  for r in rows) or "(no tokens)")
+
+
+@tokens.command("revoke")
+def token_revoke(token_id: str, home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
+    """Revoke the token TOKEN_ID (as `token list` names it): refused from now on."""
+    ledger = open_ledger(Settings(**given(home=home)))
+    try:
+        user = ledger.drop_token(token_id)
+    finally:
+        ledger.close()
+    if user is None:
+        fail(f"no token with id {token_id!r}")
+    emit({"revoked": token_id, "user_id": user}, as_json, f"revoked {token_id} of {user}")
 
 
 @app.command()

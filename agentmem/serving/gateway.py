@@ -89,7 +89,7 @@ class Gateway:
         self.server_name = server_name
         self.ledger = Ledger.open(self.layout, database_url)
         self.lock = RWLock()
-        self.tokens = TokenMap(tokens or {})
+        self.tokens = TokenMap(tokens or {}, issued=self.ledger.token_user)
         self.dev = dev
         self.live: Published | None = None
         self._changed = asyncio.Event()
@@ -170,10 +170,13 @@ class Gateway:
         named = body.pop("user", None)
         if named is not None and (not isinstance(named, str) or not named.strip() or len(named) > 128):
             raise Forbidden("user must be a user id (text of at most 128 characters)")
+        auth = request.headers.get("authorization", "")
+        bearer = auth[len("bearer "):].strip() if auth[:7].lower() == "bearer " else None
         if self.tokens:
-            auth = request.headers.get("authorization", "")
-            bearer = auth[len("bearer "):].strip() if auth[:7].lower() == "bearer " else None
             return acting_for(self.tokens.user_of(bearer), named)
+        # without tokens of its own, a token issued to a user still acts for them (any other is ignored, as before)
+        if bearer and (issued := self.tokens.issued_user(bearer)) is not None:
+            return acting_for(issued, named)
         if named is not None and not self.dev:
             raise Forbidden("this server answers for no user: it has no tokens (AGENTMEM_API_TOKENS) and is not --dev")
         return named
@@ -266,7 +269,7 @@ def create_app(gw: Gateway) -> FastAPI:
         if model != MODEL_ID:
             return _error(404, f"model {model!r} does not exist; this server offers {MODEL_ID!r}", "not_found_error")
         try:
-            user = gw.user_of(request, body)
+            user = await asyncio.to_thread(gw.user_of, request, body)  # an issued token is read from the ledger
         except Unauthorized as e:
             return _error(401, str(e), "authentication_error")
         except Forbidden as e:

@@ -111,6 +111,17 @@ USER_VERSIONS = Table(
     Column("detail", Text, nullable=False),
 )
 
+# Bearer tokens issued to users while the services run (those in AGENTMEM_API_TOKENS are not here): only each
+# token's SHA-256 is kept, so the ledger (and a backup of it) cannot be used to act as anyone
+TOKENS = Table(
+    "tokens", METADATA,
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("digest", Text, nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+    Index("tokens_user", "user_id"),
+)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 # the databases the ledger runs on, each with its INSERT ... ON CONFLICT (the same statement, spelled per dialect)
 UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -350,13 +361,14 @@ class Ledger:
                                                    detail=json.dumps(detail, sort_keys=True)))
 
     def drop_user(self, scope: str) -> int:
-        """Remove every fact of a user's scope with its events, aliases and versions: the ledger keeps no value
-        of theirs, only an event that they were forgotten and how many facts went. Returns that number."""
+        """Remove every fact of a user's scope with its events, aliases, versions and tokens: the ledger keeps no
+        value of theirs, only an event that they were forgotten and how many facts went. Returns that number."""
         ids = select(FACTS.c.id).where(FACTS.c.scope == scope).scalar_subquery()
         self._execute(delete(EVENTS).where(EVENTS.c.fact_id.in_(ids)))
         n = len(self._execute(delete(FACTS).where(FACTS.c.scope == scope).returning(FACTS.c.id)))
         self._execute(delete(ALIASES).where(ALIASES.c.user_id == scope))
         self._execute(delete(USER_VERSIONS).where(USER_VERSIONS.c.scope == scope))
+        self._execute(delete(TOKENS).where(TOKENS.c.user_id == scope))
         self.event(None, USER_FORGOTTEN, facts=n)
         return n
 
@@ -431,6 +443,28 @@ class Ledger:
             raise RuntimeError("hold_user is held until its transaction ends: call it inside one")
         if not self._sqlite:
             self._local.conn.execute(select(func.pg_advisory_xact_lock(USER_LOCK, func.hashtext(user_id))))
+
+    def add_token(self, token_id: str, user_id: str, digest: str) -> dict:
+        row = {"id": token_id, "user_id": user_id, "digest": digest, "created": time.time()}
+        self._execute(insert(TOKENS).values(**row))
+        return {k: row[k] for k in ("id", "user_id", "created")}
+
+    def token_user(self, digest: str) -> str | None:
+        """The user an issued token acts for, by the token's digest; None if no such token is held."""
+        row = self._first(select(TOKENS.c.user_id).where(TOKENS.c.digest == digest))
+        return row and row["user_id"]
+
+    def tokens(self, user_id: str | None = None) -> list[dict]:
+        """Issued tokens (id, user_id, created; never the token), oldest first: one user's, or everyone's."""
+        q = select(TOKENS.c.id, TOKENS.c.user_id, TOKENS.c.created).order_by(TOKENS.c.created, TOKENS.c.id)
+        return self._rows(q if user_id is None else q.where(TOKENS.c.user_id == user_id))
+
+    def drop_token(self, token_id: str, user_id: str | None = None) -> str | None:
+        """Revoke an issued token (only if it is `user_id`'s, when given); returns the user it acted for, None if
+        there was no such token."""
+        q = delete(TOKENS).where(TOKENS.c.id == token_id)
+        rows = self._execute((q if user_id is None else q.where(TOKENS.c.user_id == user_id)).returning(TOKENS.c.user_id))
+        return rows[0][0] if rows else None
 
     def spooled_times(self, user_id: str, since: float) -> list[float]:
         """When each of the user's facts was accepted toward the queue since `since`, oldest first (a fact stated

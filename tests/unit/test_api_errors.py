@@ -12,6 +12,7 @@ from agentmem.api import create_app
 from agentmem.config import Settings
 from agentmem.extract import LLMExtractor
 from agentmem.storage.layout import Layout
+from agentmem.storage.ledger import Ledger
 
 
 class Unreachable:
@@ -20,7 +21,7 @@ class Unreachable:
     def __init__(self, home, url: str):
         self.settings = Settings(home=home)
         self.layout = Layout(home)
-        self.ledger = None
+        self.ledger = Ledger.open(self.layout)
         self.extractor = LLMExtractor(url, "m", timeout=2)
 
     def backlog(self):

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from agentmem.config import Settings
+from agentmem.serving.auth import issue
 from agentmem.serving.gateway import MIN_VERSION_HEADER, Gateway, create_app
 from agentmem.serving.limits import Limits
 from agentmem.storage.layout import MANIFEST_FILE, WEIGHTS_FILE, Layout
@@ -158,6 +159,31 @@ def test_each_request_is_answered_with_the_adapter_of_the_user_its_token_acts_fo
         async with running(tmp_path, dev, dev=True) as (gw, client):
             assert (await client.post("/v1/chat/completions", json={**CHAT, "user": "u1"})).status_code == 200
             assert dev.users == ["u1-b"]
+
+    asyncio.run(main())
+
+
+def test_a_token_issued_while_serving_acts_for_its_user_at_once_and_is_refused_once_revoked(tmp_path):
+    async def main():
+        engine = FakeEngine()
+        publish(tmp_path, 1)
+        ledger = Ledger.open(Layout(tmp_path))
+        with ledger.transaction():
+            ledger.add_user_version("u3", 1, "u3-a", facts=[])
+        # a server with tokens of its own, where a revoked token is 401; and one without, which answers it as a
+        # request without a token: from the shared memory alone
+        for tokens, after in (({"o" * 20: "*"}, 401), ({}, 200)):
+            async with running(tmp_path, engine, tokens=tokens, wait_s=0.3) as (gw, client):
+                issued = issue(ledger, "u3")
+                mine = {"Authorization": f"Bearer {issued['token']}"}
+                r = await client.post("/v1/chat/completions", json=CHAT, headers=mine)
+                assert r.status_code == 200 and engine.users[-1] == "u3-a"
+                other = await client.post("/v1/chat/completions", json={**CHAT, "user": "u1"}, headers=mine)
+                assert other.status_code == 403
+                ledger.drop_token(issued["id"])
+                r = await client.post("/v1/chat/completions", json=CHAT, headers=mine)
+                assert r.status_code == after and (after == 401 or engine.users[-1] is None)
+        ledger.close()
 
     asyncio.run(main())
 

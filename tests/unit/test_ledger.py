@@ -29,7 +29,7 @@ from agentmem.writer.pipeline import TRANSIENT
 
 ROOT = Path(__file__).resolve().parents[2]
 FACT = Fact(subject="Thea Albescu", relation="lives in", object="Oslo")
-HEAD = "0005"  # the newest migration (storage/migrations/versions)
+HEAD = "0006"  # the newest migration (storage/migrations/versions)
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request):
     """None (the home's SQLite file, the default) or the URL of an emptied PostgreSQL database."""
