@@ -52,10 +52,13 @@ class AgentMemChatHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: list[BaseMessage]) -> None:
         for m in messages:
+            before = self._messages[-1:]
             self._messages.append(m)
             if isinstance(m, HumanMessage):
+                # with the assistant's message before it, a short reply answers its question ("Lisbon.")
+                asked = [b for b in before if isinstance(b, AIMessage)]
                 try:
-                    self.observed.extend(self.memory.observe([m], user_id=self.user_id))
+                    self.observed.extend(self.memory.observe([*asked, m], user_id=self.user_id))
                 except QuotaExceeded as e:  # the conversation goes on; only its learning waits
                     log.warning("not learned: %s", e)
                     self.not_learned.append(str(e))

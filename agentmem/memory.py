@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .config import Settings
-from .extract import chat_messages, make_extractor, user_turns
+from .extract import chat_messages, make_extractor, replies
+from .extract.answers import answered
 from .extract.corrections import corrected
 from .extract.people import naming, resolve_facts
 from .extract.when import dated
@@ -198,12 +199,14 @@ class Memory:
         secrets = []
         aliases = self.ledger.aliases(user_id)
         said: list[Fact] = []  # the turn before's facts, for a turn that only corrects them
-        for text in user_turns(messages):
+        for question, text in replies(messages):
             turn_reason = self.policy.screen_turn(text)
             if self.settings.policy.secrets and (why := secret_in(text[:20_000])):
                 secrets.append(why)
-            # what the user says of "my aunt" once she is named in full is about her by name
-            said = self.extractor.extract(text, user_id) or corrected(said, text)
+            # what the user says of "my aunt" once she is named in full is about her by name; a short reply
+            # answers the assistant's question ("Where do you live?" "Lisbon.")
+            said = (self.extractor.extract(text, user_id) or answered(question, text, user_id)
+                    or corrected(said, text))
             facts = dated(resolve_facts(said, aliases), text, time.time())
             for f, secret in zip(facts, self.policy.screen_secrets(text, facts)):
                 found.pop(f.key, None)  # a later statement replaces an earlier one

@@ -1,8 +1,10 @@
 """People the user names, on the real bundled model: their relation to the user is an alias in the ledger, so
-questions by relation and by name reach the same facts, and what is said later of "my aunt" is about her."""
+questions by relation and by name reach the same facts, and what is said later of "my aunt" is about her; and a
+short reply to the assistant's question ("Where do you live?" "Porto.") is remembered as the fact it answers."""
 
 import pytest
 
+from agentmem.adapters.langchain import AgentMemChatHistory
 from agentmem.storage.ledger import ACTIVE, SUPERSEDED
 
 
@@ -38,6 +40,20 @@ def test_an_aunt_named_in_full_is_asked_about_by_relation_and_by_name(open_memor
     assert mem.wait(timeout=900) and mem.ledger.get(named.id)["status"] == SUPERSEDED
     mem.forget(renamed[0].id)
     assert mem.ledger.aliases("u1") == {}
+
+
+def test_short_replies_to_the_assistants_questions_are_remembered_and_answered_in_a_new_conversation(open_memory):
+    mem = open_memory()
+    history = AgentMemChatHistory(memory=mem, user_id="u7")
+    for question, reply in [("Nice to meet you! Where do you live?", "Porto."), ("And what is your dog called?", "Biscuit!"),
+                            ("What is your name?", "I'd rather not say.")]:
+        history.add_ai_message(question)
+        history.add_user_message(reply)
+    assert triples(history.observed) == {("User u7", "lives in", "Porto"), ("User u7", "owns a dog named", "Biscuit")}
+    assert mem.wait(timeout=900)
+    assert "porto" in mem.ask("Where do I live?", user_id="u7").lower()
+    assert "biscuit" in mem.ask("What is my dog's name?", user_id="u7").lower()
+    assert "porto" not in mem.ask("Where do I live?", user_id="u8").lower()
 
 
 # (what the user says, the triples the hook stores, questions by relation and by name with a word of their answer)

@@ -29,11 +29,11 @@ The extractor is chosen by `make_extractor` (settings: `extractor`, `extractor_u
 from .base import ExtractionError, Extractor
 from .both import Both
 from .llm import LLMExtractor
-from .messages import chat_messages, extract_messages, user_turns
+from .messages import chat_messages, extract_messages, replies, user_turns
 from .rules import RuleExtractor
 
 __all__ = ["Both", "ExtractionError", "Extractor", "LLMExtractor", "RuleExtractor", "chat_messages", "extract_messages",
-           "make_extractor", "user_turns"]
+           "make_extractor", "replies", "user_turns"]
 
 
 def make_extractor(kind: str = "rules", url: str | None = None, model: str | None = None,

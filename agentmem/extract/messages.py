@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..facts import Fact
+from .answers import answered
 from .base import Extractor, latest
 from .corrections import corrected
 
@@ -28,6 +29,21 @@ def user_turns(messages: Iterable[Any]) -> list[str]:
     """The text of each user turn, in order: dicts with role/content or LangChain messages (type "human")."""
     return [_text_of(m) for m in messages if _role_of(m) in ("user", "human")]
 
+
+
+def replies(messages: Iterable[Any]) -> list[tuple[str | None, str]]:
+    """Each user turn's text, with the assistant's message just before it (None if the turn does not answer one)."""
+    out, last = [], None
+    for m in messages:
+        role = _role_of(m)
+        if role in ("user", "human"):
+            out.append((last, _text_of(m)))
+            last = None
+        elif role in ("assistant", "ai"):
+            last = _text_of(m)
+    return out
+
+
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "system": "system"}
 
 
@@ -38,10 +54,11 @@ def chat_messages(messages: Iterable[Any]) -> list[dict]:
 
 def extract_messages(messages: Iterable[Any], extractor: Extractor, user_id: str = "default") -> list[Fact]:
     """Facts from the user turns of a conversation; a later statement about the same subject and
-    relation replaces an earlier one, and a turn that only names the right value corrects the one before."""
+    relation replaces an earlier one, a short reply answers the assistant's question before it, and a turn that
+    only names the right value corrects the one before."""
     facts: list[Fact] = []
     last: list[Fact] = []
-    for text in user_turns(messages):
-        last = extractor.extract(text, user_id) or corrected(last, text)
+    for question, text in replies(messages):
+        last = extractor.extract(text, user_id) or answered(question, text, user_id) or corrected(last, text)
         facts += last
     return latest(facts)
