@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     serve_max_n: int = Field(Limits.max_n, ge=1)
     serve_max_logprobs: int = Field(Limits.max_logprobs, ge=0)
     serve_request_timeout_s: float = Field(Limits.request_timeout_s, gt=0)
+    # the memory API (`agentmem api`) to which `agentmem serve` hands each user's chat turn to be learned: any
+    # OpenAI client then gets memory by pointing at the server alone (unset: the server only answers)
+    serve_observe_url: str | None = None
     # services (api, worker, serve) log one JSON object per line with "json"
     log_format: Literal["text", "json"] = "text"
 
@@ -105,7 +108,7 @@ class Settings(BaseSettings):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {v!r}")
         return v
 
-    @field_validator("extractor_url", "server_url")
+    @field_validator("extractor_url", "server_url", "serve_observe_url")
     @classmethod
     def _url(cls, v):
         if v is not None and not v.startswith(("http://", "https://")):

@@ -49,7 +49,9 @@ def stack(tmp_path_factory):
                             "--port", str(port)], stdout=api_log.open("w"), stderr=subprocess.STDOUT,
                            env={**os.environ, "HF_HUB_OFFLINE": "1", "AGENTMEM_API_TOKENS": TOKENS,
                                 "AGENTMEM_USER_FACTS_PER_HOUR": str(PER_HOUR)})
-    server = ServeProcess(home, "embedded", env={"AGENTMEM_API_TOKENS": TOKENS})
+    # the server hands each user's chat turn to the API: an OpenAI client alone gets memory
+    server = ServeProcess(home, "embedded", env={"AGENTMEM_API_TOKENS": TOKENS,
+                                                 "AGENTMEM_SERVE_OBSERVE_URL": f"http://127.0.0.1:{port}"})
     try:
         server.start()
         url = f"http://127.0.0.1:{port}"
@@ -130,6 +132,29 @@ def test_a_user_signs_up_with_a_token_issued_while_every_service_runs(clients, s
         with pytest.raises(PermissionError):
             u3.ask("What is the capital of France?")
     assert admin.tokens("u3") == []
+
+
+def test_an_openai_client_pointed_at_the_server_alone_gets_memory(clients, stack):
+    """No agentmem code on the application's side: its chat requests carry the user's token, and what the user says
+    in them is learned."""
+    issued = clients["admin"].issue_token("u4")
+
+    def chat(*turns: str) -> str:
+        messages = [{"role": "assistant" if i % 2 else "user", "content": t} for i, t in enumerate(turns)]
+        r = httpx.post(f"{stack[1]}/v1/chat/completions", timeout=120, headers={"Authorization": f"Bearer {issued['token']}"},
+                       json={"model": "agentmem", "temperature": 0, "max_tokens": 24, "messages": messages})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"].lower()
+
+    chat("Hi! I just moved here.", "Welcome! What is your cat called?", "Miso.")
+    with MemoryClient(stack[0], token=issued["token"]) as u4:
+        deadline = time.monotonic() + 60
+        while not (learned := u4.facts()):
+            assert time.monotonic() < deadline, "the turn never reached the memory API"
+            time.sleep(0.25)
+        assert [(f["subject"], f["relation"], f["object"]) for f in learned] == [("User u4", "owns a cat named", "Miso")]
+        assert u4.wait(timeout=180)
+    assert "miso" in chat("What is my cat's name?")  # a new conversation
 
 
 def test_langchain_runs_on_the_client_and_past_a_users_quota_nothing_more_is_learned(clients):

@@ -401,6 +401,9 @@ def serve(
     max_cpu_loras: int = typer.Option(16, "--max-cpu-loras", help="vLLM: users' adapters kept loaded"),
     max_model_len: int = typer.Option(2048, "--max-model-len", help="vLLM's context length"),
     dev: bool = typer.Option(False, "--dev", help="no tokens: trust the OpenAI `user` field (loopback only)"),
+    observe_url: Optional[str] = typer.Option(None, "--observe-url", envvar="AGENTMEM_SERVE_OBSERVE_URL",
+                                              help="the memory API (`agentmem api`) to hand each user's chat turn "
+                                                   "to, to be learned"),
     loglevel: str = typer.Option("INFO", "--loglevel"), device: Optional[str] = DeviceOpt,
 ):
     """The OpenAI-compatible model server: always the newest published version, labelled in every answer.
@@ -412,7 +415,7 @@ def serve(
     from ..serving.model_store import resolve
     from ..storage import base_model
 
-    settings = Settings(**given(home=home, model=model, device=device))
+    settings = Settings(**given(home=home, model=model, device=device, serve_observe_url=observe_url))
     setup(settings.log_format, loglevel)
     home_dir = Layout(settings.home).home
     model_dir = resolve(settings.model, settings.cache_dir)
@@ -431,7 +434,8 @@ def serve(
              "users' adapters would not load")
     engine_ = make_engine(engine, model_dir, home_dir, max_lora_rank, max_model_len, settings.device, max_loras,
                           max_cpu_loras)
-    run(home_dir, engine_, host, port, limits, settings.database_url, settings.api_tokens, dev)
+    run(home_dir, engine_, host, port, limits, settings.database_url, settings.api_tokens, dev,
+        settings.serve_observe_url)
 
 
 @app.command()

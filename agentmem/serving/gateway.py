@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -32,6 +33,8 @@ from .limits import Limits, RequestError, checked, count
 from .wire import MIN_USER_VERSION_HEADER, MIN_VERSION_HEADER, MODEL_ID, USER_VERSION_HEADER, VERSION_HEADER
 
 log = logging.getLogger(__name__)
+
+HANDED_CHARS = 2_000  # of the assistant's message handed over with a turn: its closing question is what counts
 
 
 
@@ -79,7 +82,7 @@ class Gateway:
 
     def __init__(self, home: Path, engine, poll_s: float = 0.05, wait_s: float = 60.0, server_name: str = "",
                  limits: Limits = Limits(), database_url: str | None = None, tokens: dict[str, str] | None = None,
-                 dev: bool = False):
+                 dev: bool = False, observe_url: str | None = None):
         self.home = Path(home)
         self.layout = Layout(self.home)
         self.engine = engine
@@ -91,6 +94,9 @@ class Gateway:
         self.lock = RWLock()
         self.tokens = TokenMap(tokens or {}, issued=self.ledger.token_user)
         self.dev = dev
+        # where each user's chat turn is handed to be learned (the memory API), and those hand-overs in flight
+        self.observer = httpx.AsyncClient(base_url=observe_url.rstrip("/"), timeout=30.0) if observe_url else None
+        self._observing: set[asyncio.Task] = set()
         self.live: Published | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -109,6 +115,10 @@ class Gateway:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._observing:
+            await asyncio.wait(self._observing, timeout=10)
+        if self.observer is not None:
+            await self.observer.aclose()
         await self.engine.stop()
         self.ledger.close()
 
@@ -181,6 +191,38 @@ class Gateway:
             raise Forbidden("this server answers for no user: it has no tokens (AGENTMEM_API_TOKENS) and is not --dev")
         return named
 
+    def observe(self, request: Request, messages: list, user: str | None) -> None:
+        """Hand the user's last turn (with the assistant's message before it) to the memory API to be learned, in
+        the background and as the same caller: the answer never waits for it, nor fails with it."""
+        if self.observer is None or user is None:
+            return
+        turn = [{"role": m["role"], "content": text[-HANDED_CHARS:] if m["role"] == "assistant" else text}
+                for m in messages[-2:] if m.get("role") in ("assistant", "user") and (text := _text(m))]
+        if not turn or turn[-1]["role"] != "user":
+            return
+        auth = request.headers.get("authorization")
+        task = asyncio.create_task(self._hand_over(turn, user, {"Authorization": auth} if auth else {}))
+        self._observing.add(task)
+        task.add_done_callback(self._observing.discard)
+
+    async def _hand_over(self, turn: list, user: str, headers: dict) -> None:
+        """POST the turn to the memory API, tried again while it is unreachable or busy (observing twice is
+        harmless: a fact said again is known)."""
+        for delay in (0.5, 2.0, 8.0, None):
+            try:
+                r = await self.observer.post("/v1/observe", json={"messages": turn, "user_id": user}, headers=headers)
+                if r.status_code == 200:
+                    return
+                why = f"it answered {r.status_code}: {r.text[:200]}"
+                if r.status_code != 503:
+                    break
+            except httpx.HTTPError as e:
+                why = f"it is unreachable ({e})"
+            if delay is not None:
+                await asyncio.sleep(delay)
+        log.warning("a chat turn of user %s was not learned: the memory API at %s %s", user, self.observer.base_url,
+                    why)
+
     async def user_adapter(self, user: str | None, at_least: int = 0) -> UserAdapter | None | bool:
         """The user's newest adapter, waiting up to wait_s for their version `at_least`; False if it never came."""
         if user is None:
@@ -230,6 +272,14 @@ async def _close(chunks, lock: RWLock) -> None:
         await chunks.aclose()
     finally:
         await lock.release_read()
+
+
+def _text(message: dict) -> str:
+    """A checked message's text: its content, or its text parts joined."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else ""
 
 
 def _error_body(status: int, message: str, kind: str) -> dict:
@@ -292,6 +342,7 @@ def create_app(gw: Gateway) -> FastAPI:
             if not await gw.wait_for(n):
                 return _error(503, f"version {n} is not live yet (live: {gw.version})", "unavailable")
         if route == "chat":
+            gw.observe(request, body["messages"], user)
             # read once the versions asked for are live: a fact they made active changes how it is asked
             body["messages"] = await asyncio.to_thread(keyed_conversation, gw.ledger, body["messages"], user)
         try:
@@ -403,7 +454,8 @@ def _vllm_installed() -> bool:
 
 
 def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          database_url: str | None = None, tokens: dict[str, str] | None = None, dev: bool = False) -> None:
+          database_url: str | None = None, tokens: dict[str, str] | None = None, dev: bool = False,
+          observe_url: str | None = None) -> None:
     """Start the engine, bring it to the newest version, then answer on host:port until SIGINT or SIGTERM.
 
     The port opens only once the newest version is live, so a client that
@@ -412,7 +464,7 @@ def serve(home: Path, engine, host: str = "127.0.0.1", port: int = 8000, limits:
 
     async def main():
         gw = Gateway(home, engine, server_name=f"{host}:{port}:{os.getpid()}", limits=limits,
-                     database_url=database_url, tokens=tokens, dev=dev)
+                     database_url=database_url, tokens=tokens, dev=dev, observe_url=observe_url)
         await gw.start()
         server = uvicorn.Server(uvicorn.Config(create_app(gw), host=host, port=port, log_level="warning",
                                                access_log=False))

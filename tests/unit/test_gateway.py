@@ -188,6 +188,45 @@ def test_a_token_issued_while_serving_acts_for_its_user_at_once_and_is_refused_o
     asyncio.run(main())
 
 
+def test_each_users_turn_is_handed_to_the_memory_api_and_the_answer_never_waits_for_it(tmp_path):
+    """The memory API here is canned; tests/test_client.py hands turns to the real one."""
+    handed, answer = [], {"status": 200}
+
+    async def memory_api(request: httpx.Request) -> httpx.Response:
+        handed.append((json.loads(request.content), request.headers.get("authorization")))
+        return httpx.Response(answer["status"], json={})
+
+    tokens = {"t" * 20: "u1", "o" * 20: "*"}
+
+    async def main():
+        publish(tmp_path, 1)
+        async with running(tmp_path, FakeEngine(), tokens=tokens, observe_url="http://memory-api") as (gw, client):
+            await gw.observer.aclose()
+            gw.observer = httpx.AsyncClient(base_url="http://memory-api", transport=httpx.MockTransport(memory_api))
+            conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello! Where do you live?"},
+                    {"role": "user", "content": [{"type": "text", "text": "Porto."}]}]
+            r = await client.post("/v1/chat/completions", json={**CHAT, "messages": conv},
+                                  headers={"Authorization": f"Bearer {'t' * 20}"})
+            assert r.status_code == 200
+            await until(lambda: len(handed) == 1)
+            assert handed[0] == ({"messages": [{"role": "assistant", "content": "Hello! Where do you live?"},
+                                               {"role": "user", "content": "Porto."}], "user_id": "u1"},
+                                 f"Bearer {'t' * 20}")
+            # an operator naming a user hands it as that user; naming no one, nothing is learned
+            for body in ({**CHAT, "user": "u2"}, CHAT):
+                assert (await client.post("/v1/chat/completions", json=body,
+                                          headers={"Authorization": f"Bearer {'o' * 20}"})).status_code == 200
+            await until(lambda: len(handed) == 2)
+            assert handed[1][0]["user_id"] == "u2"
+            answer["status"] = 500  # a memory API that fails costs the learning, never the answer
+            r = await client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {'t' * 20}"})
+            assert r.status_code == 200
+            await until(lambda: len(handed) == 3)
+        assert len(handed) == 3  # a 500 is not tried again; a 503 or an unreachable API is
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("breakage", ["unreadable", "pruned"])
 def test_a_version_that_cannot_be_applied_gives_way_to_a_newer_one(tmp_path, breakage):
     async def main():
