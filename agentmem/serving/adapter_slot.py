@@ -7,6 +7,7 @@ replica and the wake editor (which must edit through what is served) use this.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,12 +37,17 @@ class AdapterSlot:
         if name is None:
             self.model = self._peft.unload()
             self._peft = None
-        elif self._peft is None:
-            self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
         else:
-            self._peft.load_adapter(str(path), adapter_name=name)
-            self._peft.set_adapter(name)
-            self._peft.delete_adapter(old)
+            with warnings.catch_warnings():
+                # a user adapter names each kind of module once for all its layers, and holds pairs for some of them
+                # only: peft warns of the others, whose zero-initialised B adds nothing
+                warnings.filterwarnings("ignore", "Found missing adapter keys", UserWarning)
+                if self._peft is None:
+                    self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+                else:
+                    self._peft.load_adapter(str(path), adapter_name=name)
+                    self._peft.set_adapter(name)
+                    self._peft.delete_adapter(old)
         if self._peft is not None:
             self._peft.eval()
             for p in self._peft.parameters():
