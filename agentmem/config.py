@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     serve_max_n: int = Field(Limits.max_n, ge=1)
     serve_max_logprobs: int = Field(Limits.max_logprobs, ge=0)
     serve_request_timeout_s: float = Field(Limits.request_timeout_s, gt=0)
+    serve_user_requests_per_minute: int = Field(Limits.user_requests_per_minute, ge=0)
     # the memory API (`agentmem api`) to which `agentmem serve` hands each user's chat turn to be learned: any
     # OpenAI client then gets memory by pointing at the server alone (unset: the server only answers)
     serve_observe_url: str | None = None

@@ -426,7 +426,8 @@ def serve(
         ledger.close()
     limits = Limits(max_body_bytes=settings.serve_max_body_bytes, max_tokens=settings.serve_max_tokens,
                     max_n=settings.serve_max_n, max_logprobs=settings.serve_max_logprobs,
-                    request_timeout_s=settings.serve_request_timeout_s)
+                    request_timeout_s=settings.serve_request_timeout_s,
+                    user_requests_per_minute=settings.serve_user_requests_per_minute)
     if dev and host not in ("127.0.0.1", "localhost", "::1"):
         fail(f"--dev trusts the request's user field: it listens on loopback only, not {host}")
     if max_lora_rank < settings.user_max_rank:

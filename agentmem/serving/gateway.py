@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..storage.published import Published, UserAdapter, newest, newest_user
 from .auth import Forbidden, TokenMap, Unauthorized, acting_for
 from .engines import EmbeddedEngine, EngineError, Route, VllmEngine
 from .keyed import keyed_conversation
-from .limits import Limits, RequestError, checked, count
+from .limits import Limits, RequestError, UserRate, checked, count
 from .wire import MIN_USER_VERSION_HEADER, MIN_VERSION_HEADER, MODEL_ID, USER_VERSION_HEADER, VERSION_HEADER
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Gateway:
         self.poll_s = poll_s
         self.wait_s = wait_s  # longest a request waits for a version or for a publish to finish
         self.limits = limits
+        self.rates = UserRate(limits.user_requests_per_minute)
         self.server_name = server_name
         self.ledger = Ledger.open(self.layout, database_url)
         self.lock = RWLock()
@@ -175,21 +177,24 @@ class Gateway:
                 await asyncio.wait_for(self._changed.wait(), left)
         return True
 
-    def user_of(self, request: Request, body: dict) -> str | None:
-        """Whose memory answers this request (None: the shared memory alone); Unauthorized or Forbidden."""
+    def user_of(self, request: Request, body: dict) -> tuple[str | None, bool]:
+        """Whose memory answers this request (None: the shared memory alone), and whether it is that user's own
+        token asking (an operator's and a --dev server's requests are the application's); Unauthorized or
+        Forbidden."""
         named = body.pop("user", None)
         if named is not None and (not isinstance(named, str) or not named.strip() or len(named) > 128):
             raise Forbidden("user must be a user id (text of at most 128 characters)")
         auth = request.headers.get("authorization", "")
         bearer = auth[len("bearer "):].strip() if auth[:7].lower() == "bearer " else None
         if self.tokens:
-            return acting_for(self.tokens.user_of(bearer), named)
+            caller = self.tokens.user_of(bearer)
+            return acting_for(caller, named), caller is not None
         # without tokens of its own, a token issued to a user still acts for them (any other is ignored, as before)
         if bearer and (issued := self.tokens.issued_user(bearer)) is not None:
-            return acting_for(issued, named)
+            return acting_for(issued, named), True
         if named is not None and not self.dev:
             raise Forbidden("this server answers for no user: it has no tokens (AGENTMEM_API_TOKENS) and is not --dev")
-        return named
+        return named, False
 
     def observe(self, request: Request, messages: list, user: str | None) -> None:
         """Hand the user's last turn (with the assistant's message before it) to the memory API to be learned, in
@@ -286,8 +291,8 @@ def _error_body(status: int, message: str, kind: str) -> dict:
     return {"error": {"message": message, "type": kind, "code": status}}
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(_error_body(status, message, kind), status_code=status)
+def _error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(_error_body(status, message, kind), status_code=status, headers=headers)
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -319,11 +324,15 @@ def create_app(gw: Gateway) -> FastAPI:
         if model != MODEL_ID:
             return _error(404, f"model {model!r} does not exist; this server offers {MODEL_ID!r}", "not_found_error")
         try:
-            user = await asyncio.to_thread(gw.user_of, request, body)  # an issued token is read from the ledger
+            user, own = await asyncio.to_thread(gw.user_of, request, body)  # an issued token is read from the ledger
         except Unauthorized as e:
             return _error(401, str(e), "authentication_error")
         except Forbidden as e:
             return _error(403, str(e), "permission_error")
+        # a user's own token is held to their share; the application's own requests (an operator's) are not
+        if own and (later := gw.rates.take(user)) is not None:
+            return _error(429, f"more than {limits.user_requests_per_minute} requests a minute for this user; try "
+                               f"again in {later:.1f} s", "rate_limit_error", {"Retry-After": str(math.ceil(later))})
         try:
             body = checked(route, body, limits)
         except RequestError as e:

@@ -8,6 +8,7 @@ them only a body rebuilt from the fields below.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 # the fields both routes take; the embedded engine ignores the penalties, logprobs, user and stream_options
@@ -30,6 +31,31 @@ class Limits:
     max_n: int = 4
     max_logprobs: int = 5  # completion logprobs and chat top_logprobs
     request_timeout_s: float = 60.0  # from taking the read lock to the last token
+    user_requests_per_minute: int = 120  # each user's requests to one server (0: no limit)
+
+
+class UserRate:
+    """Each user's requests per minute, as a bucket of `per_minute` that refills evenly: a burst up to the minute's
+    share, then one request per 60/per_minute seconds. One user's flood cannot take a server's CPU from the rest."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.per_minute, self.clock = per_minute, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # user -> (requests left, when counted)
+
+    def take(self, user: str) -> float | None:
+        """Count one request of `user`; None if it may run, else the seconds until it may."""
+        if not self.per_minute:
+            return None
+        now, rate = self.clock(), self.per_minute / 60.0
+        left, then = self._buckets.get(user, (float(self.per_minute), now))
+        left = min(float(self.per_minute), left + (now - then) * rate)
+        if left < 1.0:
+            self._buckets[user] = (left, now)
+            return (1.0 - left) / rate
+        self._buckets[user] = (left - 1.0, now)
+        if len(self._buckets) > 10_000:  # users whose bucket is full again need no entry
+            self._buckets = {u: b for u, b in self._buckets.items() if b[0] + (now - b[1]) * rate < self.per_minute}
+        return None
 
 
 class RequestError(ValueError):

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from agentmem.config import Settings
 from agentmem.serving.auth import issue
 from agentmem.serving.gateway import MIN_VERSION_HEADER, Gateway, create_app
-from agentmem.serving.limits import Limits
+from agentmem.serving.limits import Limits, UserRate
 from agentmem.storage.layout import MANIFEST_FILE, WEIGHTS_FILE, Layout
 from agentmem.storage.ledger import Ledger
 
@@ -432,9 +432,39 @@ def test_a_client_that_stops_reading_a_stream_does_not_hold_back_a_publish(tmp_p
     asyncio.run(main())
 
 
+def test_each_users_own_requests_are_held_to_their_share_of_a_minute(tmp_path):
+    clock = [0.0]
+    rate = UserRate(3, clock=lambda: clock[0])
+    assert [rate.take("u1") for _ in range(3)] == [None] * 3  # a burst up to the minute's share
+    assert rate.take("u1") == pytest.approx(20.0)  # then one each 20 s
+    assert rate.take("u2") is None  # another user's share is their own
+    clock[0] = 20.0
+    assert rate.take("u1") is None and rate.take("u1") == pytest.approx(20.0)
+    assert UserRate(0).take("u1") is None  # 0: no limit
+
+    tokens = {"t" * 20: "u1", "o" * 20: "*"}
+
+    async def main():
+        publish(tmp_path, 1)
+        limits = Limits(**{**LIMITS.__dict__, "user_requests_per_minute": 2})
+        async with running(tmp_path, FakeEngine(), limits=limits, tokens=tokens) as (gw, client):
+            mine, operator = {"Authorization": f"Bearer {'t' * 20}"}, {"Authorization": f"Bearer {'o' * 20}"}
+            codes = [(await client.post("/v1/chat/completions", json=CHAT, headers=mine)).status_code for _ in range(3)]
+            assert codes == [200, 200, 429]
+            r = await client.post("/v1/chat/completions", json=CHAT, headers=mine)
+            assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 30
+            assert r.json()["error"]["type"] == "rate_limit_error"
+            # the application's own requests for the user (an operator's token) are not the user's flood
+            body = {**CHAT, "user": "u1"}
+            assert (await client.post("/v1/chat/completions", json=body, headers=operator)).status_code == 200
+
+    asyncio.run(main())
+
+
 def test_the_limits_are_settings():
     s = Settings(serve_max_tokens=64, serve_request_timeout_s=2.5)
     assert (s.serve_max_tokens, s.serve_request_timeout_s) == (64, 2.5)
     assert Settings().serve_max_body_bytes == Limits().max_body_bytes
+    assert Settings().serve_user_requests_per_minute == Limits().user_requests_per_minute
     with pytest.raises(ValueError):
         Settings(serve_max_n=0)
