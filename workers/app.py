@@ -103,8 +103,11 @@ def _register(app: Celery) -> None:
             if done and done["finished"]:
                 log.info("night %s already ran (%s); not running it again", night, done["report"]["outcome"])
                 return done["report"]
+            # what has stopped holding goes first, so tonight's adapters are not trained on it
+            w.expire(editor, 0)
             report = run_night(editor, settings.sleep, w.layout.sleep_reports, night=night)
-        # each user's night on its own, across the workers: one user's failure holds back no other's
+        # each user's night on its own, across the workers: one user's failure holds back no other's (a user whose
+        # night adapter went with an expired fact is due again by that change)
         due = users_due(w.ledger, w.layout, settings.sleep)
         if due:
             group(sleep_user.si(scope) for scope in due).apply_async()
@@ -122,6 +125,7 @@ def _register(app: Celery) -> None:
                 done = night and editor.ledger.night(night)
                 if done and done["finished"]:
                     return done["report"]
+                w.expire(editor, w.shard_of(scope))
                 return run_user_night(editor, scope, app.agentmem_settings.sleep, w.layout.user_sleep_reports(scope),
                                       night=night)
         except LockBusy as e:
