@@ -28,9 +28,9 @@ from .facts import SHARED, Fact, FactError
 from .facts.policy import Policy, names_another_user, redact, secret_in
 from .serving import generate
 from .serving.client import DEFAULT_URL, ServerClient
-from .serving.wire import MODEL_ID
 from .serving.keyed import keyed, keyed_conversation
 from .serving.replica import Replica
+from .serving.wire import MODEL_ID
 from .serving.world import world_conflict
 from .sleep.night import run_night, run_user_night, users_due
 from .storage import backup, published

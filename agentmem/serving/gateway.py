@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 HANDED_CHARS = 2_000  # of the assistant's message handed over with a turn: its closing question is what counts
 
 
-
 class RWLock:
     """Many readers (requests) or one writer (a publish); a waiting writer goes before new readers."""
 
