@@ -108,6 +108,12 @@ class FakeWriter:
     def shard_of(self, scope):
         return 1
 
+    expired: list[int] = []  # the shards whose expired facts a night forgot first, in order
+
+    def expire(self, editor, shard):
+        FakeWriter.expired.append(shard)
+        return [], set()
+
 
 def night_moving_stages(runs: list, fail_first: bool = False):
     """A stand-in for run_night that commits what a published night does: each fact one stage on, the night done."""
@@ -144,9 +150,10 @@ def test_a_redelivered_night_is_not_run_again(workers, sleep_task):
     task, ledger = sleep_task
     runs = []
     workers.run_night = night_moving_stages(runs)
+    FakeWriter.expired = []
     first = task.apply(task_id="night-1").get()
     again = task.apply(task_id="night-1").get()  # the same message, redelivered after the visibility timeout
-    assert runs == ["night-1"]
+    assert runs == ["night-1"] and FakeWriter.expired == [0]  # what stopped holding went before the night
     assert again == first
     assert ledger.get("f1")["stage"] == 1
     task.apply(task_id="night-2").get()  # the next night runs
@@ -201,10 +208,11 @@ def test_a_users_night_runs_on_their_shard_once_per_night_and_waits_for_a_busy_s
         return {"outcome": "published"}
 
     workers.run_user_night = run_user_night
-    FakeWriter.shards = []
+    FakeWriter.shards, FakeWriter.expired = [], []
     first = user_task.apply(args=["u1"], task_id="u1-night").get()
     assert user_task.apply(args=["u1"], task_id="u1-night").get() == first  # redelivered: not run again
     assert runs == [("u1", "u1-night")] and FakeWriter.shards == [1, 1]  # as the writer of u1's shard
+    assert FakeWriter.expired == [1]  # that shard's expired facts went before the night
     FakeWriter.busy = True
     try:
         with pytest.raises(Retry):  # the shard's writer is busy: the task comes back later, the worker stays free
