@@ -43,10 +43,10 @@ def agentmem(*args, home=None, env=None, clean=False, check=True) -> subprocess.
 
 
 class Workers:
-    """Starts and kills `agentmem worker` processes for one home."""
+    """Starts and kills `agentmem worker` processes for one home, on the Redis at `redis_url`."""
 
-    def __init__(self, home: Path):
-        self.home = home
+    def __init__(self, home: Path, redis_url: str = REDIS_URL):
+        self.home, self.redis_url = home, redis_url
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
     def start(self, warm: bool = True, env: dict | None = None) -> subprocess.Popen:
@@ -55,7 +55,7 @@ class Workers:
         log = self.home / f"worker-{len(self.procs)}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "agentmem", "worker", "--home", str(self.home),
-             "--redis-url", REDIS_URL, "--loglevel", "INFO"],
+             "--redis-url", self.redis_url, "--loglevel", "INFO"],
             stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         )
         self.procs.append((proc, log))

@@ -24,9 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from safetensors.torch import load_file
 from sqlalchemy.exc import OperationalError
 
-import test_workers
-from checks import consistent
-from test_workers import Workers, said
+from checks import Workers, consistent
+from test_workers import said
 from agentmem import Fact, Memory
 from agentmem.metrics import MemoryCollector, render
 from agentmem.serving.engines import free_port
@@ -77,13 +76,12 @@ def _wait_for(predicate, timeout: float, why) -> None:
 def test_redis_crash_and_repeated_worker_kills_lose_nothing_and_apply_each_fact_once(tmp_path, monkeypatch):
     r = PrivateRedis(tmp_path)
     r.start()
-    monkeypatch.setattr(test_workers, "REDIS_URL", r.url)  # Workers start against the private Redis
     # a killed worker's lock expires in 5 s rather than 30: the test waits for each expiry
     monkeypatch.setenv("AGENTMEM_LOCK_TTL_MS", "5000")
     monkeypatch.setenv("AGENTMEM_LOG_FORMAT", "json")
     home = tmp_path / "home"
     home.mkdir()
-    workers = Workers(home)
+    workers = Workers(home, redis_url=r.url)
     mem = None
     try:
         w1 = workers.start()
