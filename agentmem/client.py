@@ -25,11 +25,10 @@ import httpx
 from .extract import ExtractionError, chat_messages
 from .facts import SHARED, Fact, FactError
 from .serving.client import ServerClient, ServerError
-from .storage.ledger import PENDING, QUEUED, SPOOLED
+from .storage.ledger import PENDING, WAITING
 from .storage.quota import QuotaExceeded
 
-# a fact in one of these has not reached the weights yet
-WAITING = (SPOOLED, QUEUED, PENDING)
+UNAPPLIED = (*WAITING, PENDING)  # a fact in one of these has not reached the weights yet
 FACT_FIELDS = ("subject", "relation", "object", "prompt", "question", "expires")
 PAGE = 10_000  # the API's largest page of facts
 
@@ -89,8 +88,8 @@ class MemoryClient:
         ids = None if ids is None else list(dict.fromkeys(ids))
         deadline = time.monotonic() + timeout
         while True:
-            rows = [self.fact(i) for i in ids] if ids is not None else self.facts(status=WAITING)
-            if not any(r["status"] in WAITING for r in rows):
+            rows = [self.fact(i) for i in ids] if ids is not None else self.facts(status=UNAPPLIED)
+            if not any(r["status"] in UNAPPLIED for r in rows):
                 for r in rows if ids is not None else ():
                     self._saw(r)
                 return True
