@@ -113,3 +113,15 @@ def empty_postgres(postgres_url):
         conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     engine.dispose()
     return postgres_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path):
+    """A new ledger on SQLite and on PostgreSQL in turn (a test file may define its own `ledger` instead)."""
+    from agentmem.storage.layout import Layout
+    from agentmem.storage.ledger import Ledger
+
+    url = None if request.param == "sqlite" else request.getfixturevalue("empty_postgres")
+    ledger = Ledger.open(Layout(tmp_path), url)
+    yield ledger
+    ledger.close()

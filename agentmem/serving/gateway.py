@@ -24,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..extract import chat_messages
 from ..storage.layout import Layout
 from ..storage.ledger import Ledger
 from ..storage.published import Published, UserAdapter, newest, newest_user
@@ -200,8 +201,8 @@ class Gateway:
         the background and as the same caller: the answer never waits for it, nor fails with it."""
         if self.observer is None or user is None:
             return
-        turn = [{"role": m["role"], "content": text[-HANDED_CHARS:] if m["role"] == "assistant" else text}
-                for m in messages[-2:] if m.get("role") in ("assistant", "user") and (text := _text(m))]
+        turn = [{**m, "content": m["content"][-HANDED_CHARS:]} if m["role"] == "assistant" else m
+                for m in chat_messages(messages[-2:]) if m["role"] in ("assistant", "user") and m["content"]]
         if not turn or turn[-1]["role"] != "user":
             return
         auth = request.headers.get("authorization")
@@ -276,14 +277,6 @@ async def _close(chunks, lock: RWLock) -> None:
         await chunks.aclose()
     finally:
         await lock.release_read()
-
-
-def _text(message: dict) -> str:
-    """A checked message's text: its content, or its text parts joined."""
-    content = message.get("content")
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return content if isinstance(content, str) else ""
 
 
 def _error_body(status: int, message: str, kind: str) -> dict:

@@ -8,17 +8,7 @@ import time
 import pytest
 
 from agentmem.facts import Fact
-from agentmem.storage.layout import Layout
-from agentmem.storage.ledger import Ledger
 from agentmem.storage.quota import HOUR, QuotaExceeded, check_user_quota
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    url = None if request.param == "sqlite" else request.getfixturevalue("empty_postgres")
-    ledger = Ledger.open(Layout(tmp_path), url)
-    yield ledger
-    ledger.close()
 
 
 def said(ledger, user, *objects):

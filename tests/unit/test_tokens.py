@@ -14,14 +14,6 @@ from agentmem.storage.layout import Layout
 from agentmem.storage.ledger import TOKENS, Ledger
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    url = None if request.param == "sqlite" else request.getfixturevalue("empty_postgres")
-    ledger = Ledger.open(Layout(tmp_path), url)
-    yield ledger
-    ledger.close()
-
-
 def test_an_issued_token_acts_for_its_user_until_revoked_and_is_kept_only_as_a_digest(ledger):
     carol, dave = issue(ledger, "carol"), issue(ledger, "dave")
     assert carol["token"] != dave["token"] and len(carol["token"]) > 40
